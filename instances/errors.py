@@ -1,0 +1,21 @@
+"""Exceptions with one-line messages, mapped by the CLI to exit statuses.
+
+Every error the toolkit raises on purpose derives from :class:`CarbonschedError`; its message is a
+single line meant for the user, and ``exit_status`` is what the command-line tool returns.
+"""
+
+from __future__ import annotations
+
+
+class CarbonschedError(Exception):
+    """Base class of the toolkit's deliberate errors (one-line message, CLI status 2)."""
+
+    exit_status = 2
+
+
+class InstanceError(CarbonschedError, ValueError):
+    """An instance file or object breaks a rule of INSTANCE.md (names field, rule and index)."""
+
+
+class InputError(CarbonschedError, ValueError):
+    """A bad command-line argument or API parameter (names the parameter)."""

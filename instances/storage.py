@@ -1,0 +1,217 @@
+"""HDF5 storage of instances (INSTANCE.md layout) and the atomic-write helper every writer uses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import InstanceError
+from .schema import (
+    GROUP_CLASSES,
+    GROUPS,
+    ROOT_ATTRS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    FieldSpec,
+    Instance,
+    group_fields,
+)
+from .validation import validate, validate_root
+
+#: Arrays at least this large are stored gzip-compressed (chunked); small ones stay contiguous.
+COMPRESS_MIN_ELEMENTS = 256
+
+
+@contextlib.contextmanager
+def atomic_hdf5(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """Open a temporary HDF5 file beside ``path``; rename it onto ``path`` only on success.
+
+    A crash or exception inside the block leaves any existing file at ``path`` untouched and
+    removes the temporary file.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w", libver="earliest") as f:
+            yield f
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_array(group: h5py.Group, name: str, arr: np.ndarray) -> None:
+    """Write one dataset; strings as UTF-8 variable length, large arrays compressed."""
+    arr = np.asarray(arr)
+    if arr.dtype == object or arr.dtype.kind == "U":
+        group.create_dataset(name, data=np.asarray(arr, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        return
+    if arr.size >= COMPRESS_MIN_ELEMENTS:
+        group.create_dataset(name, data=arr, compression="gzip", compression_opts=4, shuffle=True)
+    else:
+        group.create_dataset(name, data=arr)
+
+
+def save(inst: Instance, path: str | os.PathLike) -> None:
+    """Write ``inst`` to ``path`` in the INSTANCE.md layout, atomically.
+
+    The instance is validated first, so the project never writes a file it would refuse to load.
+    """
+    validate(inst)
+    with atomic_hdf5(path) as f:
+        for key in inst.extra_attrs:
+            if key not in ROOT_ATTRS:
+                f.attrs[key] = inst.extra_attrs[key]
+        f.attrs["schema"] = SCHEMA
+        f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+        f.attrs["name"] = inst.name
+        f.attrs["n_periods"] = np.int64(inst.n_periods)
+        f.attrs["period_hours"] = float(inst.period_hours)
+        f.attrs["voll"] = float(inst.voll)
+        f.attrs["carbon_budget_t"] = float(inst.carbon_budget_t)
+        f.attrs["carbon_price"] = float(inst.carbon_price)
+        for g in GROUPS:
+            grp = f.create_group(g)
+            obj = inst.group(g)
+            for spec in group_fields(g):
+                write_array(grp, spec.name, getattr(obj, spec.name))
+
+
+def _read_attr(val):
+    if isinstance(val, bytes):
+        return val.decode("utf-8")
+    if isinstance(val, np.ndarray) and val.shape == ():
+        val = val[()]
+    if isinstance(val, np.bytes_):
+        return bytes(val).decode("utf-8")
+    if isinstance(val, np.str_):
+        return str(val)
+    return val
+
+
+def _read_dataset(spec: FieldSpec, ds: h5py.Dataset, dims: dict[str, int]) -> np.ndarray:
+    where = f"/{spec.group}/{spec.name}"
+    shape = tuple(dims[d] for d in spec.dims)
+    if ds.shape != shape:
+        # An empty group written by another tool may lose trailing dimensions: accept any empty shape.
+        if not (0 in shape and ds.size == 0):
+            raise InstanceError(f"{where}: shape must be ({','.join(spec.dims)}) = {shape}, got {ds.shape}")
+    dt = ds.dtype
+    if spec.kind == "str":
+        if h5py.check_string_dtype(dt) is None:
+            raise InstanceError(f"{where}: must be a string dataset, got dtype {dt}")
+        try:
+            vals = ds.asstr("utf-8")[()] if ds.size else np.empty(shape, dtype=object)
+        except UnicodeDecodeError as exc:
+            raise InstanceError(f"{where}: strings must be UTF-8 ({exc.reason})") from None
+        return np.array([str(v) for v in np.ravel(vals)], dtype=object).reshape(shape)
+    if dt.kind not in "biuf":
+        raise InstanceError(f"{where}: must be {spec.kind}, got dtype {dt}")
+    data = ds[()] if ds.size else np.empty(shape, dtype=dt)
+    data = np.asarray(data).reshape(shape)
+    if spec.kind == "bool":
+        if dt.kind == "b":
+            return data.astype(bool)
+        if dt.kind in "iu":
+            from .validation import check_mask
+
+            check_mask(where, (data != 0) & (data != 1), "must be boolean (0 or 1)", data)
+            return data.astype(bool)
+        raise InstanceError(f"{where}: must be boolean, got dtype {dt}")
+    if spec.kind == "int":
+        if dt.kind not in "iu":
+            raise InstanceError(f"{where}: must be integer, got dtype {dt}")
+        return data.astype(np.int64)
+    if dt.kind == "b":
+        raise InstanceError(f"{where}: must be float, got dtype {dt}")
+    return data.astype(np.float64)
+
+
+def load(path: str | os.PathLike) -> Instance:
+    """Read and validate an instance file.
+
+    Parameters
+    ----------
+    path : path-like
+        An HDF5 file in the INSTANCE.md layout, written by any tool.
+
+    Returns
+    -------
+    Instance
+        Validated; float arrays float64, integer arrays int64, strings ``str``.
+
+    Raises
+    ------
+    InstanceError
+        One-line message naming the file, the dataset or attribute, the rule and index.
+    """
+    path = Path(path)
+    try:
+        return validate(_load_unchecked(path))
+    except InstanceError as exc:
+        raise InstanceError(f"{path}: {exc}") from None
+
+
+def _load_unchecked(path: Path) -> Instance:
+    if not path.exists():
+        raise InstanceError("file not found")
+    if path.is_dir():
+        raise InstanceError("is a directory, not an HDF5 file")
+    if not h5py.is_hdf5(path):
+        raise InstanceError("not an HDF5 file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InstanceError(f"cannot open HDF5 file ({exc})") from None
+    with f:
+        attrs = {k: _read_attr(v) for k, v in f.attrs.items()}
+        if "schema" in attrs and attrs["schema"] != SCHEMA:
+            raise InstanceError(f"attribute 'schema': must be '{SCHEMA}' (got {attrs['schema']!r})")
+        validate_root(attrs)
+        for g in GROUPS:
+            if g not in f or not isinstance(f[g], h5py.Group):
+                raise InstanceError(f"/{g}: missing group")
+        for g in GROUPS:
+            if "name" not in f[g]:
+                raise InstanceError(f"/{g}/name: missing dataset")
+            if f[g]["name"].ndim != 1:
+                raise InstanceError(f"/{g}/name: must be one-dimensional, got shape {f[g]['name'].shape}")
+        dims = {
+            "S": f["sites/name"].shape[0],
+            "T": int(attrs["n_periods"]),
+            "J": f["jobs/name"].shape[0],
+            "K": f["inference/name"].shape[0],
+        }
+        groups = {}
+        for g in GROUPS:
+            values = {}
+            for spec in group_fields(g):
+                if spec.name not in f[g]:
+                    raise InstanceError(f"/{g}/{spec.name}: missing dataset")
+                node = f[g][spec.name]
+                if not isinstance(node, h5py.Dataset):
+                    raise InstanceError(f"/{g}/{spec.name}: must be a dataset")
+                values[spec.name] = _read_dataset(spec, node, dims)
+            groups[g] = GROUP_CLASSES[g](**values)
+        extra = {k: v for k, v in attrs.items() if k not in ROOT_ATTRS}
+    return Instance(
+        name=attrs["name"],
+        n_periods=int(attrs["n_periods"]),
+        period_hours=float(attrs["period_hours"]),
+        voll=float(attrs["voll"]),
+        carbon_budget_t=float(attrs["carbon_budget_t"]),
+        carbon_price=float(attrs["carbon_price"]),
+        extra_attrs=extra,
+        **groups,
+    )
