@@ -1,0 +1,27 @@
+"""Formulations: the SCIP models (joint MILP, per-site energy), plans and their exact evaluation,
+the baselines, the solution object with its file format, and the independent checker."""
+
+from .checker import CheckReport, Violation, check_solution
+from .evaluate import evaluate, site_energy_model
+from .joint import JointModel, build_joint_model
+from .monolithic import solve_monolithic
+from .plan import ComputePlan, PlanError
+from .solution import Solution, SolutionError, SolveStatus, Trace, breakdown_from_arrays
+
+__all__ = [
+    "CheckReport",
+    "ComputePlan",
+    "JointModel",
+    "PlanError",
+    "Solution",
+    "SolutionError",
+    "SolveStatus",
+    "Trace",
+    "Violation",
+    "breakdown_from_arrays",
+    "build_joint_model",
+    "check_solution",
+    "evaluate",
+    "site_energy_model",
+    "solve_monolithic",
+]

@@ -70,6 +70,8 @@ def _fill(group: str, given: dict[str, Any], defaults: dict[str, Any], dims: dic
             val = defaults[spec.name]
         elif group == "jobs" and spec.name == "deadline":
             val = dims["T"]
+        elif 0 in shape:
+            val = 0  # an empty group needs no data
         else:
             raise TypeError(f"{group} field '{spec.name}' is required")
         arr = np.asarray(val, dtype=NUMPY_DTYPE[spec.kind])

@@ -19,3 +19,19 @@ class InstanceError(CarbonschedError, ValueError):
 
 class InputError(CarbonschedError, ValueError):
     """A bad command-line argument or API parameter (names the parameter)."""
+
+
+class InfeasibleError(CarbonschedError):
+    """The instance has no feasible solution: its mandatory jobs cannot all be placed (names them)."""
+
+    exit_status = 3
+
+    def __init__(self, message: str, jobs: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.jobs = list(jobs or [])
+
+
+class NoSolutionError(CarbonschedError):
+    """A limit (time, nodes, interrupt) was reached before any feasible solution was found."""
+
+    exit_status = 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from .schema import (
     Instance,
     group_fields,
 )
-from .validation import validate, validate_root
+from .validation import check_mask, validate, validate_root
 
 #: Arrays at least this large are stored gzip-compressed (chunked); small ones stay contiguous.
 COMPRESS_MIN_ELEMENTS = 256
@@ -37,8 +37,15 @@ def atomic_hdf5(path: str | os.PathLike) -> Iterator[h5py.File]:
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
+    # Not tempfile.mkstemp: it creates the file with mode 0600, and os.replace would keep that mode,
+    # leaving the result unreadable by group/others.  O_EXCL with 0666 lets the umask apply as usual.
+    while True:
+        tmp = str(folder / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         with h5py.File(tmp, "w", libver="earliest") as f:
             yield f
@@ -88,13 +95,14 @@ def save(inst: Instance, path: str | os.PathLike) -> None:
                 write_array(grp, spec.name, getattr(obj, spec.name))
 
 
-def _read_attr(val):
-    if isinstance(val, bytes):
-        return val.decode("utf-8")
+def _read_attr(key: str, val):
     if isinstance(val, np.ndarray) and val.shape == ():
         val = val[()]
-    if isinstance(val, np.bytes_):
-        return bytes(val).decode("utf-8")
+    if isinstance(val, bytes):  # also np.bytes_
+        try:
+            return bytes(val).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InstanceError(f"attribute '{key}': strings must be UTF-8 ({exc.reason})") from None
     if isinstance(val, np.str_):
         return str(val)
     return val
@@ -124,14 +132,14 @@ def _read_dataset(spec: FieldSpec, ds: h5py.Dataset, dims: dict[str, int]) -> np
         if dt.kind == "b":
             return data.astype(bool)
         if dt.kind in "iu":
-            from .validation import check_mask
-
             check_mask(where, (data != 0) & (data != 1), "must be boolean (0 or 1)", data)
             return data.astype(bool)
         raise InstanceError(f"{where}: must be boolean, got dtype {dt}")
     if spec.kind == "int":
         if dt.kind not in "iu":
             raise InstanceError(f"{where}: must be integer, got dtype {dt}")
+        if dt.kind == "u" and dt.itemsize == 8:  # values above int64 max would wrap to negatives
+            check_mask(where, data > np.iinfo(np.int64).max, "must fit in a 64-bit signed integer", data)
         return data.astype(np.int64)
     if dt.kind == "b":
         raise InstanceError(f"{where}: must be float, got dtype {dt}")
@@ -161,6 +169,8 @@ def load(path: str | os.PathLike) -> Instance:
         return validate(_load_unchecked(path))
     except InstanceError as exc:
         raise InstanceError(f"{path}: {exc}") from None
+    except OSError as exc:  # e.g. a corrupted chunk: h5py raises while reading a dataset
+        raise InstanceError(f"{path}: cannot read HDF5 file ({exc})") from None
 
 
 def _load_unchecked(path: Path) -> Instance:
@@ -175,17 +185,21 @@ def _load_unchecked(path: Path) -> Instance:
     except OSError as exc:
         raise InstanceError(f"cannot open HDF5 file ({exc})") from None
     with f:
-        attrs = {k: _read_attr(v) for k, v in f.attrs.items()}
+        attrs = {k: _read_attr(k, v) for k, v in f.attrs.items()}
         if "schema" in attrs and attrs["schema"] != SCHEMA:
             raise InstanceError(f"attribute 'schema': must be '{SCHEMA}' (got {attrs['schema']!r})")
         validate_root(attrs)
+        # .get, not `in` + []: a dangling soft link is "in" the group but raises KeyError when opened.
         for g in GROUPS:
-            if g not in f or not isinstance(f[g], h5py.Group):
+            if not isinstance(f.get(g), h5py.Group):
                 raise InstanceError(f"/{g}: missing group")
         for g in GROUPS:
-            if "name" not in f[g]:
+            node = f[g].get("name")
+            if node is None:
                 raise InstanceError(f"/{g}/name: missing dataset")
-            if f[g]["name"].ndim != 1:
+            if not isinstance(node, h5py.Dataset):
+                raise InstanceError(f"/{g}/name: must be a dataset")
+            if node.ndim != 1:
                 raise InstanceError(f"/{g}/name: must be one-dimensional, got shape {f[g]['name'].shape}")
         dims = {
             "S": f["sites/name"].shape[0],
@@ -197,9 +211,9 @@ def _load_unchecked(path: Path) -> Instance:
         for g in GROUPS:
             values = {}
             for spec in group_fields(g):
-                if spec.name not in f[g]:
+                node = f[g].get(spec.name)
+                if node is None:
                     raise InstanceError(f"/{g}/{spec.name}: missing dataset")
-                node = f[g][spec.name]
                 if not isinstance(node, h5py.Dataset):
                     raise InstanceError(f"/{g}/{spec.name}: must be a dataset")
                 values[spec.name] = _read_dataset(spec, node, dims)

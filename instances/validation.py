@@ -37,6 +37,17 @@ def _fail(where: str, rule: str, idx=None, value=None) -> None:
     raise InstanceError(f"{loc}: {rule}{got}")
 
 
+def _string_problem(s: str) -> str | None:
+    """Why ``s`` cannot be stored as an HDF5 variable-length UTF-8 string, or None."""
+    if "\x00" in s:
+        return "strings must not contain NUL characters"
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return "strings must be valid UTF-8 (lone surrogate)"
+    return None
+
+
 def first_index(mask: np.ndarray) -> tuple[int, ...] | None:
     """Row-major index of the first true entry of ``mask``, or None."""
     flat = np.flatnonzero(np.asarray(mask).ravel())
@@ -67,6 +78,8 @@ def validate_root(attrs: dict) -> None:
         if kind == "str":
             if not isinstance(val, str):
                 _fail(where, "must be a string")
+            if (problem := _string_problem(val)) is not None:
+                _fail(where, problem)
         elif kind == "int":
             if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)):
                 _fail(where, f"must be an integer, got {type(val).__name__}")
@@ -99,11 +112,13 @@ def _check_field(spec: FieldSpec, arr: np.ndarray, dims: dict[str, int]) -> None
         for i, s in enumerate(arr.ravel()):
             if not isinstance(s, str):
                 _fail(where, "must hold strings", i)
+            if (problem := _string_problem(s)) is not None:
+                _fail(where, problem, i)
         if spec.rule == "unique":
             seen: dict[str, int] = {}
             for i, s in enumerate(arr):
                 if s in seen:
-                    _fail(where, f"names must be unique: '{s}' repeats entry {seen[s]}", i)
+                    _fail(where, f"names must be unique: {s!r} repeats entry {seen[s]}", i)
                 seen[s] = i
         return
     if spec.kind == "bool":

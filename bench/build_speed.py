@@ -1,0 +1,528 @@
+"""Model build speed: ``build_joint_model`` against SCIP reading the same model from an MPS file.
+
+For each instance size, the joint MILP is built once and written by SCIP itself to an MPS file in a
+temporary directory. Then, in this one process and interleaved (A B A B ...), the script times
+
+* **A (build)**: ``build_joint_model(inst)`` on an already generated instance (instance generation is
+  timed separately and is not part of the build);
+* **B (read)**: a fresh ``pyscipopt.Model()``, ``hideOutput()`` and ``readProblem(path)`` of that file.
+
+Both sides end in the same state: the problem loaded in SCIP's PROBLEM stage, not presolved; this is
+checked once per size (same stage, objective sense, variable/binary/row/nonzero counts). The ratio is
+build / read per pair; the table reports medians and the min–max of the per-pair ratios. Peak memory
+of each side is the increase of the process's peak RSS over a baseline taken after imports (and, for
+the build, after generating the instance), measured in a separate child process per side so the two
+measurements do not contaminate each other (Linux: ``VmHWM``, reset at the baseline; elsewhere
+``ru_maxrss``). For the largest size a short profile of one build shows
+where the time goes.
+
+Run from the repository root::
+
+    python -m bench.build_speed                      # default three sizes, 3 pairs each
+    python -m bench.build_speed --sizes 20x24 45x168 --repeats 5 --out /tmp/table.md
+
+This is a benchmark, not a test: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The goal of the issue: build time at most this multiple of SCIP's own MPS read.
+RATIO_GOAL = 1.5
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    """One instance size of the benchmark (generator arguments by size).
+
+    Attributes
+    ----------
+    label : str
+        Short name printed in the table.
+    sites, periods : int
+        S and T.
+    jobs, classes : int or None
+        J and K; None lets the generator scale them with ``sites``.
+    seed : int
+        Generator seed.
+    """
+
+    label: str
+    sites: int
+    periods: int
+    jobs: int | None = None
+    classes: int | None = None
+    seed: int = 0
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`instances.generator.generate` for this size."""
+        return {"sites": self.sites, "periods": self.periods, "jobs": self.jobs, "classes": self.classes,
+                "seed": self.seed}
+
+
+#: Default sizes: about 50k, 300k and (at least) 1M nonzeros in the joint model.
+DEFAULT_SIZES: tuple[SizeSpec, ...] = (
+    SizeSpec("~50k", sites=20, periods=24),
+    SizeSpec("~300k", sites=110, periods=24),
+    SizeSpec("~1M", sites=45, periods=168),
+)
+
+
+@dataclass
+class SizeResult:
+    """Measurements of one size.
+
+    Attributes
+    ----------
+    spec : SizeSpec
+        The size.
+    n_jobs, n_classes, n_vars, n_rows, n_nonzeros : int
+        Instance and model dimensions (from the ``ArrayModel``).
+    gen_s, write_s : float
+        Instance generation and SCIP's MPS write, seconds (once each, outside the comparison).
+    mps_mb : float
+        Size of the MPS file, MB.
+    build_s, read_s : list of float
+        Interleaved timings, one per pair.
+    peak_build_mb, peak_read_mb : float
+        Peak RSS increase of each side, measured in its own child process.
+    """
+
+    spec: SizeSpec
+    n_jobs: int = 0
+    n_classes: int = 0
+    n_vars: int = 0
+    n_rows: int = 0
+    n_nonzeros: int = 0
+    gen_s: float = 0.0
+    write_s: float = 0.0
+    mps_mb: float = 0.0
+    build_s: list[float] = field(default_factory=list)
+    read_s: list[float] = field(default_factory=list)
+    peak_build_mb: float = float("nan")
+    peak_read_mb: float = float("nan")
+
+    @property
+    def ratios(self) -> list[float]:
+        """Per-pair ratios build / read."""
+        return [b / r for b, r in zip(self.build_s, self.read_s, strict=True)]
+
+
+# ---------------------------------------------------------------------------------- the two sides
+def build(inst: Any) -> Any:
+    """Side A: build the joint model of ``inst`` (returns the ``JointModel``)."""
+    from formulations.joint import build_joint_model
+
+    return build_joint_model(inst)
+
+
+def read(path: str | os.PathLike[str]) -> Any:
+    """Side B: a fresh SCIP model with output hidden, reading the MPS file at ``path``."""
+    import pyscipopt
+
+    model = pyscipopt.Model()
+    model.hideOutput()
+    model.readProblem(str(path))
+    return model
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def model_signature(model: Any) -> dict[str, Any]:
+    """Stage, sense and dimensions of a PySCIPOpt model, to check both sides end in the same state.
+
+    Parameters
+    ----------
+    model : pyscipopt.Model
+        A model holding only linear constraints.
+
+    Returns
+    -------
+    dict
+        ``stage``, ``sense``, ``vars``, ``binaries``, ``integers``, ``rows`` and ``nonzeros``.
+    """
+    conss = model.getConss()
+    return {
+        "stage": model.getStageName(),
+        "sense": model.getObjectiveSense(),
+        "vars": model.getNVars(),
+        "binaries": model.getNBinVars(),
+        "integers": model.getNIntVars(),
+        "rows": len(conss),
+        "nonzeros": sum(len(model.getValsLinear(c)) for c in conss),
+    }
+
+
+# ---------------------------------------------------------------------------------- peak memory
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process so far, MB.
+
+    On Linux ``VmHWM`` of ``/proc/self/status``: unlike ``ru_maxrss`` it is not inherited from the
+    parent across fork + exec (``ru_maxrss`` of a freshly exec'd child starts at the parent's RSS at
+    fork time, which would hide the child's own peak), and it can be reset.
+    """
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
+    scale = 1.0 if sys.platform == "darwin" else 1024.0  # ru_maxrss: bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _reset_peak_rss() -> float:
+    """Reset the peak-RSS mark where the OS allows it (Linux ``clear_refs`` 5); return the baseline, MB.
+
+    After a reset the baseline is the current RSS, so transients before it (imports, instance
+    generation) do not count; without one it is the peak so far.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        rss = _proc_status_mb("VmRSS")
+        if rss is not None:
+            return rss
+    except OSError:
+        pass
+    return _peak_rss_mb()
+
+
+def child_peak(side: str, size_json: str, mps_path: str) -> None:
+    """Entry point of a memory child process: print one JSON line with the peak RSS increase.
+
+    Parameters
+    ----------
+    side : {"build", "read"}
+        Which side to measure.
+    size_json : str
+        ``SizeSpec`` fields as JSON.
+    mps_path : str
+        The MPS file (read side).
+    """
+    import pyscipopt  # noqa: F401  (same imports on both sides before the baseline)
+
+    from formulations.joint import build_joint_model  # noqa: F401
+    from instances.generator import generate
+
+    spec = SizeSpec(**json.loads(size_json))
+    inst = generate(**spec.generator_kwargs()) if side == "build" else None
+    gc.collect()
+    base = _reset_peak_rss()
+    if side == "build":
+        kept = build(inst)
+    elif side == "read":
+        kept = read(mps_path)
+    else:
+        raise ValueError(f"unknown side {side!r}")
+    peak = _peak_rss_mb()
+    del kept
+    print(json.dumps({"side": side, "baseline_mb": base, "peak_mb": peak, "increase_mb": peak - base}))
+
+
+def measure_peak(side: str, spec: SizeSpec, mps_path: str) -> float:
+    """Peak RSS increase (MB) of one side, in a fresh Python process."""
+    args = f"{side!r}, {json.dumps(spec.__dict__)!r}, {mps_path!r}"
+    code = f"from bench.build_speed import child_peak; child_peak({args})"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         check=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["increase_mb"])
+
+
+# ---------------------------------------------------------------------------------- one size
+def run_size(spec: SizeSpec, repeats: int, workdir: Path, *, memory: bool = True, verify: bool = True,
+             log: Callable[[str], None] = print) -> SizeResult:
+    """Measure one size: write the MPS once, then ``repeats`` interleaved build/read pairs.
+
+    Parameters
+    ----------
+    spec : SizeSpec
+        The instance size.
+    repeats : int
+        Number of (build, read) pairs.
+    workdir : Path
+        Directory for the MPS file.
+    memory : bool
+        Also measure peak memory in child processes.
+    verify : bool
+        Check once that the built and the read model have the same stage and dimensions.
+    log : callable
+        Progress printer.
+
+    Returns
+    -------
+    SizeResult
+    """
+    from instances.generator import generate
+
+    res = SizeResult(spec)
+    res.gen_s, inst = _timed(lambda: generate(**spec.generator_kwargs()))
+    res.n_jobs, res.n_classes = inst.n_jobs, inst.n_classes
+
+    path = workdir / f"joint_S{spec.sites}_T{spec.periods}.mps"
+    jm = build(inst)
+    am = jm.am
+    res.n_vars, res.n_rows, res.n_nonzeros = am.n_vars, am.n_rows, am.n_nonzeros
+    log(f"[{spec.label}] S={spec.sites} T={spec.periods} J={res.n_jobs} K={res.n_classes}: "
+        f"{res.n_vars} vars, {res.n_rows} rows, {res.n_nonzeros} nonzeros (generation {res.gen_s:.3f} s)")
+    am.model.hideOutput()
+    t0 = time.perf_counter()
+    am.model.writeProblem(str(path), verbose=False)
+    res.write_s = time.perf_counter() - t0
+    res.mps_mb = path.stat().st_size / 2**20
+    if verify:
+        built_sig = model_signature(am.model)
+        read_sig = model_signature(read(path))
+        if built_sig != read_sig:
+            raise RuntimeError(f"built and read models differ: {built_sig} vs {read_sig}")
+        if built_sig["nonzeros"] != res.n_nonzeros or built_sig["vars"] != res.n_vars:
+            raise RuntimeError(f"ArrayModel counts differ from SCIP's: {built_sig}")
+        log(f"[{spec.label}] same state both sides: {read_sig}")
+    del jm, am
+    gc.collect()
+
+    for q in range(repeats):
+        t_build, jm = _timed(lambda: build(inst))
+        del jm
+        t_read, model = _timed(lambda: read(path))
+        del model
+        res.build_s.append(t_build)
+        res.read_s.append(t_read)
+        log(f"[{spec.label}] pair {q + 1}/{repeats}: build {t_build:.3f} s, read {t_read:.3f} s, "
+            f"ratio {t_build / t_read:.2f}")
+    if memory:
+        res.peak_build_mb = measure_peak("build", spec, str(path))
+        res.peak_read_mb = measure_peak("read", spec, str(path))
+        log(f"[{spec.label}] peak RSS increase: build {res.peak_build_mb:.0f} MB, read {res.peak_read_mb:.0f} MB")
+    return res
+
+
+# ---------------------------------------------------------------------------------- profile
+def profile_build(spec: SizeSpec) -> str:
+    """Where one build's time goes: time per ``ArrayModel`` call family plus a profiler's view.
+
+    ``ArrayModel.add_vars`` and ``add_rows`` are wrapped (in this process only) with timers, so the
+    report splits the build into variable creation, row creation and the rest (numpy/scipy
+    assembly, model creation). Below that comes a pyinstrument call tree if pyinstrument is
+    installed, else the cProfile top 10 by cumulative time.
+
+    Parameters
+    ----------
+    spec : SizeSpec
+        The size to profile.
+
+    Returns
+    -------
+    str
+        Text report.
+    """
+    from formulations import scip_arrays
+    from instances.generator import generate
+
+    inst = generate(**spec.generator_kwargs())
+    build(inst)  # warm
+    gc.collect()
+
+    spent: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0, 0])
+    cls = scip_arrays.ArrayModel
+    orig_vars, orig_rows = cls.add_vars, cls.add_rows
+
+    def add_vars(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        ids = orig_vars(self, name, *args, **kwargs)
+        acc = spent[("add_vars", name)]
+        acc[0] += time.perf_counter() - t0
+        acc[1] += ids.size
+        return ids
+
+    def add_rows(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        t0, nnz0 = time.perf_counter(), self.n_nonzeros
+        ids = orig_rows(self, name, *args, **kwargs)
+        acc = spent[("add_rows", name)]
+        acc[0] += time.perf_counter() - t0
+        acc[1] += ids.size
+        acc[2] += self.n_nonzeros - nnz0
+        return ids
+
+    cls.add_vars, cls.add_rows = add_vars, add_rows  # type: ignore[method-assign]
+    try:
+        total, _ = _timed(lambda: build(inst))
+    finally:
+        cls.add_vars, cls.add_rows = orig_vars, orig_rows  # type: ignore[method-assign]
+
+    lines = [f"Build profile, {spec.label} (S={spec.sites}, T={spec.periods}): one build {total:.3f} s"]
+    fam: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0])
+    for (kind, _name), (t, n, nnz) in spent.items():
+        f = fam[kind]
+        f[0] += t
+        f[1] += n
+        f[2] += nnz
+    tv, nv, _ = fam["add_vars"]
+    tr, nr, nz = fam["add_rows"]
+    rest = total - tv - tr
+    lines.append(f"  add_vars  {tv:7.3f} s {100 * tv / total:5.1f} %  {int(nv):>9} vars  "
+                 f"{1e6 * tv / max(nv, 1):5.2f} us/var")
+    lines.append(f"  add_rows  {tr:7.3f} s {100 * tr / total:5.1f} %  {int(nr):>9} rows  "
+                 f"{1e6 * tr / max(nr, 1):5.2f} us/row  ({int(nz)} nonzeros, {1e9 * tr / max(nz, 1):5.0f} ns/nonzero)")
+    lines.append(f"  other     {rest:7.3f} s {100 * rest / total:5.1f} %  (numpy/scipy assembly, Model creation)")
+    lines.append("  by block (top 8):")
+    for (kind, name), (t, n, nnz) in sorted(spent.items(), key=lambda kv: -kv[1][0])[:8]:
+        extra = f", {int(nnz)} nonzeros" if kind == "add_rows" else ""
+        lines.append(f"    {kind}({name!r}): {t:.3f} s for {int(n)}{extra}")
+    lines.append("")
+    lines.append(_profiler_text(lambda: build(inst)))
+    return "\n".join(lines)
+
+
+def _profiler_text(fn: Callable[[], Any]) -> str:
+    gc.collect()
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(fn)
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(10)
+        return "cProfile, top 10 cumulative:\n" + buf.getvalue()
+    prof = Profiler(interval=0.001)
+    prof.start()
+    fn()
+    prof.stop()
+    return "pyinstrument:\n" + prof.output_text(unicode=False, color=False)
+
+
+# ---------------------------------------------------------------------------------- report
+def _fmt_range(values: Sequence[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+
+
+def markdown_table(results: Sequence[SizeResult]) -> str:
+    """The main table (markdown), one row per size."""
+    head = ("| size | S | T | J | K | vars | rows | nonzeros | build s (median) | read s (median) "
+            "| ratio build/read: median (min–max) | ≤ 1.5×? | peak MB build | peak MB read |")
+    rule = "|" + "---|" * 14
+    rows = [head, rule]
+    for r in results:
+        ratio = statistics.median(r.ratios)
+        rows.append(
+            f"| {r.spec.label} | {r.spec.sites} | {r.spec.periods} | {r.n_jobs} | {r.n_classes} | {r.n_vars:,} "
+            f"| {r.n_rows:,} | {r.n_nonzeros:,} | {statistics.median(r.build_s):.3f} "
+            f"| {statistics.median(r.read_s):.3f} | {_fmt_range(r.ratios)} | {'yes' if ratio <= RATIO_GOAL else 'no'} "
+            f"| {r.peak_build_mb:.0f} | {r.peak_read_mb:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def side_table(results: Sequence[SizeResult]) -> str:
+    """Figures outside the comparison: generation, SCIP's MPS write, file size (markdown)."""
+    rows = ["| size | instance generation s | SCIP MPS write s | MPS file MB |", "|---|---|---|---|"]
+    rows += [f"| {r.spec.label} | {r.gen_s:.3f} | {r.write_s:.2f} | {r.mps_mb:.1f} |" for r in results]
+    return "\n".join(rows)
+
+
+def parse_size(text: str) -> SizeSpec:
+    """Parse ``[label=]SxT[xJ[xK]]``, e.g. ``45x168`` or ``big=60x168x200x20``.
+
+    Parameters
+    ----------
+    text : str
+        The size.
+
+    Returns
+    -------
+    SizeSpec
+    """
+    label, _, dims = text.rpartition("=")
+    parts = [int(p) for p in dims.lower().split("x")]
+    if not 2 <= len(parts) <= 4 or min(parts) < 0:
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected [label=]SxT[xJ[xK]]")
+    parts += [None] * (4 - len(parts))  # type: ignore[list-item]
+    s, t, j, k = parts
+    return SizeSpec(label or f"{s}x{t}", sites=s, periods=t, jobs=j, classes=k)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: run the benchmark and print (optionally write) the markdown table."""
+    ap = argparse.ArgumentParser(prog="python -m bench.build_speed", description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", type=parse_size, default=list(DEFAULT_SIZES),
+                    help="sizes as [label=]SxT[xJ[xK]] (default: 20x24 110x24 45x168, ~50k/300k/1M nonzeros)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved build/read pairs per size (default 3)")
+    ap.add_argument("--out", type=Path, help="also write the markdown tables (and the profile) to this file")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    ap.add_argument("--no-profile", action="store_true", help="skip the build profile of the largest size")
+    ap.add_argument("--no-verify", action="store_true", help="skip the same-state check of built vs read model")
+    args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+
+    import pyscipopt
+
+    print(f"python {sys.version.split()[0]}, PySCIPOpt {pyscipopt.__version__}, "
+          f"SCIP {pyscipopt.Model().version()}, {os.cpu_count()} CPUs", flush=True)
+    t_start = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="carbonsched-bench-") as tmp:
+        # Warm-up: pay one-time costs (lazy imports, ctypes binding, plugin code pages) outside the timings.
+        warm = SizeSpec("warm-up", sites=3, periods=24)
+        run_size(warm, 1, Path(tmp), memory=False, verify=False, log=lambda _msg: None)
+        for spec in args.sizes:
+            results.append(run_size(spec, args.repeats, Path(tmp), memory=not args.no_memory,
+                                    verify=not args.no_verify, log=lambda m: print(m, flush=True)))
+    table = markdown_table(results)
+    sides = side_table(results)
+    print()
+    print(table)
+    print()
+    print(sides)
+    profile = ""
+    if not args.no_profile:
+        largest = max(args.sizes, key=lambda s: next(r.n_nonzeros for r in results if r.spec == s))
+        profile = profile_build(largest)
+        print()
+        print(profile)
+    print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+    if args.out is not None:
+        body = [table, "", sides]
+        if profile:
+            body += ["", "```text", profile.rstrip(), "```"]
+        args.out.write_text("\n".join(body) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The ``carbonsched`` command line: generate, info, demo (and the solve commands as they land).
+
+Exit statuses: 0 success, 1 a checked solution is invalid, 2 bad input (one-line message, no
+traceback), 3 infeasible instance, 4 time limit without a solution, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from instances.errors import CarbonschedError, InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line with status 2 (its own default too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if val < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {val}")
+    return val
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if val < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {val}")
+    return val
+
+
+def _positive_float(text: str) -> float:
+    try:
+        val = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not val > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return val
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        val = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not val >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return val
+
+
+SOLVE_METHODS = ("monolithic",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="carbonsched",
+        description="Carbon-aware compute-power scheduling of AI data centers with microgrids.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    gen = sub.add_parser("generate", help="generate an instance file (by preset or by size)")
+    from instances.generator import PRESETS
+
+    gen.add_argument("--preset", choices=sorted(PRESETS), help="named preset (paper, small, medium, ...)")
+    gen.add_argument("--sites", type=_positive_int, help="number of sites S")
+    gen.add_argument("--periods", type=_positive_int, help="number of periods T (default 24)")
+    gen.add_argument("--jobs", type=_nonneg_int, help="number of training jobs J")
+    gen.add_argument("--classes", type=_nonneg_int, help="number of inference classes K")
+    gen.add_argument("--period-hours", type=_positive_float, help="period length in hours (default 1)")
+    gen.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+    gen.add_argument("--name", help="instance name (default: derived from preset/size and seed)")
+    gen.add_argument("-o", "--output", required=True, help="output HDF5 file")
+
+    info = sub.add_parser("info", help="print sizes and calibration figures of an instance file")
+    info.add_argument("instance", help="instance HDF5 file")
+
+    solve = sub.add_parser("solve", help="solve an instance and write a solution file")
+    solve.add_argument("instance", help="instance HDF5 file")
+    solve.add_argument("--method", default="monolithic", choices=SOLVE_METHODS,
+                       help="solve method (default monolithic)")
+    solve.add_argument("--time-limit", type=_positive_float, help="wall-clock limit in seconds")
+    solve.add_argument("--gap", type=_nonneg_float, default=1e-4, help="relative gap to stop at (default 1e-4)")
+    solve.add_argument("--threads", type=_positive_int, default=1, help="threads for the LP solver (default 1)")
+    solve.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+    solve.add_argument("-o", "--output", required=True, help="solution HDF5 file to write")
+    solve.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    compare = sub.add_parser("compare", help="run the seven strategies of MODEL.md and print one table")
+    compare.add_argument("instance", help="instance HDF5 file")
+    compare.add_argument("--out-dir", help="write DIR/STRATEGY.h5 for each strategy")
+    compare.add_argument("--time-limit", type=_positive_float, help="seconds per MILP solve")
+    compare.add_argument("--gap", type=_nonneg_float, default=1e-6, help="relative gap per MILP (default 1e-6)")
+
+    check = sub.add_parser("check", help="verify a solution against every constraint of MODEL.md (numpy only)")
+    check.add_argument("instance", help="instance HDF5 file")
+    check.add_argument("solution", help="solution HDF5 file")
+
+    demo = sub.add_parser("demo", help="compare all strategies on the embedded paper instance")
+    demo.add_argument("--out-dir", help="write DIR/STRATEGY.h5 for each strategy")
+    return parser
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from instances.generator import generate
+    from instances.storage import save
+    from instances.summary import format_summary
+
+    by_size = [args.sites, args.jobs, args.classes]
+    if args.preset is None and args.sites is None:
+        raise InputError("generate: give --preset NAME or --sites S (with --periods/--jobs/--classes)")
+    if args.preset is not None and any(v is not None for v in by_size):
+        raise InputError("generate: --preset and --sites/--jobs/--classes are exclusive; use one or the other")
+    out = Path(args.output)
+    if not out.parent.exists():
+        raise InputError(f"--output: folder '{out.parent}' does not exist")
+    inst = generate(
+        args.preset,
+        sites=args.sites,
+        periods=args.periods,
+        jobs=args.jobs,
+        classes=args.classes,
+        period_hours=args.period_hours,
+        seed=args.seed,
+        name=args.name,
+    )
+    save(inst, out)
+    print(f"wrote {out}")
+    print(format_summary(inst))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from instances.storage import load
+    from instances.summary import format_summary
+
+    print(format_summary(load(args.instance)))
+    return 0
+
+
+def _print_progress(seconds: float, primal: float, dual: float, nodes: int) -> None:
+    from formulations.solution import compute_gap
+
+    gap = compute_gap(primal, dual)
+    gap_text = f"{100 * gap:9.3f}%" if gap != float("inf") else "        -"
+    print(f"{seconds:8.1f}s  primal {primal:14.2f}  dual {dual:14.2f}  gap {gap_text}  nodes {nodes}", flush=True)
+
+
+def _output_path(text: str, flag: str) -> Path:
+    out = Path(text)
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise InputError(f"{flag}: folder '{out.parent}' does not exist")
+    return out
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    from formulations.checker import check_solution
+    from formulations.monolithic import solve_monolithic
+    from instances.storage import load
+
+    out = _output_path(args.output, "--output")
+    inst = load(args.instance)
+    print(f"{inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; "
+          f"method {args.method}, time limit {args.time_limit or 'none'}, gap {args.gap:g}", flush=True)
+    sol = solve_monolithic(inst, time_limit=args.time_limit, gap=args.gap, threads=args.threads, seed=args.seed,
+                           progress=None if args.quiet else _print_progress)
+    sol.save(out)
+    report = check_solution(inst, sol)
+    print(f"status {sol.status.value}  Z = {sol.objective:.2f} $  bound = {sol.bound:.2f} $  gap = {sol.gap:.3%}  "
+          f"emissions = {sol.emissions_t:.2f} t  ({sol.wall_seconds:.1f} s)")
+    print(f"check: {'OK' if report.ok else 'INVALID'}; wrote {out}")
+    return 0 if report.ok else 1
+
+
+def _compare(inst, out_dir: Path | None, time_limit: float | None, gap: float | None) -> int:
+    from formulations.checker import check_solution
+    from formulations.compare import format_comparison, run_comparison
+
+    results = run_comparison(inst, time_limit=time_limit, gap=gap,
+                             on_done=lambda name, sol: print(f"  {name:<13} {sol.wall_seconds:7.2f} s", flush=True))
+    invalid = []
+    for name, sol in results.items():
+        report = check_solution(inst, sol, carbon=(name != "no-carbon"))
+        if not report.ok:
+            invalid.append(name)
+        if out_dir is not None:
+            sol.save(out_dir / f"{name}.h5")
+    print(format_comparison(inst, results))
+    if out_dir is not None:
+        print(f"wrote {len(results)} solution files to {out_dir}/")
+    if invalid:
+        print(f"checker: INVALID solutions from {', '.join(invalid)}")
+        return 1
+    print("checker: every solution OK (no-carbon checked without constraint 9)")
+    return 0
+
+
+def _out_dir(text: str | None) -> Path | None:
+    if text is None:
+        return None
+    out = Path(text)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from instances.storage import load
+
+    inst = load(args.instance)
+    print(f"{inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; running strategies")
+    return _compare(inst, _out_dir(args.out_dir), args.time_limit, args.gap)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from formulations.checker import check_solution
+    from formulations.solution import Solution
+    from instances.storage import load
+
+    inst = load(args.instance)
+    sol = Solution.load(args.solution)
+    report = check_solution(inst, sol, carbon=(sol.method != "no-carbon"))
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from instances.shipped import default_instance_path, load_default
+    from instances.summary import format_summary
+
+    inst = load_default()
+    print(f"embedded instance: {default_instance_path()}")
+    print(format_summary(inst))
+    print()
+    return _compare(inst, _out_dir(args.out_dir), time_limit=60.0, gap=1e-6)
+
+
+COMMANDS = {
+    "generate": _cmd_generate,
+    "info": _cmd_info,
+    "solve": _cmd_solve,
+    "compare": _cmd_compare,
+    "check": _cmd_check,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``carbonsched`` console command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CarbonschedError as exc:
+        print(f"carbonsched: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("carbonsched: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

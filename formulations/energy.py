@@ -1,0 +1,288 @@
+"""Constraints 5–8 of MODEL.md (and the emission terms of 9) for a set of sites, as SCIP row blocks.
+
+Shared by the joint model (load given by the busy-GPU variables U) and by the per-site energy
+subproblem (load given as a fixed IT power profile whose balance right-hand sides are updated in
+place). Variables exist only where the asset does: a site without battery, generator, export or
+renewables gets no such columns (its solution arrays are filled with the idle values), which keeps
+the model as small as the instance allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from instances.schema import Instance
+
+from .scip_arrays import ArrayModel
+
+ENERGY_FIELDS = (
+    "grid_import",
+    "grid_export",
+    "grid_importing",
+    "charge",
+    "discharge",
+    "bat_charging",
+    "soc",
+    "gen",
+    "gen_on",
+    "gen_start",
+    "renewable_used",
+    "ens",
+)
+BINARY_FIELDS = ("grid_importing", "bat_charging", "gen_on", "gen_start")
+
+
+def has_battery(inst: Instance) -> np.ndarray:
+    """(S,) bool: the battery can move energy (power and energy capacity both positive)."""
+    s = inst.sites
+    return (s.bat_power_mw > 0) & (s.bat_energy_mwh > 0)
+
+
+def has_generator(inst: Instance) -> np.ndarray:
+    """(S,) bool: Gmax > 0."""
+    return inst.sites.gen_max_mw > 0
+
+
+def it_power_mw(inst: Instance, busy_gpus: np.ndarray) -> np.ndarray:
+    """IT power P^IT (S,T) in MW for busy GPUs U (S,T): (a·G + (b − a)·U) / 1000."""
+    s = inst.sites
+    return (s.gpu_idle_kw[:, None] * s.gpus[:, None] + (s.gpu_busy_kw - s.gpu_idle_kw)[:, None] * busy_gpus) / 1000.0
+
+
+def idle_energy_arrays(inst: Instance, sites: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Energy arrays (S,T) of an idle microgrid: battery holds soc0, generator off, γ by grid side."""
+    S, T = inst.n_sites, inst.n_periods
+    out = {f: np.zeros((S, T), dtype=np.int8 if f in BINARY_FIELDS else np.float64) for f in ENERGY_FIELDS}
+    out["soc"][:] = inst.sites.bat_soc0_mwh[:, None]
+    # γ = 1 (import side) unless the site can only export.
+    importing = ~((inst.sites.grid_import_mw <= 0) & (inst.sites.grid_export_mw > 0))
+    out["grid_importing"][:] = importing[:, None].astype(np.int8)
+    return out
+
+
+@dataclass
+class EnergyBlock:
+    """Variable ids (S,T) of the energy side, ``-1`` where a site has no such variable.
+
+    Rows are kept by family in ``rows`` (ids into the ArrayModel); ``balance`` is (S,T) of the
+    power-balance rows (−1 for sites outside the block).
+    """
+
+    sites: np.ndarray
+    ids: dict[str, np.ndarray]
+    balance: np.ndarray
+    rows: dict[str, np.ndarray]
+
+    def emission_terms(self, inst: Instance) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, coefficients) of Em = Δ Σ (κ·imp + e^gen·gen) over this block, t CO2 per unit."""
+        dt = inst.period_hours
+        imp, gen = self.ids["grid_import"], self.ids["gen"]
+        mi, mg = imp >= 0, gen >= 0
+        coef_imp = dt * inst.sites.grid_co2
+        coef_gen = dt * np.broadcast_to(inst.sites.gen_co2[:, None], gen.shape)
+        return np.concatenate([imp[mi], gen[mg]]), np.concatenate([coef_imp[mi], coef_gen[mg]])
+
+    def extract(self, inst: Instance, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Solution arrays (S,T) of SOLUTION.md from variable values; idle values elsewhere."""
+        out = idle_energy_arrays(inst)
+        for name, ids in self.ids.items():
+            mask = ids >= 0
+            val = values[ids[mask]]
+            if name in BINARY_FIELDS:
+                out[name][mask] = np.rint(val).astype(np.int8)
+            else:
+                out[name][mask] = np.maximum(val, 0.0)
+        # SCIP's values may sit a feasibility tolerance outside a bound, or leave a tiny flow beside a
+        # binary that rounds to 0; clip both so stored solutions meet MODEL.md's absolute 1e-6 bounds.
+        s = inst.sites
+        upper = {
+            "grid_import": s.grid_import_mw[:, None], "grid_export": s.grid_export_mw[:, None],
+            "charge": s.bat_power_mw[:, None], "discharge": s.bat_power_mw[:, None],
+            "soc": s.bat_energy_mwh[:, None], "gen": s.gen_max_mw[:, None], "renewable_used": s.renewable_mw,
+        }
+        for name, ub in upper.items():
+            np.minimum(out[name], ub, out=out[name])
+        has = lambda f: self.ids[f] >= 0  # noqa: E731
+        out["charge"][has("bat_charging") & (out["bat_charging"] == 0)] = 0.0
+        out["discharge"][has("bat_charging") & (out["bat_charging"] == 1)] = 0.0
+        out["grid_import"][has("grid_importing") & (out["grid_importing"] == 0)] = 0.0
+        out["grid_export"][has("grid_importing") & (out["grid_importing"] == 1)] = 0.0
+        out["gen"][has("gen_on") & (out["gen_on"] == 0)] = 0.0
+        return out
+
+
+def _ids_where(am: ArrayModel, name: str, mask: np.ndarray, lb, ub, obj, vtype: str) -> np.ndarray:
+    """Variables at the true entries of ``mask`` (S,T); returns (S,T) ids with −1 elsewhere."""
+    ids = np.full(mask.shape, -1, dtype=np.int64)
+    if mask.any():
+        b = lambda a: np.broadcast_to(np.asarray(a, np.float64), mask.shape)[mask]  # noqa: E731
+        ids[mask] = am.add_vars(name, b(lb), b(ub), b(obj), vtype)
+    return ids
+
+
+def _rows(am: ArrayModel, name: str, terms: list[tuple[np.ndarray, np.ndarray]], mask: np.ndarray, lhs, rhs):
+    """One row per true entry of ``mask``; ``terms`` are (ids, coefficient) arrays shaped like mask.
+
+    Entries whose id is −1 are dropped, so absent variables simply vanish from a row.
+    """
+    n = int(mask.sum())
+    if n == 0:
+        return np.zeros(0, np.int64)
+    row_of = np.full(mask.shape, -1, dtype=np.int64)
+    row_of[mask] = np.arange(n)
+    r_parts, c_parts, v_parts = [], [], []
+    for ids, coef in terms:
+        ids = np.broadcast_to(ids, mask.shape)
+        coef = np.broadcast_to(np.asarray(coef, np.float64), mask.shape)
+        keep = mask & (ids >= 0) & (coef != 0)
+        r_parts.append(row_of[keep])
+        c_parts.append(ids[keep])
+        v_parts.append(coef[keep])
+    mat = sp.coo_matrix(
+        (np.concatenate(v_parts), (np.concatenate(r_parts), np.concatenate(c_parts))), shape=(n, am.n_vars)
+    )
+    lhs = np.broadcast_to(np.asarray(lhs, np.float64), mask.shape)[mask]
+    rhs = np.broadcast_to(np.asarray(rhs, np.float64), mask.shape)[mask]
+    return am.add_rows(name, mat, lhs, rhs)
+
+
+def _shift(ids: np.ndarray, k: int) -> np.ndarray:
+    """ids[:, t − k] (−1 where t − k < 0)."""
+    out = np.full_like(ids, -1)
+    if k < ids.shape[1]:
+        out[:, k:] = ids[:, : ids.shape[1] - k]
+    return out
+
+
+def add_energy_block(
+    am: ArrayModel,
+    inst: Instance,
+    sites: np.ndarray,
+    *,
+    busy_gpu_ids: np.ndarray | None = None,
+    it_load_mw: np.ndarray | None = None,
+    carbon_price: float | None = None,
+) -> EnergyBlock:
+    """Add the energy variables and constraints 5–8 of ``sites`` to ``am``.
+
+    Parameters
+    ----------
+    am : ArrayModel
+        Model (maximization) to extend.
+    inst : Instance
+        Source of all site data.
+    sites : (n,) int array
+        Site indices modelled here.
+    busy_gpu_ids : (S,T) int array, optional
+        Ids of the busy-GPU variables U; the facility load is then pue·(a·G + (b−a)·U)/1000.
+    it_load_mw : (S,T) float array, optional
+        Fixed IT power P^IT in MW instead (exactly one of the two must be given).
+    carbon_price : float, optional
+        τ in $/t put on emissions in the objective (default: the instance's).
+
+    Returns
+    -------
+    EnergyBlock
+    """
+    if (busy_gpu_ids is None) == (it_load_mw is None):
+        raise ValueError("give exactly one of busy_gpu_ids and it_load_mw")
+    s = inst.sites
+    S, T, dt = inst.n_sites, inst.n_periods, inst.period_hours
+    tau = inst.carbon_price if carbon_price is None else carbon_price
+    in_block = np.zeros(S, dtype=bool)
+    in_block[np.asarray(sites, dtype=np.int64)] = True
+    site_t = np.broadcast_to(in_block[:, None], (S, T))
+    col = lambda a: np.asarray(a, np.float64)[:, None]  # noqa: E731  (per-site column, broadcast over t)
+
+    bat = has_battery(inst)[:, None] & site_t
+    gen_site = has_generator(inst)[:, None] & site_t
+    can_imp = (s.grid_import_mw > 0)[:, None] & site_t
+    can_exp = (s.grid_export_mw > 0)[:, None] & site_t
+    ids: dict[str, np.ndarray] = {}
+    ids["grid_import"] = _ids_where(am, "imp", can_imp, 0, col(s.grid_import_mw),
+                                    -dt * (s.price_buy + tau * s.grid_co2), "C")
+    ids["grid_export"] = _ids_where(am, "exp", can_exp, 0, col(s.grid_export_mw), dt * s.price_sell, "C")
+    ids["grid_importing"] = _ids_where(am, "gamma", can_imp & can_exp, 0, 1, 0, "B")
+    ids["charge"] = _ids_where(am, "ch", bat, 0, col(s.bat_power_mw), -dt * col(s.bat_cost), "C")
+    ids["discharge"] = _ids_where(am, "dis", bat, 0, col(s.bat_power_mw), -dt * col(s.bat_cost), "C")
+    ids["bat_charging"] = _ids_where(am, "beta", bat, 0, 1, 0, "B")
+    soc_lb = np.zeros((S, T))
+    soc_lb[:, -1] = s.bat_soc0_mwh  # terminal condition soc_{T−1} ≥ soc0 as a bound
+    ids["soc"] = _ids_where(am, "soc", bat, soc_lb, col(s.bat_energy_mwh), 0, "C")
+    ids["gen"] = _ids_where(am, "gen", gen_site, 0, col(s.gen_max_mw), -dt * col(s.gen_cost + tau * s.gen_co2), "C")
+    ids["gen_on"] = _ids_where(am, "on", gen_site, 0, 1, 0, "B")
+    ids["gen_start"] = _ids_where(am, "su", gen_site, 0, 1, -col(s.gen_startup_cost), "B")
+    ids["renewable_used"] = _ids_where(am, "w", (s.renewable_mw > 0) & site_t, 0, s.renewable_mw, 0, "C")
+    ids["ens"] = _ids_where(am, "ens", site_t, 0, np.inf, -dt * inst.voll, "C")
+
+    rows: dict[str, np.ndarray] = {}
+    # 5. power balance: pue·P^IT + ch + exp − w − gen − dis − imp − ens = 0
+    terms = [
+        (ids["charge"], 1.0), (ids["grid_export"], 1.0), (ids["renewable_used"], -1.0), (ids["gen"], -1.0),
+        (ids["discharge"], -1.0), (ids["grid_import"], -1.0), (ids["ens"], -1.0),
+    ]
+    if busy_gpu_ids is not None:
+        terms.append((busy_gpu_ids, s.pue * col(s.gpu_busy_kw - s.gpu_idle_kw) / 1000.0))
+        rhs = -s.pue * col(s.gpu_idle_kw * s.gpus) / 1000.0
+    else:
+        rhs = -s.pue * np.asarray(it_load_mw, np.float64)
+    balance_rows = _rows(am, "balance", terms, site_t, rhs, rhs)
+    balance = np.full((S, T), -1, dtype=np.int64)
+    balance[site_t] = balance_rows
+    rows["balance"] = balance_rows
+
+    # 6. battery: soc_t − soc_{t−1} − Δ·η^c·ch + Δ/η^d·dis = soc0 at t = 0, else 0
+    soc_prev = _shift(ids["soc"], 1)
+    rhs0 = np.zeros((S, T))
+    rhs0[:, 0] = s.bat_soc0_mwh
+    rows["soc"] = _rows(am, "socdyn", [(ids["soc"], 1.0), (soc_prev, -1.0),
+                                       (ids["charge"], -dt * col(s.bat_eta_charge)),
+                                       (ids["discharge"], dt / col(s.bat_eta_discharge))], bat, rhs0, rhs0)
+    rows["charge_mode"] = _rows(am, "chmode", [(ids["charge"], 1.0), (ids["bat_charging"], -col(s.bat_power_mw))],
+                                bat, -np.inf, 0.0)
+    rows["discharge_mode"] = _rows(am, "dismode", [(ids["discharge"], 1.0),
+                                                   (ids["bat_charging"], col(s.bat_power_mw))],
+                                   bat, -np.inf, col(s.bat_power_mw))
+    # 7. grid direction (only where both directions exist)
+    both = can_imp & can_exp
+    rows["import_mode"] = _rows(am, "impmode", [(ids["grid_import"], 1.0),
+                                                (ids["grid_importing"], -col(s.grid_import_mw))], both, -np.inf, 0.0)
+    rows["export_mode"] = _rows(am, "expmode", [(ids["grid_export"], 1.0),
+                                                (ids["grid_importing"], col(s.grid_export_mw))],
+                                both, -np.inf, col(s.grid_export_mw))
+    # 8. unit commitment
+    rows["gen_max"] = _rows(am, "genmax", [(ids["gen"], 1.0), (ids["gen_on"], -col(s.gen_max_mw))],
+                            gen_site, -np.inf, 0.0)
+    if (s.gen_min_mw[gen_site.any(axis=1)] > 0).any():
+        rows["gen_min"] = _rows(am, "genmin", [(ids["gen"], 1.0), (ids["gen_on"], -col(s.gen_min_mw))],
+                                gen_site & (s.gen_min_mw > 0)[:, None], 0.0, np.inf)
+    on, su = ids["gen_on"], ids["gen_start"]
+    rows["startup"] = _rows(am, "startup", [(su, 1.0), (on, -1.0), (_shift(on, 1), 1.0)], gen_site, 0.0, np.inf)
+    rows.update(_min_up_down(am, inst, gen_site, on, su))
+    return EnergyBlock(sites=np.flatnonzero(in_block), ids=ids, balance=balance, rows=rows)
+
+
+def _min_up_down(am: ArrayModel, inst: Instance, gen_site: np.ndarray, on: np.ndarray, su: np.ndarray):
+    """Minimum up/down rows: Σ_{τ=t−UT+1..t} su_τ ≤ on_t and Σ_{τ=t−DT+1..t} su_τ ≤ 1 − on_{t−DT}.
+
+    Sites are grouped by their UT (DT) value so each group is one vectorized block. With UT = 1 the
+    up row reads su_t ≤ on_t, which the start-up row already implies only together with on_{t−1};
+    it is kept because MODEL.md states it for every t.
+    """
+    s = inst.sites
+    rows: dict[str, list[np.ndarray]] = {"min_up": [], "min_down": []}
+    for key, durations in (("min_up", s.gen_min_up), ("min_down", s.gen_min_down)):
+        for length in np.unique(durations[gen_site.any(axis=1)]):
+            mask = gen_site & (durations == length)[:, None]
+            terms = [(_shift(su, k), 1.0) for k in range(int(length))]
+            if key == "min_up":
+                terms.append((on, -1.0))
+                rhs = 0.0
+            else:
+                terms.append((_shift(on, int(length)), 1.0))
+                rhs = 1.0
+            rows[key].append(_rows(am, key, terms, mask, -np.inf, rhs))
+    return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in rows.items()}

@@ -1,0 +1,185 @@
+"""The joint MILP of MODEL.md (constraints 1–9, objective Z) built in SCIP from an Instance.
+
+Variable handles are numpy id arrays indexed by meaning (job placements as parallel arrays
+``x_job``, ``x_site``, ``x_start``; ``y`` as (K,S,T); ``u`` as (K,T); the busy-GPU count ``U`` as
+(S,T); energy ids in :class:`~formulations.energy.EnergyBlock`), so any code maps a solver value
+back to its meaning without parsing names. All rows are assembled as sparse index arrays.
+
+Modelling note: the busy-GPU count U_{i,t} of constraint 3 is a variable with bounds [0, G_i]
+defined by an equality row, so each job placement enters one capacity row per running period and
+the power balance sees U with a single coefficient (instead of repeating every placement term).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from instances.schema import Instance
+
+from .energy import EnergyBlock, add_energy_block
+from .scip_arrays import ArrayModel
+
+
+@dataclass
+class Placements:
+    """All candidate placements (j, i, s) of MODEL.md's x variables, as parallel arrays."""
+
+    job: np.ndarray
+    site: np.ndarray
+    start: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.job.size)
+
+
+def enumerate_placements(inst: Instance) -> Placements:
+    """Every (job, allowed site, allowed start) triple, ordered by job, then site, then start."""
+    jb = inst.jobs
+    n_starts = np.maximum(jb.deadline - jb.duration - jb.release + 1, 0)
+    n_sites = jb.allowed.sum(axis=1)
+    count = n_sites * n_starts
+    total = int(count.sum())
+    job = np.repeat(np.arange(inst.n_jobs), count)
+    offset = np.repeat(np.cumsum(count) - count, count)
+    q = np.arange(total) - offset
+    starts_of_job = n_starts[job]
+    site_rank = q // np.maximum(starts_of_job, 1)
+    allowed_job, allowed_site = np.nonzero(jb.allowed)
+    first_allowed = np.cumsum(n_sites) - n_sites
+    site = allowed_site[first_allowed[job] + site_rank]
+    start = jb.release[job] + q % np.maximum(starts_of_job, 1)
+    return Placements(job=job.astype(np.int64), site=site.astype(np.int64), start=start.astype(np.int64))
+
+
+def running_matrix(inst: Instance, pl: Placements) -> sp.csr_matrix:
+    """(S·T, P) sparse: entry g_j where placement p occupies site i in period t (row i·T + t)."""
+    jb, T = inst.jobs, inst.n_periods
+    dur = jb.duration[pl.job]
+    col = np.repeat(np.arange(pl.size), dur)
+    step = np.arange(col.size) - np.repeat(np.cumsum(dur) - dur, dur)
+    row = pl.site[col] * T + pl.start[col] + step
+    vals = jb.gpus[pl.job][col].astype(np.float64)
+    return sp.csr_matrix((vals, (row, col)), shape=(inst.n_sites * T, pl.size))
+
+
+@dataclass
+class JointModel:
+    """The built joint model and its id arrays.
+
+    Attributes
+    ----------
+    am : ArrayModel
+        The SCIP model (``am.model`` is the PySCIPOpt ``Model``).
+    placements : Placements
+        Candidate placements; ``x`` holds their variable ids.
+    x, y, u, busy : ndarray
+        Ids of x (P,), y (K,S,T) with −1 outside S_k, u (K,T), U (S,T).
+    energy : EnergyBlock
+        Energy-side ids.
+    rows : dict
+        Row ids by constraint family (``job_once``, ``demand``, ``capacity``, ``carbon``, energy rows).
+    """
+
+    inst: Instance
+    am: ArrayModel
+    placements: Placements
+    x: np.ndarray
+    y: np.ndarray
+    u: np.ndarray
+    busy: np.ndarray
+    energy: EnergyBlock
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def model(self):
+        return self.am.model
+
+    def extract(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Solution arrays of SOLUTION.md (jobs, inference, energy) from a value vector."""
+        inst = self.inst
+        pl = self.placements
+        job_site = np.full(inst.n_jobs, -1, dtype=np.int64)
+        job_start = np.full(inst.n_jobs, -1, dtype=np.int64)
+        chosen = np.flatnonzero(values[self.x] > 0.5) if pl.size else np.zeros(0, np.int64)
+        job_site[pl.job[chosen]] = pl.site[chosen]
+        job_start[pl.job[chosen]] = pl.start[chosen]
+        served = np.zeros(self.y.shape)
+        mask = self.y >= 0
+        served[mask] = np.maximum(values[self.y[mask]], 0.0)
+        unserved = np.maximum(values[self.u], 0.0) if self.u.size else np.zeros(self.u.shape)
+        return {
+            "job_site": job_site,
+            "job_start": job_start,
+            "served": served,
+            "unserved": unserved,
+            "energy": self.energy.extract(inst, values),
+        }
+
+
+def build_joint_model(inst: Instance, *, name: str | None = None) -> JointModel:
+    """Build the joint MILP of MODEL.md for ``inst`` (maximize Z).
+
+    Ablations are applied to the instance beforehand (see :mod:`formulations.ablations`), so this
+    builder is the one definition of the model.
+
+    Parameters
+    ----------
+    inst : Instance
+        A validated instance.
+    name : str, optional
+        SCIP problem name (default: the instance name).
+    """
+    S, T, K, dt = inst.n_sites, inst.n_periods, inst.n_classes, inst.period_hours
+    jb, inf = inst.jobs, inst.inference
+    am = ArrayModel(name or inst.name, maximize=True)
+
+    pl = enumerate_placements(inst)
+    x = am.add_vars("x", 0.0, 1.0, jb.value[pl.job], "B") if pl.size else np.zeros(0, np.int64)
+
+    slo = inst.slo_mask() if K else np.zeros((0, S), dtype=bool)
+    y = np.full((K, S, T), -1, dtype=np.int64)
+    if slo.any():
+        lat = np.where(slo, inf.latency_ms, 0.0)
+        y_obj = dt * (inf.revenue[:, None] - inf.latency_cost[:, None] * lat)
+        y_mask = np.broadcast_to(slo[:, :, None], (K, S, T))
+        ub = np.broadcast_to(inf.demand[:, None, :], (K, S, T))[y_mask]
+        y[y_mask] = am.add_vars("y", 0.0, ub, np.broadcast_to(y_obj[:, :, None], (K, S, T))[y_mask], "C")
+    u = am.add_vars("u", 0.0, inf.demand, np.broadcast_to(-dt * inf.penalty[:, None], (K, T)), "C")
+    busy = am.add_vars("U", 0.0, np.broadcast_to(inst.sites.gpus[:, None].astype(float), (S, T)), 0.0, "C")
+
+    rows: dict[str, np.ndarray] = {}
+    # 1. each job at most once (exactly once if mandatory)
+    if inst.n_jobs:
+        a = sp.csr_matrix((np.ones(pl.size), (pl.job, x)), shape=(inst.n_jobs, am.n_vars))
+        lhs = np.where(jb.mandatory, 1.0, -np.inf)
+        rows["job_once"] = am.add_rows("job_once", a, lhs, 1.0)
+    # 2. inference demand: Σ_i y + u = λ
+    if K:
+        ym = y >= 0
+        kk, _, tt = np.nonzero(ym)
+        r = np.concatenate([kk * T + tt, np.arange(K * T)])
+        c = np.concatenate([y[ym], u.ravel()])
+        a = sp.csr_matrix((np.ones(r.size), (r, c)), shape=(K * T, am.n_vars))
+        rows["demand"] = am.add_rows("demand", a, inf.demand.ravel(), inf.demand.ravel())
+    # 3. U_{i,t} − Σ g_j x − Σ_k y = 0, U ≤ G_i by its bound
+    run = running_matrix(inst, pl).tocoo()
+    ym = y >= 0
+    kk, ii, tt = np.nonzero(ym)
+    r = np.concatenate([np.arange(S * T), run.row, ii * T + tt])
+    c = np.concatenate([busy.ravel(), x[run.col], y[ym]])
+    v = np.concatenate([np.ones(S * T), -run.data, -np.ones(kk.size)])
+    rows["capacity"] = am.add_rows("capacity", sp.csr_matrix((v, (r, c)), shape=(S * T, am.n_vars)), 0.0, 0.0)
+
+    # 4–8. energy side of every site, load from U
+    energy = add_energy_block(am, inst, np.arange(S), busy_gpu_ids=busy)
+    rows.update({f"energy_{k}": v for k, v in energy.rows.items()})
+    # 9. carbon budget
+    if np.isfinite(inst.carbon_budget_t):
+        cid, coef = energy.emission_terms(inst)
+        a = sp.csr_matrix((coef, (np.zeros(cid.size, np.int64), cid)), shape=(1, am.n_vars))
+        rows["carbon"] = am.add_rows("carbon", a, -np.inf, inst.carbon_budget_t)
+    return JointModel(inst=inst, am=am, placements=pl, x=x, y=y, u=u, busy=busy, energy=energy, rows=rows)

@@ -1,0 +1,144 @@
+"""Compute plans: job placements and inference routing, checked against the compute constraints.
+
+A :class:`ComputePlan` is what placement heuristics, baselines and decomposition masters produce;
+:func:`formulations.evaluate` turns one into a scored Solution with optimal energy dispatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from instances.errors import CarbonschedError
+from instances.schema import Instance
+
+#: Absolute tolerance (GPUs) of MODEL.md's feasibility rule, scaled by max(1, |rhs|).
+TOL = 1e-6
+
+
+class PlanError(CarbonschedError, ValueError):
+    """A compute plan breaks a compute constraint (names the job, class, site and period)."""
+
+
+@dataclass
+class ComputePlan:
+    """Where and when each job runs and how inference is routed.
+
+    Attributes
+    ----------
+    job_site : (J,) int
+        Site index of job j, −1 when not scheduled.
+    job_start : (J,) int
+        Start period of job j, −1 when not scheduled.
+    served : (K,S,T) float
+        GPUs of site i serving class k in period t (y); unserved demand is λ − Σ_i y.
+    """
+
+    job_site: np.ndarray
+    job_start: np.ndarray
+    served: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.job_site = np.asarray(self.job_site, dtype=np.int64)
+        self.job_start = np.asarray(self.job_start, dtype=np.int64)
+        self.served = np.asarray(self.served, dtype=np.float64)
+
+    @classmethod
+    def from_solution(cls, sol) -> ComputePlan:
+        """The compute part of a Solution."""
+        return cls(job_site=sol.job_site.copy(), job_start=sol.job_start.copy(), served=sol.served.copy())
+
+    @classmethod
+    def empty(cls, inst: Instance) -> ComputePlan:
+        """No job scheduled, nothing served."""
+        J, K, S, T = inst.n_jobs, inst.n_classes, inst.n_sites, inst.n_periods
+        return cls(np.full(J, -1), np.full(J, -1), np.zeros((K, S, T)))
+
+    def unserved(self, inst: Instance) -> np.ndarray:
+        """u = λ − Σ_i y, (K,T) GPUs (clipped at 0 against round-off)."""
+        return np.maximum(inst.inference.demand - self.served.sum(axis=1), 0.0)
+
+    def busy_gpus(self, inst: Instance) -> np.ndarray:
+        """U (S,T): GPUs busy with jobs and inference."""
+        return job_gpus(inst, self.job_site, self.job_start) + self.served.sum(axis=0)
+
+    def validate(self, inst: Instance) -> ComputePlan:
+        """Raise PlanError at the first broken compute constraint; return self otherwise."""
+        check_plan(inst, self)
+        return self
+
+
+def job_gpus(inst: Instance, job_site: np.ndarray, job_start: np.ndarray) -> np.ndarray:
+    """GPUs (S,T) occupied by scheduled jobs."""
+    S, T = inst.n_sites, inst.n_periods
+    jb = inst.jobs
+    sched = np.flatnonzero(job_site >= 0)
+    dur = jb.duration[sched]
+    j = np.repeat(sched, dur)
+    step = np.arange(j.size) - np.repeat(np.cumsum(dur) - dur, dur)
+    t = job_start[j] + step
+    ok = (t >= 0) & (t < T)
+    out = np.zeros(S * T)
+    np.add.at(out, job_site[j[ok]] * T + t[ok], jb.gpus[j[ok]].astype(np.float64))
+    return out.reshape(S, T)
+
+
+def check_plan(inst: Instance, plan: ComputePlan) -> None:
+    """Check constraints 1–3 of MODEL.md for ``plan``; raise PlanError naming what breaks."""
+    J, K, S, T = inst.n_jobs, inst.n_classes, inst.n_sites, inst.n_periods
+    jb, inf = inst.jobs, inst.inference
+    for name, arr, shape in (("job_site", plan.job_site, (J,)), ("job_start", plan.job_start, (J,)),
+                             ("served", plan.served, (K, S, T))):
+        if arr.shape != shape:
+            raise PlanError(f"plan.{name}: shape must be {shape}, got {arr.shape}")
+    if not np.isfinite(plan.served).all():
+        k, i, t = np.argwhere(~np.isfinite(plan.served))[0]
+        raise PlanError(f"plan.served[{k}, {i}, {t}]: must be finite (class {inf.name[k]}, site {inst.sites.name[i]})")
+    names = jb.name
+    for j in range(J):
+        i, s = int(plan.job_site[j]), int(plan.job_start[j])
+        if (i < 0) != (s < 0):
+            raise PlanError(f"job {names[j]} (index {j}): site and start must both be −1 or both be set")
+        if i < 0:
+            if jb.mandatory[j]:
+                raise PlanError(f"job {names[j]} (index {j}): mandatory job is not scheduled")
+            continue
+        if i >= S:
+            raise PlanError(f"job {names[j]} (index {j}): site index {i} out of range (S = {S})")
+        if not jb.allowed[j, i]:
+            raise PlanError(f"job {names[j]} (index {j}): site {inst.sites.name[i]} is not among its allowed sites")
+        if s < jb.release[j] or s + jb.duration[j] > jb.deadline[j]:
+            raise PlanError(
+                f"job {names[j]} (index {j}): start {s} outside its window "
+                f"{jb.release[j]}..{jb.deadline[j] - jb.duration[j]}"
+            )
+    if K:
+        slo = inst.slo_mask()
+        neg = plan.served < -TOL
+        if neg.any():
+            k, i, t = np.argwhere(neg)[0]
+            raise PlanError(f"class {inf.name[k]}, site {inst.sites.name[i]}, period {t}: served must be >= 0")
+        outside = (~slo[:, :, None]) & (plan.served > TOL)
+        if outside.any():
+            k, i, t = np.argwhere(outside)[0]
+            raise PlanError(
+                f"class {inf.name[k]}, site {inst.sites.name[i]}, period {t}: routed outside the latency SLO "
+                f"({inf.latency_ms[k, i]:g} ms > {inf.latency_slo_ms[k]:g} ms)"
+            )
+        total = plan.served.sum(axis=1)
+        over = total > inf.demand + TOL * np.maximum(1.0, inf.demand)
+        if over.any():
+            k, t = np.argwhere(over)[0]
+            raise PlanError(
+                f"class {inf.name[k]}, period {t}: serves {total[k, t]:g} GPUs, more than its demand "
+                f"{inf.demand[k, t]:g}"
+            )
+    busy = plan.busy_gpus(inst)
+    cap = inst.sites.gpus[:, None].astype(np.float64)
+    over = busy > cap + TOL * np.maximum(1.0, cap)
+    if over.any():
+        i, t = np.argwhere(over)[0]
+        raise PlanError(
+            f"site {inst.sites.name[i]}, period {t}: GPU capacity exceeded ({busy[i, t]:g} busy > {cap[i, 0]:g})"
+        )

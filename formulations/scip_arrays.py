@@ -1,0 +1,288 @@
+"""Array-level access to a SCIP model: variable blocks and sparse row blocks, built in bulk.
+
+PySCIPOpt's expression API costs several microseconds per nonzero in Python. Models here are
+assembled as numpy index arrays (CSR rows over global variable ids) and handed to SCIP's C API
+through ``ctypes`` against the very ``libscip`` PySCIPOpt has loaded, one call per variable and
+one per row: the Python loop runs over rows, never over nonzeros. Solution values come back for all
+variables in one ``SCIPgetSolVals`` call. Where the library cannot be located (an exotic
+PySCIPOpt build), the same interface falls back to PySCIPOpt's own API, slower but identical in
+result.
+
+Ids: every variable gets a global integer id in creation order; blocks are numpy arrays of ids
+(``-1`` marks "no variable here"). Rows likewise get ids, and their ``SCIP_CONS*`` are kept so
+that right-hand sides can be changed in place between solves.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from functools import lru_cache
+
+import numpy as np
+import pyscipopt
+import scipy.sparse as sp
+
+SCIP_INF = 1e20
+_VTYPE_CODE = {"B": 0, "I": 1, "C": 3}
+_V = ctypes.c_void_p
+_D = ctypes.c_double
+
+
+class _ScipC:
+    """ctypes prototypes of the few SCIP C functions used for bulk building."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        def fn(name, *argtypes, restype=ctypes.c_int):
+            f = getattr(lib, name)
+            f.argtypes = list(argtypes)
+            f.restype = restype
+            return f
+
+        self.create_var = fn("SCIPcreateVarBasic", _V, _V, ctypes.c_char_p, _D, _D, _D, ctypes.c_int)
+        self.add_var = fn("SCIPaddVar", _V, _V)
+        self.release_var = fn("SCIPreleaseVar", _V, _V)
+        self.create_linear = fn("SCIPcreateConsBasicLinear", _V, _V, ctypes.c_char_p, ctypes.c_int, _V, _V, _D, _D)
+        self.add_cons = fn("SCIPaddCons", _V, _V)
+        self.release_cons = fn("SCIPreleaseCons", _V, _V)
+        self.get_sol_vals = fn("SCIPgetSolVals", _V, _V, ctypes.c_int, _V, _V)
+        self.get_best_sol = fn("SCIPgetBestSol", _V, restype=_V)
+        self.chg_rhs = fn("SCIPchgRhsLinear", _V, _V, _D)
+        self.chg_lhs = fn("SCIPchgLhsLinear", _V, _V, _D)
+        self.chg_obj = fn("SCIPchgVarObj", _V, _V, _D)
+        self.chg_lb = fn("SCIPchgVarLb", _V, _V, _D)
+        self.chg_ub = fn("SCIPchgVarUb", _V, _V, _D)
+
+
+@lru_cache(maxsize=1)
+def scip_c() -> _ScipC | None:
+    """The ctypes binding to PySCIPOpt's own libscip, or None where it cannot be found."""
+    if os.environ.get("CARBONSCHED_NO_CTYPES"):
+        return None
+    paths = []
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = [line.split()[-1] for line in fh if "libscip" in line and line.split()[-1].startswith("/")]
+    except OSError:
+        pass
+    for path in dict.fromkeys(paths):
+        try:
+            return _ScipC(ctypes.CDLL(path))
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def _scip_pointer(model: pyscipopt.Model) -> int:
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return get(model.to_ptr(False), b"scip")
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(a, dtype=np.float64), -SCIP_INF, SCIP_INF)
+
+
+class ArrayModel:
+    """A PySCIPOpt model built and read through numpy arrays of variable and row ids.
+
+    Parameters
+    ----------
+    name : str
+        Problem name.
+    maximize : bool
+        Objective sense.
+    """
+
+    def __init__(self, name: str = "carbonsched", maximize: bool = True) -> None:
+        self.model = pyscipopt.Model(name)
+        if maximize:
+            self.model.setMaximize()
+        self._c = scip_c()
+        self._scip = _scip_pointer(self.model) if self._c is not None else 0
+        self._var_ptr_blocks: list[np.ndarray] = []
+        self._var_obj_blocks: list[list] = []  # fallback path: pyscipopt Variables
+        self._row_ptr_blocks: list[np.ndarray] = []
+        self._row_obj_blocks: list[list] = []
+        self.n_vars = 0
+        self.n_rows = 0
+        self.n_nonzeros = 0
+        self._ptrs_cache: np.ndarray | None = None
+        self._vars_cache: list | None = None
+
+    @property
+    def uses_c_api(self) -> bool:
+        """True when blocks go straight to SCIP's C API (the fast path)."""
+        return self._c is not None
+
+    # ------------------------------------------------------------------ variables
+    def add_vars(self, name: str, lb, ub, obj, vtype: str = "C") -> np.ndarray:
+        """Create one variable per element of the broadcast shape of ``lb``, ``ub``, ``obj``.
+
+        Returns the global ids, same shape.
+        """
+        lb, ub, obj = np.broadcast_arrays(
+            np.asarray(lb, np.float64), np.asarray(ub, np.float64), np.asarray(obj, np.float64)
+        )
+        shape = lb.shape
+        lb, ub, obj = _finite(lb).ravel(), _finite(ub).ravel(), np.asarray(obj, np.float64).ravel()
+        n = lb.size
+        ids = np.arange(self.n_vars, self.n_vars + n, dtype=np.int64).reshape(shape)
+        code = _VTYPE_CODE[vtype]
+        if self._c is not None:
+            ptrs = np.zeros(n, dtype=np.uintp)
+            holder = _V()
+            ref = ctypes.byref(holder)
+            c, scip = self._c, self._scip
+            base = name.encode()
+            for q in range(n):
+                if c.create_var(scip, ref, b"%s_%d" % (base, q), lb[q], ub[q], obj[q], code) != 1:
+                    raise RuntimeError(f"SCIP failed to create variable {name}_{q}")
+                c.add_var(scip, holder)
+                ptrs[q] = holder.value
+                c.release_var(scip, ref)
+            self._var_ptr_blocks.append(ptrs)
+        else:
+            m = self.model
+            ub_py = [None if u >= SCIP_INF else float(u) for u in ub]
+            lb_py = [None if v <= -SCIP_INF else float(v) for v in lb]
+            self._var_obj_blocks.append(
+                [m.addVar(f"{name}_{q}", vtype, lb_py[q], ub_py[q], float(obj[q])) for q in range(n)]
+            )
+        self.n_vars += n
+        self._ptrs_cache = None
+        self._vars_cache = None
+        return ids
+
+    def _var_ptrs(self) -> np.ndarray:
+        if self._ptrs_cache is None:
+            self._ptrs_cache = (
+                np.concatenate(self._var_ptr_blocks) if self._var_ptr_blocks else np.zeros(0, np.uintp)
+            )
+        return self._ptrs_cache
+
+    def variables(self) -> list:
+        """PySCIPOpt ``Variable`` objects in id order (for user plugins such as a ``Heur``)."""
+        if self._vars_cache is None:
+            if self._c is None:
+                self._vars_cache = [v for block in self._var_obj_blocks for v in block]
+            else:
+                by_ptr = {v.ptr(): v for v in self.model.getVars()}
+                self._vars_cache = [by_ptr[int(p)] for p in self._var_ptrs()]
+        return self._vars_cache
+
+    # ------------------------------------------------------------------ rows
+    def add_rows(self, name: str, matrix: sp.spmatrix, lhs, rhs) -> np.ndarray:
+        """Add linear rows ``lhs <= matrix @ x <= rhs``; ``matrix`` columns are global variable ids.
+
+        Duplicate entries are summed (scipy CSR). Returns the row ids.
+        """
+        csr = sp.csr_matrix(matrix)
+        csr.sum_duplicates()
+        n_rows = csr.shape[0]
+        lhs = _finite(np.broadcast_to(lhs, (n_rows,)))
+        rhs = _finite(np.broadcast_to(rhs, (n_rows,)))
+        indptr = csr.indptr.astype(np.int64)
+        cols = csr.indices.astype(np.int64)
+        vals = np.ascontiguousarray(csr.data, dtype=np.float64)
+        if cols.size and cols.max() >= self.n_vars:
+            raise ValueError(f"rows '{name}' reference variable id {cols.max()} >= {self.n_vars}")
+        ids = np.arange(self.n_rows, self.n_rows + n_rows, dtype=np.int64)
+        if self._c is not None:
+            var_ptrs = np.ascontiguousarray(self._var_ptrs()[cols])
+            base_v, base_c = var_ptrs.ctypes.data, vals.ctypes.data
+            cons_ptrs = np.zeros(n_rows, dtype=np.uintp)
+            holder = _V()
+            ref = ctypes.byref(holder)
+            c, scip = self._c, self._scip
+            nm = name.encode()
+            for r in range(n_rows):
+                a, b = int(indptr[r]), int(indptr[r + 1])
+                if c.create_linear(scip, ref, b"%s_%d" % (nm, r), b - a, base_v + 8 * a, base_c + 8 * a,
+                                   lhs[r], rhs[r]) != 1:
+                    raise RuntimeError(f"SCIP failed to create row {name}_{r}")
+                c.add_cons(scip, holder)
+                cons_ptrs[r] = holder.value
+                c.release_cons(scip, ref)
+            self._row_ptr_blocks.append(cons_ptrs)
+            del var_ptrs
+        else:
+            from pyscipopt.scip import Expr, Term
+
+            vs = self.variables()
+            m = self.model
+            block = []
+            for r in range(n_rows):
+                a, b = indptr[r], indptr[r + 1]
+                expr = Expr({Term(vs[cols[q]]): float(vals[q]) for q in range(a, b)})
+                lo = None if lhs[r] <= -SCIP_INF else float(lhs[r])
+                hi = None if rhs[r] >= SCIP_INF else float(rhs[r])
+                cons = (lo <= expr) if hi is None else (expr <= hi) if lo is None else (lo <= (expr <= hi))
+                block.append(m.addCons(cons, name=f"{name}_{r}"))
+            self._row_obj_blocks.append(block)
+        self.n_rows += n_rows
+        self.n_nonzeros += int(vals.size)
+        return ids
+
+    # ------------------------------------------------------------------ solution values
+    def values(self, solution=None) -> np.ndarray:
+        """Values of every variable in id order, from ``solution`` or the best solution."""
+        if self._c is not None and solution is None:
+            sol = self._c.get_best_sol(self._scip)
+            if not sol:
+                raise RuntimeError("SCIP has no solution")
+            ptrs = np.ascontiguousarray(self._var_ptrs())
+            out = np.empty(self.n_vars, dtype=np.float64)
+            if self.n_vars:
+                self._c.get_sol_vals(self._scip, sol, self.n_vars, ptrs.ctypes.data, out.ctypes.data)
+            return out
+        sol = solution if solution is not None else self.model.getBestSol()
+        return np.array([self.model.getSolVal(sol, v) for v in self.variables()], dtype=np.float64)
+
+    # ------------------------------------------------------------------ in-place updates
+    def _row_ptrs(self) -> np.ndarray:
+        return np.concatenate(self._row_ptr_blocks) if self._row_ptr_blocks else np.zeros(0, np.uintp)
+
+    def set_row_bounds(self, rows: np.ndarray, lhs=None, rhs=None) -> None:
+        """Change row sides in place (call ``model.freeTransform()`` after a solve first)."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        if self._c is not None:
+            ptrs = self._row_ptrs()[rows]
+            for name, new, fn in (("lhs", lhs, self._c.chg_lhs), ("rhs", rhs, self._c.chg_rhs)):
+                if new is None:
+                    continue
+                new = _finite(np.broadcast_to(new, rows.shape))
+                for p, v in zip(ptrs, new, strict=True):
+                    if fn(self._scip, int(p), float(v)) != 1:
+                        raise RuntimeError(f"SCIP refused to change {name} of a row")
+            return
+        flat = [c for block in self._row_obj_blocks for c in block]
+        for q, r in enumerate(rows):
+            if lhs is not None:
+                self.model.chgLhs(flat[r], float(np.broadcast_to(lhs, rows.shape)[q]))
+            if rhs is not None:
+                self.model.chgRhs(flat[r], float(np.broadcast_to(rhs, rows.shape)[q]))
+
+    def set_var_data(self, ids: np.ndarray, *, obj=None, lb=None, ub=None) -> None:
+        """Change objective coefficients or bounds in place (after ``freeTransform``)."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if self._c is not None:
+            ptrs = self._var_ptrs()[ids]
+            for new, fn in ((obj, self._c.chg_obj), (lb, self._c.chg_lb), (ub, self._c.chg_ub)):
+                if new is None:
+                    continue
+                new = _finite(np.broadcast_to(new, ids.shape))
+                for p, v in zip(ptrs, new, strict=True):
+                    if fn(self._scip, int(p), float(v)) != 1:
+                        raise RuntimeError("SCIP refused a variable change")
+            return
+        vs = self.variables()
+        m = self.model
+        for q, v in enumerate(ids):
+            if obj is not None:
+                m.chgVarObj(vs[v], float(np.broadcast_to(obj, ids.shape)[q]))
+            if lb is not None:
+                m.chgVarLb(vs[v], float(np.broadcast_to(lb, ids.shape)[q]))
+            if ub is not None:
+                m.chgVarUb(vs[v], float(np.broadcast_to(ub, ids.shape)[q]))

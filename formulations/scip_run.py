@@ -1,0 +1,155 @@
+"""Running a SCIP model: limits, an event handler that records the unified trace, progress lines.
+
+The trace handler listens to new incumbents and to solved nodes, and records (seconds, primal,
+dual, nodes) rows, at every incumbent and at most every ``trace_interval`` seconds otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from pyscipopt import SCIP_EVENTTYPE, Eventhdlr, Model
+
+SCIP_INF = 1e20
+
+#: SCIP status -> SOLUTION.md status.
+STATUS_MAP = {
+    "optimal": "optimal",
+    "gaplimit": "gap_limit",
+    "timelimit": "time_limit",
+    "userinterrupt": "interrupted",
+    "nodelimit": "iteration_limit",
+    "totalnodelimit": "iteration_limit",
+    "stallnodelimit": "iteration_limit",
+    "sollimit": "iteration_limit",
+    "bestsollimit": "iteration_limit",
+    "restartlimit": "iteration_limit",
+    "memlimit": "iteration_limit",
+}
+
+ProgressFn = Callable[[float, float, float, int], None]
+
+
+def _primal(value: float) -> float:
+    return -math.inf if value <= -SCIP_INF else math.inf if value >= SCIP_INF else float(value)
+
+
+@dataclass
+class TraceRecorder:
+    """Rows of the unified trace, in wall seconds since ``t0``."""
+
+    t0: float
+    seconds: list[float] = field(default_factory=list)
+    primal: list[float] = field(default_factory=list)
+    dual: list[float] = field(default_factory=list)
+    iteration: list[int] = field(default_factory=list)
+
+    def add(self, primal: float, dual: float, iteration: int) -> None:
+        self.seconds.append(time.perf_counter() - self.t0)
+        self.primal.append(primal)
+        self.dual.append(dual)
+        self.iteration.append(int(iteration))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "seconds": np.asarray(self.seconds, dtype=np.float64),
+            "primal": np.asarray(self.primal, dtype=np.float64),
+            "dual": np.asarray(self.dual, dtype=np.float64),
+            "iteration": np.asarray(self.iteration, dtype=np.int64),
+        }
+
+
+class TraceEventhdlr(Eventhdlr):
+    """Records the trace and calls ``progress`` at most every ``progress_interval`` seconds.
+
+    LP solves are listened to as well, so the long root node of a large model reports its progress.
+    """
+
+    def __init__(self, recorder: TraceRecorder, progress: ProgressFn | None, progress_interval: float,
+                 trace_interval: float = 0.25) -> None:
+        self.recorder = recorder
+        self.progress = progress
+        self.progress_interval = progress_interval
+        self.trace_interval = trace_interval
+        self._last_trace = -math.inf
+        self._last_progress = -math.inf
+        self._events = SCIP_EVENTTYPE.BESTSOLFOUND | SCIP_EVENTTYPE.NODESOLVED | SCIP_EVENTTYPE.LPSOLVED
+
+    def eventinit(self) -> None:
+        self.model.catchEvent(self._events, self)
+
+    def eventexit(self) -> None:
+        self.model.dropEvent(self._events, self)
+
+    def eventexec(self, event) -> None:
+        now = time.perf_counter()
+        is_incumbent = event.getType() == SCIP_EVENTTYPE.BESTSOLFOUND
+        if not is_incumbent and now - self._last_trace < self.trace_interval:
+            return
+        self.snapshot()
+        if self.progress is not None and now - self._last_progress >= self.progress_interval:
+            self._last_progress = now
+            r = self.recorder
+            self.progress(r.seconds[-1], r.primal[-1], r.dual[-1], r.iteration[-1])
+
+    def snapshot(self) -> None:
+        m = self.model
+        self._last_trace = time.perf_counter()
+        self.recorder.add(_primal(m.getPrimalbound()), _primal(m.getDualbound()), m.getNNodes())
+
+
+def configure(model: Model, *, time_limit: float | None, gap: float | None, threads: int = 1,
+              seed: int = 0, quiet: bool = True) -> None:
+    """Apply limits and determinism settings to a SCIP model."""
+    if quiet:
+        model.hideOutput()
+    if time_limit is not None:
+        model.setParam("limits/time", max(float(time_limit), 0.0))
+    if gap is not None:
+        model.setParam("limits/gap", max(float(gap), 0.0))
+    model.setParam("randomization/randomseedshift", int(seed))
+    if threads > 1:
+        model.setParam("lp/threads", int(threads))
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`run_scip`."""
+
+    scip_status: str
+    status: str
+    has_solution: bool
+    primal: float
+    dual: float
+    wall_seconds: float
+    nodes: int
+    trace: dict[str, np.ndarray]
+
+
+def run_scip(model: Model, *, progress: ProgressFn | None = None, progress_interval: float = 2.0,
+             t0: float | None = None) -> RunResult:
+    """Optimize ``model`` recording the trace; SCIP handles Ctrl-C itself (status ``interrupted``)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    rec = TraceRecorder(t0)
+    handler = TraceEventhdlr(rec, progress, progress_interval)
+    model.includeEventhdlr(handler, "carbonsched_trace", "records primal/dual bounds over time")
+    model.optimize()
+    scip_status = model.getStatus()
+    has_sol = model.getNSols() > 0
+    primal = _primal(model.getPrimalbound()) if has_sol else -math.inf
+    dual = _primal(model.getDualbound())
+    rec.add(primal, dual, model.getNNodes())
+    return RunResult(
+        scip_status=scip_status,
+        status=STATUS_MAP.get(scip_status, scip_status),
+        has_solution=has_sol,
+        primal=primal,
+        dual=dual,
+        wall_seconds=time.perf_counter() - t0,
+        nodes=int(model.getNNodes()),
+        trace=rec.arrays(),
+    )
