@@ -33,6 +33,8 @@ class _ScipC:
     """ctypes prototypes of the few SCIP C functions used for bulk building."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+
         def fn(name, *argtypes, restype=ctypes.c_int):
             f = getattr(lib, name)
             f.argtypes = list(argtypes)
@@ -52,6 +54,110 @@ class _ScipC:
         self.chg_obj = fn("SCIPchgVarObj", _V, _V, _D)
         self.chg_lb = fn("SCIPchgVarLb", _V, _V, _D)
         self.chg_ub = fn("SCIPchgVarUb", _V, _V, _D)
+
+
+#: Blocks at least this large are created by numba-compiled loops once those are compiled; smaller ones
+#: by the plain ctypes loop, which costs ~3 µs of call overhead per variable or row (~1 µs compiled).
+NUMBA_MIN_BLOCK = 64
+#: Compiling the loops costs a few seconds once per process (they cannot be cached on disk), so a
+#: build compiles them by itself only for a block this large; ``compile_build_kernels()`` does it
+#: up front for processes that build many models (benchmarks, decomposition workers, studies).
+NUMBA_COMPILE_BLOCK = 500_000
+_kernels_compiled = False
+
+
+def compile_build_kernels() -> bool:
+    """Compile the numba build loops now (a few seconds); True when the fast path is available."""
+    global _kernels_compiled
+    if _numba_kernels() is None:
+        return False
+    am = ArrayModel("warm-up")
+    am._var_ptr_blocks.append(am._build_vars_compiled("w", np.zeros(1), np.ones(1), np.zeros(1), 3))
+    am.n_vars = 1
+    am.add_rows("w", sp.csr_matrix(np.ones((1, 1))), -SCIP_INF, 1.0, compiled=True)
+    _kernels_compiled = True
+    return True
+
+
+def _use_kernels(n: int) -> bool:
+    return n >= NUMBA_MIN_BLOCK and (_kernels_compiled or n >= NUMBA_COMPILE_BLOCK)
+
+
+@lru_cache(maxsize=1)
+def _numba_kernels():
+    """njit loops that call SCIP's C functions directly, or None when numba is unavailable.
+
+    ctypes function objects are numba globals, so these kernels cannot be cached on disk; they are
+    compiled lazily, the first time a large block is built.
+    """
+    lib_c = scip_c()
+    if lib_c is None or os.environ.get("CARBONSCHED_NO_NUMBA"):
+        return None
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return None
+    lib = lib_c.lib
+
+    def fn(name, *argtypes):
+        f = getattr(lib, name)
+        f.argtypes = list(argtypes)
+        f.restype = ctypes.c_int
+        return f
+
+    create_var = fn("SCIPcreateVarBasic", _V, _V, _V, _D, _D, _D, ctypes.c_int)
+    add_var = fn("SCIPaddVar", _V, _V)
+    release_var = fn("SCIPreleaseVar", _V, _V)
+    create_linear = fn("SCIPcreateConsBasicLinear", _V, _V, _V, ctypes.c_int, _V, _V, _D, _D)
+    add_cons = fn("SCIPaddCons", _V, _V)
+    release_cons = fn("SCIPreleaseCons", _V, _V)
+
+    @numba.njit
+    def _write_name(buf, p, i):
+        # the decimal digits of i after the prefix (length p), NUL-terminated
+        digits = np.zeros(20, dtype=np.uint8)
+        n = 0
+        while True:
+            digits[n] = 48 + i % 10
+            n += 1
+            i //= 10
+            if i == 0:
+                break
+        for k in range(n):
+            buf[p + k] = digits[n - 1 - k]
+        buf[p + n] = 0
+
+    @numba.njit
+    def make_vars(scip, prefix, lb, ub, obj, code, out):
+        holder = np.zeros(1, dtype=np.uintp)
+        name = np.zeros(prefix.size + 24, dtype=np.uint8)
+        name[: prefix.size] = prefix
+        for q in range(lb.size):
+            _write_name(name, prefix.size, q)
+            if create_var(scip, holder.ctypes.data, name.ctypes.data, lb[q], ub[q], obj[q], code) != 1:
+                return q
+            add_var(scip, holder[0])
+            out[q] = holder[0]
+            release_var(scip, holder.ctypes.data)
+        return -1
+
+    @numba.njit
+    def make_rows(scip, prefix, indptr, var_ptrs, vals, lhs, rhs, out):
+        holder = np.zeros(1, dtype=np.uintp)
+        name = np.zeros(prefix.size + 24, dtype=np.uint8)
+        name[: prefix.size] = prefix
+        for r in range(lhs.size):
+            _write_name(name, prefix.size, r)
+            a = indptr[r]
+            if create_linear(scip, holder.ctypes.data, name.ctypes.data, indptr[r + 1] - a,
+                             var_ptrs.ctypes.data + 8 * a, vals.ctypes.data + 8 * a, lhs[r], rhs[r]) != 1:
+                return r
+            add_cons(scip, holder[0])
+            out[r] = holder[0]
+            release_cons(scip, holder.ctypes.data)
+        return -1
+
+    return make_vars, make_rows
 
 
 @lru_cache(maxsize=1)
@@ -130,7 +236,9 @@ class ArrayModel:
         n = lb.size
         ids = np.arange(self.n_vars, self.n_vars + n, dtype=np.int64).reshape(shape)
         code = _VTYPE_CODE[vtype]
-        if self._c is not None:
+        if self._c is not None and _use_kernels(n) and _numba_kernels() is not None:
+            self._var_ptr_blocks.append(self._build_vars_compiled(name, lb, ub, obj, code))
+        elif self._c is not None:
             ptrs = np.zeros(n, dtype=np.uintp)
             holder = _V()
             ref = ctypes.byref(holder)
@@ -155,6 +263,18 @@ class ArrayModel:
         self._vars_cache = None
         return ids
 
+    def _build_vars_compiled(self, name: str, lb: np.ndarray, ub: np.ndarray, obj: np.ndarray,
+                             code: int) -> np.ndarray:
+        """Create a variable block with the compiled loop; returns the SCIP_VAR* pointers."""
+        global _kernels_compiled
+        ptrs = np.zeros(lb.size, dtype=np.uintp)
+        prefix = np.frombuffer(f"{name}_".encode(), dtype=np.uint8)
+        failed = _numba_kernels()[0](self._scip, prefix, lb, ub, obj, code, ptrs)
+        if failed >= 0:
+            raise RuntimeError(f"SCIP failed to create variable {name}_{failed}")
+        _kernels_compiled = True
+        return ptrs
+
     def _var_ptrs(self) -> np.ndarray:
         if self._ptrs_cache is None:
             self._ptrs_cache = (
@@ -173,7 +293,7 @@ class ArrayModel:
         return self._vars_cache
 
     # ------------------------------------------------------------------ rows
-    def add_rows(self, name: str, matrix: sp.spmatrix, lhs, rhs) -> np.ndarray:
+    def add_rows(self, name: str, matrix: sp.spmatrix, lhs, rhs, *, compiled: bool | None = None) -> np.ndarray:
         """Add linear rows ``lhs <= matrix @ x <= rhs``; ``matrix`` columns are global variable ids.
 
         Duplicate entries are summed (scipy CSR). Returns the row ids.
@@ -189,7 +309,19 @@ class ArrayModel:
         if cols.size and cols.max() >= self.n_vars:
             raise ValueError(f"rows '{name}' reference variable id {cols.max()} >= {self.n_vars}")
         ids = np.arange(self.n_rows, self.n_rows + n_rows, dtype=np.int64)
-        if self._c is not None:
+        if compiled is None:
+            compiled = _use_kernels(n_rows)
+        kernels = _numba_kernels() if self._c is not None and compiled else None
+        if kernels is not None:
+            var_ptrs = np.ascontiguousarray(self._var_ptrs()[cols])
+            cons_ptrs = np.zeros(n_rows, dtype=np.uintp)
+            prefix = np.frombuffer(f"{name}_".encode(), dtype=np.uint8)
+            failed = kernels[1](self._scip, prefix, indptr, var_ptrs, vals, np.ascontiguousarray(lhs),
+                                np.ascontiguousarray(rhs), cons_ptrs)
+            if failed >= 0:
+                raise RuntimeError(f"SCIP failed to create row {name}_{failed}")
+            self._row_ptr_blocks.append(cons_ptrs)
+        elif self._c is not None:
             var_ptrs = np.ascontiguousarray(self._var_ptrs()[cols])
             base_v, base_c = var_ptrs.ctypes.data, vals.ctypes.data
             cons_ptrs = np.zeros(n_rows, dtype=np.uintp)
