@@ -130,6 +130,10 @@ class StrategyResult:
         model; None for energy-only and sequential, which end in an exact dispatch).
     breakdown : dict of str to float
         The terms of Z, $.
+    own_bound : float or None
+        Final dual bound of the strategy's own MILP, $, when it is a bound on the optimal Z of a
+        restriction of the joint model scored the same way (joint, compute-only, no-routing,
+        no-battery); None otherwise.
     """
 
     status: str
@@ -138,6 +142,7 @@ class StrategyResult:
     wall_seconds: float
     gap: float | None
     breakdown: dict[str, float]
+    own_bound: float | None = None
 
 
 @dataclass
@@ -189,6 +194,13 @@ def _own_gap(name: str, sol: Any) -> float | None:
     return (dual - primal) / max(1.0, abs(primal))
 
 
+def _own_bound(name: str, sol: Any) -> float | None:
+    """Final dual bound of a restriction's own MILP (see :class:`StrategyResult`)."""
+    if name not in ("joint", "compute-only", "no-routing", "no-battery") or sol.trace is None or len(sol.trace) == 0:
+        return None
+    return float(sol.trace.dual[-1])
+
+
 def run_case(case: Case) -> CaseResult:
     """Run and check one comparison (executed in a worker process).
 
@@ -227,6 +239,7 @@ def run_case(case: Case) -> CaseResult:
         out.results[name] = StrategyResult(
             status=sol.status.value, objective=float(sol.objective), emissions_t=float(sol.emissions_t),
             wall_seconds=float(sol.wall_seconds), gap=_own_gap(name, sol), breakdown=dict(sol.breakdown),
+            own_bound=_own_bound(name, sol),
         )
     out.wall_seconds = time.perf_counter() - t0
     return out
@@ -275,10 +288,22 @@ def dz_pct(z: float, z_joint: float) -> float:
 
 
 def status_table(res: CaseResult) -> str:
-    """Per-strategy status, own-MILP gap, Z, emissions and wall time of one comparison."""
-    rows = [[name, r.status, _gap(r.gap), _money(r.objective), f"{r.emissions_t:,.1f}", f"{r.wall_seconds:.1f}"]
-            for name, r in res.results.items()]
-    return _md_table(["strategy", "status", "gap of own MILP", "Z $", "CO2 t", "wall s"], rows)
+    """Per-strategy status, own-MILP gap and bound, Z, emissions and wall time of one comparison.
+
+    The last column says whether joint's Z is proven better than the best this restriction could
+    reach (its own MILP's bound is below joint's Z), whatever the time limit cut short.
+    """
+    zj = res.results["joint"].objective
+    rows = []
+    for name, r in res.results.items():
+        proven = "-"
+        if name != "joint" and r.own_bound is not None:
+            proven = "yes" if r.own_bound < zj else "no (within gaps)"
+        bound = "-" if r.own_bound is None else _money(r.own_bound)
+        rows.append([name, r.status, _gap(r.gap), bound, _money(r.objective), f"{r.emissions_t:,.1f}",
+                     f"{r.wall_seconds:.1f}", proven])
+    return _md_table(["strategy", "status", "gap of own MILP", "own bound $", "Z $", "CO2 t", "wall s",
+                      "joint proven better"], rows)
 
 
 def seeds_section(cases: Sequence[CaseResult]) -> tuple[str, dict[str, Any]]:

@@ -120,10 +120,92 @@ class JointModel:
         }
 
 
+@dataclass
+class ComputeBlock:
+    """Ids of the compute side (constraints 1–3) for a set of sites."""
+
+    placements: Placements
+    x: np.ndarray
+    y: np.ndarray
+    u: np.ndarray
+    busy: np.ndarray
+    rows: dict[str, np.ndarray]
+
+
+def add_compute_block(am: ArrayModel, inst: Instance, sites: np.ndarray | None = None, *,
+                      coupling_rows: bool = True, with_unserved: bool = True) -> ComputeBlock:
+    """Add x, y, u, U and constraints 1–3 restricted to ``sites`` (default all).
+
+    Parameters
+    ----------
+    am : ArrayModel
+        Model to extend (maximization; objective coefficients of Z are set on x, y, u).
+    inst : Instance
+        The instance.
+    sites : (n,) int, optional
+        Sites whose placements, routing and capacity rows are modelled (busy ids are −1 elsewhere).
+    coupling_rows : bool
+        Add the rows that couple sites: job-once (1) and demand balance (2). A Lagrangian site
+        subproblem leaves them out (they are dualized).
+    with_unserved : bool
+        Create the unserved-demand variables u (not needed when demand rows are dualized).
+    """
+    S, T, K, dt = inst.n_sites, inst.n_periods, inst.n_classes, inst.period_hours
+    jb, inf = inst.jobs, inst.inference
+    in_block = np.zeros(S, dtype=bool)
+    in_block[np.arange(S) if sites is None else np.asarray(sites, dtype=np.int64)] = True
+
+    pl = enumerate_placements(inst)
+    keep = in_block[pl.site]
+    pl = Placements(job=pl.job[keep], site=pl.site[keep], start=pl.start[keep])
+    x = am.add_vars("x", 0.0, 1.0, jb.value[pl.job], "B") if pl.size else np.zeros(0, np.int64)
+
+    slo = (inst.slo_mask() if K else np.zeros((0, S), dtype=bool)) & in_block[None, :]
+    y = np.full((K, S, T), -1, dtype=np.int64)
+    if slo.any():
+        lat = np.where(slo, inf.latency_ms, 0.0)
+        y_obj = dt * (inf.revenue[:, None] - inf.latency_cost[:, None] * lat)
+        y_mask = np.broadcast_to(slo[:, :, None], (K, S, T))
+        ub = np.broadcast_to(inf.demand[:, None, :], (K, S, T))[y_mask]
+        y[y_mask] = am.add_vars("y", 0.0, ub, np.broadcast_to(y_obj[:, :, None], (K, S, T))[y_mask], "C")
+    u = (am.add_vars("u", 0.0, inf.demand, np.broadcast_to(-dt * inf.penalty[:, None], (K, T)), "C")
+         if with_unserved else np.full((K, T), -1, dtype=np.int64))
+    busy = np.full((S, T), -1, dtype=np.int64)
+    site_t = np.broadcast_to(in_block[:, None], (S, T))
+    busy[site_t] = am.add_vars("U", 0.0, np.broadcast_to(inst.sites.gpus[:, None].astype(float), (S, T))[site_t],
+                               0.0, "C")
+
+    rows: dict[str, np.ndarray] = {}
+    if coupling_rows and inst.n_jobs:
+        # 1. each job at most once (exactly once if mandatory)
+        a = sp.csr_matrix((np.ones(pl.size), (pl.job, x)), shape=(inst.n_jobs, am.n_vars))
+        rows["job_once"] = am.add_rows("job_once", a, np.where(jb.mandatory, 1.0, -np.inf), 1.0)
+    if coupling_rows and K:
+        # 2. inference demand: Σ_i y + u = λ
+        ym = y >= 0
+        kk, _, tt = np.nonzero(ym)
+        r = np.concatenate([kk * T + tt, np.arange(K * T)])
+        c = np.concatenate([y[ym], u.ravel()])
+        a = sp.csr_matrix((np.ones(r.size), (r, c)), shape=(K * T, am.n_vars))
+        rows["demand"] = am.add_rows("demand", a, inf.demand.ravel(), inf.demand.ravel())
+    # 3. U_{i,t} − Σ g_j x − Σ_k y = 0, U ≤ G_i by its bound (rows numbered i·T + t over the block's sites)
+    run = running_matrix(inst, pl).tocoo()
+    ym = y >= 0
+    _, ii, tt = np.nonzero(ym)
+    row_of = np.full(S * T, -1, dtype=np.int64)
+    row_of[site_t.ravel()] = np.arange(int(site_t.sum()))
+    r = np.concatenate([row_of[np.flatnonzero(site_t.ravel())], row_of[run.row], row_of[ii * T + tt]])
+    c = np.concatenate([busy[site_t], x[run.col], y[ym]])
+    v = np.concatenate([np.ones(int(site_t.sum())), -run.data, -np.ones(ii.size)])
+    mat = sp.csr_matrix((v, (r, c)), shape=(int(site_t.sum()), am.n_vars))
+    rows["capacity"] = am.add_rows("capacity", mat, 0.0, 0.0)
+    return ComputeBlock(placements=pl, x=x, y=y, u=u, busy=busy, rows=rows)
+
+
 def build_joint_model(inst: Instance, *, name: str | None = None) -> JointModel:
     """Build the joint MILP of MODEL.md for ``inst`` (maximize Z).
 
-    Ablations are applied to the instance beforehand (see :mod:`formulations.ablations`), so this
+    Ablations are applied to the instance beforehand (see :mod:`formulations.baselines`), so this
     builder is the one definition of the model.
 
     Parameters
@@ -133,53 +215,16 @@ def build_joint_model(inst: Instance, *, name: str | None = None) -> JointModel:
     name : str, optional
         SCIP problem name (default: the instance name).
     """
-    S, T, K, dt = inst.n_sites, inst.n_periods, inst.n_classes, inst.period_hours
-    jb, inf = inst.jobs, inst.inference
     am = ArrayModel(name or inst.name, maximize=True)
-
-    pl = enumerate_placements(inst)
-    x = am.add_vars("x", 0.0, 1.0, jb.value[pl.job], "B") if pl.size else np.zeros(0, np.int64)
-
-    slo = inst.slo_mask() if K else np.zeros((0, S), dtype=bool)
-    y = np.full((K, S, T), -1, dtype=np.int64)
-    if slo.any():
-        lat = np.where(slo, inf.latency_ms, 0.0)
-        y_obj = dt * (inf.revenue[:, None] - inf.latency_cost[:, None] * lat)
-        y_mask = np.broadcast_to(slo[:, :, None], (K, S, T))
-        ub = np.broadcast_to(inf.demand[:, None, :], (K, S, T))[y_mask]
-        y[y_mask] = am.add_vars("y", 0.0, ub, np.broadcast_to(y_obj[:, :, None], (K, S, T))[y_mask], "C")
-    u = am.add_vars("u", 0.0, inf.demand, np.broadcast_to(-dt * inf.penalty[:, None], (K, T)), "C")
-    busy = am.add_vars("U", 0.0, np.broadcast_to(inst.sites.gpus[:, None].astype(float), (S, T)), 0.0, "C")
-
-    rows: dict[str, np.ndarray] = {}
-    # 1. each job at most once (exactly once if mandatory)
-    if inst.n_jobs:
-        a = sp.csr_matrix((np.ones(pl.size), (pl.job, x)), shape=(inst.n_jobs, am.n_vars))
-        lhs = np.where(jb.mandatory, 1.0, -np.inf)
-        rows["job_once"] = am.add_rows("job_once", a, lhs, 1.0)
-    # 2. inference demand: Σ_i y + u = λ
-    if K:
-        ym = y >= 0
-        kk, _, tt = np.nonzero(ym)
-        r = np.concatenate([kk * T + tt, np.arange(K * T)])
-        c = np.concatenate([y[ym], u.ravel()])
-        a = sp.csr_matrix((np.ones(r.size), (r, c)), shape=(K * T, am.n_vars))
-        rows["demand"] = am.add_rows("demand", a, inf.demand.ravel(), inf.demand.ravel())
-    # 3. U_{i,t} − Σ g_j x − Σ_k y = 0, U ≤ G_i by its bound
-    run = running_matrix(inst, pl).tocoo()
-    ym = y >= 0
-    kk, ii, tt = np.nonzero(ym)
-    r = np.concatenate([np.arange(S * T), run.row, ii * T + tt])
-    c = np.concatenate([busy.ravel(), x[run.col], y[ym]])
-    v = np.concatenate([np.ones(S * T), -run.data, -np.ones(kk.size)])
-    rows["capacity"] = am.add_rows("capacity", sp.csr_matrix((v, (r, c)), shape=(S * T, am.n_vars)), 0.0, 0.0)
-
+    cb = add_compute_block(am, inst)
+    rows = dict(cb.rows)
     # 4–8. energy side of every site, load from U
-    energy = add_energy_block(am, inst, np.arange(S), busy_gpu_ids=busy)
+    energy = add_energy_block(am, inst, np.arange(inst.n_sites), busy_gpu_ids=cb.busy)
     rows.update({f"energy_{k}": v for k, v in energy.rows.items()})
     # 9. carbon budget
     if np.isfinite(inst.carbon_budget_t):
         cid, coef = energy.emission_terms(inst)
         a = sp.csr_matrix((coef, (np.zeros(cid.size, np.int64), cid)), shape=(1, am.n_vars))
         rows["carbon"] = am.add_rows("carbon", a, -np.inf, inst.carbon_budget_t)
-    return JointModel(inst=inst, am=am, placements=pl, x=x, y=y, u=u, busy=busy, energy=energy, rows=rows)
+    return JointModel(inst=inst, am=am, placements=cb.placements, x=cb.x, y=cb.y, u=cb.u, busy=cb.busy,
+                      energy=energy, rows=rows)

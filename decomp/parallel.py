@@ -1,0 +1,205 @@
+"""The parallel layer: per-site solves on joblib workers that keep their models between calls.
+
+A decomposition describes its per-site work as a *site solver*: an object built once per site in a
+worker (``factory(instance, site, **options)``) and then called with small per-iteration arguments
+(a load profile, multipliers, ...). Workers are long-lived processes (joblib's loky pool, or the
+processes of a Dask cluster through joblib's dask backend); each keeps the site solvers it has built in
+a module-level cache keyed by (instance token, solver kind, site), so a model is built once and then
+changed in place. A worker that has not yet seen the instance loads it from the HDF5 file the pool
+wrote at start-up (the instance travels once per worker, not once per task).
+
+Determinism: each task's result depends only on its arguments and the site solver's state, and each
+site's calls arrive in iteration order, so the same inputs give the same results with 1 or N workers or
+on Dask. Site solvers must therefore be deterministic (fixed SCIP seeds, no time-dependent choices
+other than limits).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed, parallel_config
+
+from instances.errors import InputError
+from instances.schema import Instance
+from instances.storage import load, save
+
+BACKENDS = ("loky", "dask", "sequential")
+
+# ----------------------------------------------------------------------- worker-side state
+_INSTANCES: dict[str, Instance] = {}
+_SOLVERS: dict[tuple[str, str, int], Any] = {}
+
+
+def _worker_instance(token: str, path: str) -> Instance:
+    inst = _INSTANCES.get(token)
+    if inst is None:
+        inst = load(path)
+        _INSTANCES.clear()  # one instance per worker at a time keeps memory bounded
+        _SOLVERS.clear()
+        _INSTANCES[token] = inst
+    return inst
+
+
+def _run_chunk(token: str, path: str, kind: str, factory: Callable, options: dict, method: str,
+               calls: list[tuple[int, tuple, dict]]) -> list[tuple[int, Any]]:
+    """Worker entry point: run ``method`` of the site solvers of one chunk of sites."""
+    inst = _worker_instance(token, path)
+    out = []
+    for site, args, kwargs in calls:
+        key = (token, kind, site)
+        solver = _SOLVERS.get(key)
+        if solver is None:
+            solver = factory(inst, site, **options)
+            _SOLVERS[key] = solver
+        out.append((site, getattr(solver, method)(*args, **kwargs)))
+    return out
+
+
+# ----------------------------------------------------------------------- driver side
+@dataclass
+class ParallelConfig:
+    """How per-site work is spread.
+
+    Attributes
+    ----------
+    n_jobs : int
+        Worker processes (1 runs in this process, no pool).
+    backend : {"loky", "dask", "sequential"}
+        joblib's process pool, a Dask distributed cluster, or in-process.
+    scheduler : str, optional
+        Dask scheduler address; without one a local cluster of ``n_jobs`` workers is started (and
+        stopped with the pool).
+    """
+
+    n_jobs: int = 1
+    backend: str = "loky"
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InputError(f"--backend: must be one of {', '.join(BACKENDS)} (got {self.backend!r})")
+        if self.n_jobs < 1:
+            raise InputError(f"--jobs: must be >= 1 (got {self.n_jobs})")
+
+
+class SitePool:
+    """Site solvers of one instance, spread over workers that keep them alive between calls.
+
+    Parameters
+    ----------
+    inst : Instance
+        The instance; written once to a temporary HDF5 file that workers load on first use.
+    config : ParallelConfig
+        Workers and backend.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, inst: Instance, config: ParallelConfig | None = None) -> None:
+        self.inst = inst
+        self.config = config or ParallelConfig()
+        self.token = uuid.uuid4().hex
+        self._dir = tempfile.mkdtemp(prefix="carbonsched-pool-")
+        self.path = os.path.join(self._dir, "instance.h5")
+        save(inst, self.path)
+        self._client = None
+        self._cluster = None
+        self._parallel: Parallel | None = None
+        self._ctx: contextlib.ExitStack | None = None
+        atexit.register(self.close)
+        self._start()
+
+    def _start(self) -> None:
+        cfg = self.config
+        self._ctx = contextlib.ExitStack()
+        if cfg.backend == "sequential" or (cfg.backend == "loky" and cfg.n_jobs == 1):
+            self._parallel = None
+            return
+        if cfg.backend == "dask":
+            try:
+                from dask.distributed import Client, LocalCluster
+            except ImportError:
+                raise InputError("--backend dask: install the 'dist' extra (pip install '.[dist]')") from None
+            if cfg.scheduler:
+                self._client = Client(cfg.scheduler)
+            else:
+                self._cluster = LocalCluster(n_workers=cfg.n_jobs, threads_per_worker=1, processes=True,
+                                             dashboard_address=None)
+                self._client = Client(self._cluster)
+            self._ctx.enter_context(parallel_config(backend="dask"))
+            self._parallel = Parallel(n_jobs=-1)
+        else:
+            self._parallel = Parallel(n_jobs=cfg.n_jobs, backend="loky")
+        self._ctx.enter_context(self._parallel)
+
+    @property
+    def n_workers(self) -> int:
+        if self._parallel is None:
+            return 1
+        if self._client is not None:
+            return max(1, len(self._client.scheduler_info().get("workers", {})))
+        return self.config.n_jobs
+
+    def chunks(self, sites: Sequence[int]) -> list[list[int]]:
+        """Sites split into contiguous chunks, one per worker (deterministic)."""
+        sites = list(sites)
+        parts = np.array_split(np.arange(len(sites)), min(self.n_workers, max(len(sites), 1)))
+        return [[sites[i] for i in p] for p in parts if len(p)]
+
+    def map(self, kind: str, factory: Callable, method: str, calls: dict[int, tuple[tuple, dict]],
+            options: dict | None = None) -> dict[int, Any]:
+        """Run ``solver.method(*args, **kwargs)`` for each site of ``calls``; results by site.
+
+        Parameters
+        ----------
+        kind : str
+            Name of the solver family (cache key), e.g. ``"benders-lp"``.
+        factory : callable
+            ``factory(inst, site, **options)`` building the site solver (a module-level function, so
+            that it pickles).
+        method : str
+            Method name to call.
+        calls : dict
+            site -> (args, kwargs).
+        """
+        options = options or {}
+        sites = sorted(calls)
+        if self._parallel is None:
+            res = _run_chunk(self.token, self.path, kind, factory, options, method,
+                             [(s, *calls[s]) for s in sites])
+            _worker_instance(self.token, self.path)  # keep the driver's cache bound to this pool
+            return dict(res)
+        tasks = [delayed(_run_chunk)(self.token, self.path, kind, factory, options, method,
+                                     [(s, *calls[s]) for s in chunk]) for chunk in self.chunks(sites)]
+        out: dict[int, Any] = {}
+        for part in self._parallel(tasks):
+            out.update(part)
+        return out
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> SitePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
