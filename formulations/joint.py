@@ -98,6 +98,24 @@ class JointModel:
     def model(self):
         return self.am.model
 
+    def values_of(self, sol) -> np.ndarray:
+        """Variable values (id order) of a full Solution of this instance, e.g. to seed SCIP with it."""
+        inst, pl = self.inst, self.placements
+        out = np.zeros(self.am.n_vars)
+        chosen = (sol.job_site[pl.job] == pl.site) & (sol.job_start[pl.job] == pl.start)
+        out[self.x] = chosen.astype(float)
+        mask = self.y >= 0
+        out[self.y[mask]] = sol.served[mask]
+        out[self.u] = sol.unserved
+        busy = self.busy >= 0
+        from .plan import ComputePlan
+
+        out[self.busy[busy]] = ComputePlan.from_solution(sol).busy_gpus(inst)[busy]
+        for name, ids in self.energy.ids.items():
+            have = ids >= 0
+            out[ids[have]] = np.asarray(getattr(sol, name), dtype=float)[have]
+        return out
+
     def extract(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """Solution arrays of SOLUTION.md (jobs, inference, energy) from a value vector."""
         inst = self.inst

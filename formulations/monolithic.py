@@ -11,7 +11,9 @@ from instances.errors import InfeasibleError, NoSolutionError
 from instances.schema import Instance
 
 from .diagnose import diagnose_mandatory
+from .evaluate import evaluate
 from .joint import JointModel, build_joint_model
+from .plan import ComputePlan
 from .scip_run import ProgressFn, configure, run_scip
 from .solution import Solution, Trace
 
@@ -27,6 +29,7 @@ def solve_monolithic(
     method: str = "monolithic",
     certified: bool = True,
     scored_on: Instance | None = None,
+    initial: ComputePlan | None = None,
 ) -> Solution:
     """Build and solve the joint MILP of ``inst`` with SCIP.
 
@@ -51,6 +54,8 @@ def solve_monolithic(
         for ablations scored on the original instance).
     scored_on : Instance, optional
         Instance whose objective scores the solution (default ``inst``).
+    initial : ComputePlan, optional
+        A plan scored exactly (:func:`formulations.evaluate`) and given to SCIP as its first incumbent.
 
     Raises
     ------
@@ -64,7 +69,11 @@ def solve_monolithic(
     build_seconds = time.perf_counter() - t0
     remaining = None if time_limit is None else max(time_limit - build_seconds, 0.0)
     configure(jm.model, time_limit=remaining, gap=gap, threads=threads, seed=seed)
-    run = run_scip(jm.model, progress=progress, t0=t0)
+    initial_primal = None
+    if initial is not None:
+        start = evaluate(inst, initial, time_limit=remaining)
+        initial_primal = seed_scip(jm, start)
+    run = run_scip(jm.model, progress=progress, t0=t0, initial_primal=initial_primal)
     if run.scip_status in ("infeasible", "inforunbd"):
         raise diagnose_mandatory(inst)
     if not run.has_solution:
@@ -76,6 +85,17 @@ def solve_monolithic(
         certified=certified, wall_seconds=run.wall_seconds, trace=Trace(**run.trace),
         extra={"build_seconds": build_seconds, "nodes": run.nodes, "scip_status": run.scip_status},
     )
+
+
+def seed_scip(jm: JointModel, sol: Solution) -> float | None:
+    """Hand a full solution to SCIP as a starting incumbent; its objective if SCIP accepted it."""
+    model = jm.model
+    start = model.createSol()
+    for var, val in zip(jm.am.variables(), jm.values_of(sol), strict=True):
+        if val != 0.0:
+            model.setSolVal(start, var, float(val))
+    accepted = model.addSol(start, free=True)
+    return sol.objective if accepted else None
 
 
 def solution_from_model(jm: JointModel, inst: Instance, **kwargs) -> Solution:

@@ -131,12 +131,19 @@ class RunResult:
 
 
 def run_scip(model: Model, *, progress: ProgressFn | None = None, progress_interval: float = 2.0,
-             t0: float | None = None) -> RunResult:
-    """Optimize ``model`` recording the trace; SCIP handles Ctrl-C itself (status ``interrupted``)."""
+             t0: float | None = None, record_trace: bool = True,
+             initial_primal: float | None = None) -> RunResult:
+    """Optimize ``model`` recording the trace; SCIP handles Ctrl-C itself (status ``interrupted``).
+
+    ``record_trace=False`` skips the event handler (a model re-solved in a loop can include it once only).
+    """
     t0 = time.perf_counter() if t0 is None else t0
     rec = TraceRecorder(t0)
-    handler = TraceEventhdlr(rec, progress, progress_interval)
-    model.includeEventhdlr(handler, "carbonsched_trace", "records primal/dual bounds over time")
+    if initial_primal is not None:
+        rec.add(initial_primal, math.inf, 0)  # the seeded incumbent is the first trace row
+    if record_trace:
+        handler = TraceEventhdlr(rec, progress, progress_interval)
+        model.includeEventhdlr(handler, "carbonsched_trace", "records primal/dual bounds over time")
     model.optimize()
     scip_status = model.getStatus()
     has_sol = model.getNSols() > 0

@@ -1,0 +1,126 @@
+"""Benders: reaches the monolithic optimum, certified bounds at every trace point, same result on any backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from decomp.benders import solve_benders
+from decomp.cuts import (
+    busy_coefficients_on_placements,
+    busy_coefficients_on_placements_reference,
+    cut_values,
+    cut_values_reference,
+)
+from decomp.hooks import DecompositionHooks
+from decomp.parallel import ParallelConfig
+from formulations.checker import check_solution
+from formulations.monolithic import solve_monolithic
+from formulations.plan import ComputePlan
+
+from .edge_cases import EDGE_CASES, random_small
+
+GAP = 1e-4
+
+
+def assert_benders_matches_monolithic(inst, **kw):
+    opt = solve_monolithic(inst, gap=0.0)
+    sol = solve_benders(inst, gap=GAP, **kw)
+    report = check_solution(inst, sol)
+    assert report.ok, report.format()
+    assert sol.certified
+    tol = 1e-6 * max(1.0, abs(opt.objective))
+    # the dual bound is valid at every trace point, and the final gap is met
+    assert (sol.trace.dual >= opt.objective - tol).all(), (sol.trace.dual.min(), opt.objective)
+    assert sol.bound >= opt.objective - tol
+    assert sol.objective <= opt.objective + tol
+    assert sol.gap <= GAP + 1e-9
+    assert opt.objective - sol.objective <= GAP * max(1.0, abs(opt.objective)) + tol
+    return sol, opt
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_small_instances(seed):
+    assert_benders_matches_monolithic(random_small(seed))
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_edge_cases(name):
+    assert_benders_matches_monolithic(EDGE_CASES[name]())
+
+
+def test_same_result_with_one_and_two_workers():
+    inst = random_small(3)
+    one = solve_benders(inst, gap=GAP, config=ParallelConfig(n_jobs=1))
+    two = solve_benders(inst, gap=GAP, config=ParallelConfig(n_jobs=2))
+    assert one.objective == two.objective
+    assert one.bound == two.bound
+    np.testing.assert_array_equal(one.trace.dual, two.trace.dual)
+    assert check_solution(inst, two).ok
+
+
+def test_same_result_on_a_local_dask_cluster():
+    pytest.importorskip("distributed")
+    inst = random_small(4)
+    one = solve_benders(inst, gap=GAP, config=ParallelConfig(n_jobs=1))
+    dask = solve_benders(inst, gap=GAP, config=ParallelConfig(n_jobs=2, backend="dask"))
+    assert one.objective == dask.objective
+    assert one.bound == dask.bound
+    assert check_solution(inst, dask).ok
+
+
+def test_initial_plan_is_the_first_incumbent():
+    inst = random_small(5)
+    opt = solve_monolithic(inst, gap=0.0)
+    sol = solve_benders(inst, gap=GAP, initial=ComputePlan.from_solution(opt))
+    assert sol.trace.primal[0] == pytest.approx(opt.objective, rel=1e-9, abs=1e-6)
+    assert check_solution(inst, sol).ok
+
+
+def test_a_hook_offering_a_better_plan_changes_the_incumbent():
+    inst = random_small(6)
+    opt = solve_monolithic(inst, gap=0.0)
+
+    class OfferOptimum(DecompositionHooks):
+        calls = 0
+
+        def post_iteration(self, solver, state):
+            OfferOptimum.calls += 1
+            return ComputePlan.from_solution(opt)
+
+    # an empty initial plan and one master iteration: only the hook can bring the optimum
+    empty = ComputePlan.empty(inst)
+    sol = solve_benders(inst, gap=GAP, initial=empty, hooks=OfferOptimum(), max_iterations=1, root_rounds=1)
+    assert OfferOptimum.calls >= 1
+    assert sol.objective == pytest.approx(opt.objective, rel=1e-9, abs=1e-6)
+    assert check_solution(inst, sol).ok
+
+
+# ----------------------------------------------------------------------- numba kernels
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 6), st.integers(0, 30), st.integers(0, 2**31 - 1))
+def test_cut_values_kernel_equals_reference(n_sites, n_periods, n_cuts, seed):
+    rng = np.random.default_rng(seed)
+    width = 5 * n_periods
+    site = rng.integers(0, n_sites, n_cuts)
+    const = rng.normal(size=n_cuts) * 100
+    coef = rng.normal(size=(n_cuts, width)) * (rng.random((n_cuts, width)) < 0.5)
+    point = rng.normal(size=(n_sites, width))
+    np.testing.assert_allclose(cut_values(site, const, coef, point), cut_values_reference(site, const, coef, point),
+                               rtol=1e-12, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 8), st.integers(0, 20), st.integers(0, 2**31 - 1))
+def test_window_sum_kernel_equals_reference(n_sites, n_periods, n_placements, seed):
+    rng = np.random.default_rng(seed)
+    busy_coef = rng.normal(size=(n_sites, n_periods))
+    duration = rng.integers(1, n_periods + 1, n_placements)
+    start = (rng.random(n_placements) * (n_periods - duration + 1)).astype(np.int64)
+    site = rng.integers(0, n_sites, n_placements)
+    gpus = rng.integers(1, 100, n_placements).astype(np.float64)
+    np.testing.assert_allclose(
+        busy_coefficients_on_placements(busy_coef, site, start, duration, gpus),
+        busy_coefficients_on_placements_reference(busy_coef, site, start, duration, gpus), rtol=1e-12, atol=1e-9)
