@@ -33,6 +33,7 @@ from formulations.benders_master import BendersMaster, Cut, build_benders_master
 from formulations.diagnose import diagnose_mandatory
 from formulations.evaluate import evaluate
 from formulations.plan import ComputePlan
+from formulations.scip_arrays import add_csr_rows
 from formulations.scip_run import configure, run_scip
 from formulations.site_lp import make_site_lp
 from formulations.solution import Solution, SolveStatus, Trace, compute_gap
@@ -208,10 +209,15 @@ class BendersSolver:
 
     # ------------------------------------------------------------------ phases
     def root_loop(self, pool: SitePool) -> None:
-        """Cut loop on the LP relaxation of the master, with in-out stabilization."""
+        """Cut loop on the LP relaxation of the master, with in-out stabilization.
+
+        The master LP lives in SCIP's LP interface, so each round re-solves from the previous basis
+        after the new cut rows are appended.
+        """
         st = self.state
         st.phase = "root"
-        lpm = build_benders_master(self.inst, relax=True)
+        master = build_benders_master(self.inst, self.pool.active(0, self.opt.cut_age_limit), record=True)
+        lp = master.am.lp_relaxation()
         core = None
         alpha = self.opt.stabilization
         for rnd in range(self.opt.root_rounds):
@@ -219,44 +225,48 @@ class BendersSolver:
                 return
             st.iteration = rnd
             t = time.perf_counter()
-            configure(lpm.model, time_limit=self.remaining(), gap=0.0)
-            run = run_scip(lpm.model, record_trace=False)
+            bound = float(lp.solve())
             st.master_seconds += time.perf_counter() - t
-            if run.scip_status != "optimal":
+            if not lp.isOptimal():
                 return
-            values = lpm.am.values()
-            point = lpm.point(values)
-            theta = values[lpm.theta]
-            st.bound = min(st.bound, run.dual)
+            values = np.asarray(lp.getPrimal(), dtype=np.float64)
+            point = master.point(values)
+            theta = values[master.theta]
+            st.bound = min(st.bound, bound)
             sep = point if core is None else alpha * point + (1 - alpha) * core
             results = self.separate(pool, sep)
             cuts = [Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)]
             viol = self.pool.violation_of(cuts, point, theta)
-            if core is not None and viol.max(initial=0.0) <= 1e-6 * max(1.0, abs(run.dual)):
+            if core is not None and viol.max(initial=0.0) <= 1e-6 * max(1.0, abs(bound)):
                 results = self.separate(pool, point)  # the stabilized cut missed: separate the optimum
                 cuts = [Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)]
                 viol = self.pool.violation_of(cuts, point, theta)
             new = [c for c, v in zip(cuts, viol, strict=True) if v > 1e-7 * max(1.0, abs(c.constant))]
-            self.pool.add(new, iteration=-1)
+            self.pool.add(new, iteration=0)
             self.record()
             if not new:
                 return
             core = point if core is None else 0.5 * core + 0.5 * point
-            lpm.model.freeTransform()
-            lpm.add_cuts(new)
+            mat, rhs = master.cut_rows(new)
+            add_csr_rows(lp, mat.indptr, mat.indices, mat.data, np.full(rhs.size, -np.inf), rhs)
 
     def milp_loop(self, pool: SitePool) -> SolveStatus:
         st = self.state
         st.phase = "milp"
+        tighten = False
         for it in range(self.opt.max_iterations):
             st.iteration = it
             self.hooks.pre_iteration(self, st)
             if self.out_of_time():
                 return SolveStatus.TIME_LIMIT
             master = build_benders_master(self.inst, self.pool.active(it, self.opt.cut_age_limit))
-            incumbent_gap = max(self.opt.gap * self.opt.master_gap_share, 1e-9)
+            # Early masters only need to point in a good direction: solve them loosely (a quarter of the
+            # current gap, at most 5 %), tightening to a share of the requested gap as the bounds meet.
+            final_gap = max(self.opt.gap * self.opt.master_gap_share, 1e-9)
+            master_gap = final_gap if tighten else max(
+                final_gap, min(0.05, 0.25 * st.gap) if math.isfinite(st.gap) else 0.05)
             t = time.perf_counter()
-            configure(master.model, time_limit=self.remaining(), gap=incumbent_gap)
+            configure(master.model, time_limit=self.remaining(), gap=master_gap)
             run = run_scip(master.model, record_trace=False)
             st.master_seconds += time.perf_counter() - t
             if run.scip_status in ("infeasible", "inforunbd"):
@@ -282,11 +292,13 @@ class BendersSolver:
             self.record()
             if st.gap <= self.opt.gap:
                 return SolveStatus.OPTIMAL if st.gap <= 1e-9 else SolveStatus.GAP_LIMIT
-            if not new and run.status != "optimal" and run.status != "gap_limit":
+            if not new and run.status not in ("optimal", "gap_limit"):
                 return SolveStatus(run.status)
             if not new:
-                # θ is exact at the master optimum: the master's own gap is what is left
-                return SolveStatus.GAP_LIMIT if st.gap <= self.opt.gap else SolveStatus.ITERATION_LIMIT
+                # θ is exact at the master's solution: what is left is the master's own gap
+                if master_gap <= final_gap:
+                    return SolveStatus.GAP_LIMIT if st.gap <= self.opt.gap else SolveStatus.ITERATION_LIMIT
+                tighten = True
         return SolveStatus.ITERATION_LIMIT
 
     def run(self) -> Solution:

@@ -74,14 +74,12 @@ class BendersMaster:
         ids[4, 0] = self.allowance[site]
         return ids
 
-    def add_cuts(self, cuts: list[Cut]) -> None:
-        """Add cuts as rows θ_i − Σ coef·m ≤ constant (the model must be in problem stage).
+    def cut_rows(self, cuts: list[Cut]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Cuts as rows θ_i − Σ coef·m ≤ constant: (matrix over master ids, right-hand sides).
 
         A coefficient on a quantity the master does not have (a fixed binary, no allowance) multiplies
         that quantity's fixed value, which :meth:`fixed_values` gives; it is moved to the constant.
         """
-        if not cuts:
-            return
         rows, cols, vals, rhs = [], [], [], []
         fixed = self.fixed_values()
         for r, cut in enumerate(cuts):
@@ -92,9 +90,18 @@ class BendersMaster:
             cols.append(np.concatenate([[self.theta[cut.site]], ids[present]]))
             vals.append(np.concatenate([[1.0], -cut.coef[present]]))
             rhs.append(const)
+        if not cuts:
+            return sp.csr_matrix((0, self.am.n_vars)), np.zeros(0)
         mat = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                             shape=(len(cuts), self.am.n_vars))
-        self.am.add_rows("cut", mat, -np.inf, np.asarray(rhs))
+        return mat, np.asarray(rhs)
+
+    def add_cuts(self, cuts: list[Cut]) -> None:
+        """Add cuts to the SCIP master (which must be in problem stage)."""
+        if not cuts:
+            return
+        mat, rhs = self.cut_rows(cuts)
+        self.am.add_rows("cut", mat, -np.inf, rhs)
         self.n_cuts += len(cuts)
 
     def fixed_values(self) -> np.ndarray:
@@ -118,7 +125,8 @@ class BendersMaster:
         return out
 
 
-def build_benders_master(inst: Instance, cuts: list[Cut] | None = None, *, relax: bool = False) -> BendersMaster:
+def build_benders_master(inst: Instance, cuts: list[Cut] | None = None, *, relax: bool = False,
+                         record: bool = False) -> BendersMaster:
     """Build the master problem (maximize) with the given cuts.
 
     Parameters
@@ -128,16 +136,14 @@ def build_benders_master(inst: Instance, cuts: list[Cut] | None = None, *, relax
     cuts : list of Cut, optional
         Cuts to start with.
     relax : bool
-        Continuous relaxation of every binary (the LP master of the root cut loop).
+        Continuous relaxation of every binary in the SCIP model.
+    record : bool
+        Keep the model data so that ``master.am.lp_relaxation()`` gives the master LP (root cut loop).
     """
     S, T = inst.n_sites, inst.n_periods
     s = inst.sites
-    am = ArrayModel(f"{inst.name}-benders-master", maximize=True)
+    am = ArrayModel(f"{inst.name}-benders-master", maximize=True, record=record)
     compute = add_compute_block(am, inst)
-    if relax:
-        # the same block, continuous: rebuild x as continuous by relaxing via bounds is not possible
-        # through SCIP's API once created, so relaxation is done by changing the variable types below
-        pass
     site_t = np.ones((S, T), dtype=bool)
     bat = has_battery(inst)[:, None] & site_t
     gen = has_generator(inst)[:, None] & site_t

@@ -190,6 +190,18 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(a, dtype=np.float64), -SCIP_INF, SCIP_INF)
 
 
+def add_csr_rows(lp, indptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, lhs: np.ndarray,
+                 rhs: np.ndarray) -> None:
+    """Append CSR rows to a ``pyscipopt.LP`` (infinite sides mapped to the LP's infinity)."""
+    inf = lp.infinity()
+    entries = [list(zip(cols[a:b].tolist(), vals[a:b].tolist(), strict=True))
+               for a, b in zip(indptr[:-1].tolist(), indptr[1:].tolist(), strict=True)]
+    lo = np.where(np.asarray(lhs) <= -SCIP_INF, -inf, lhs).tolist()
+    hi = np.where(np.asarray(rhs) >= SCIP_INF, inf, rhs).tolist()
+    if entries:
+        lp.addRows(entries, lhss=lo, rhss=hi)
+
+
 class ArrayModel:
     """A PySCIPOpt model built and read through numpy arrays of variable and row ids.
 
@@ -201,7 +213,11 @@ class ArrayModel:
         Objective sense.
     """
 
-    def __init__(self, name: str = "carbonsched", maximize: bool = True) -> None:
+    def __init__(self, name: str = "carbonsched", maximize: bool = True, *, record: bool = False) -> None:
+        self.maximize = maximize
+        #: with ``record``, the bounds, objective and rows are kept so that :meth:`lp_relaxation` can
+        #: rebuild the model as a warm-startable LP
+        self._record: dict[str, list] | None = {"lb": [], "ub": [], "obj": [], "rows": []} if record else None
         self.model = pyscipopt.Model(name)
         if maximize:
             self.model.setMaximize()
@@ -236,6 +252,10 @@ class ArrayModel:
         n = lb.size
         ids = np.arange(self.n_vars, self.n_vars + n, dtype=np.int64).reshape(shape)
         code = _VTYPE_CODE[vtype]
+        if self._record is not None:
+            self._record["lb"].append(lb.copy())
+            self._record["ub"].append(ub.copy())
+            self._record["obj"].append(obj.copy())
         if self._c is not None and _use_kernels(n) and _numba_kernels() is not None:
             self._var_ptr_blocks.append(self._build_vars_compiled(name, lb, ub, obj, code))
         elif self._c is not None:
@@ -309,6 +329,8 @@ class ArrayModel:
         if cols.size and cols.max() >= self.n_vars:
             raise ValueError(f"rows '{name}' reference variable id {cols.max()} >= {self.n_vars}")
         ids = np.arange(self.n_rows, self.n_rows + n_rows, dtype=np.int64)
+        if self._record is not None:
+            self._record["rows"].append((indptr, cols, vals.copy(), np.array(lhs), np.array(rhs)))
         if compiled is None:
             compiled = _use_kernels(n_rows)
         kernels = _numba_kernels() if self._c is not None and compiled else None
@@ -356,6 +378,28 @@ class ArrayModel:
         self.n_rows += n_rows
         self.n_nonzeros += int(vals.size)
         return ids
+
+    def lp_relaxation(self):
+        """The recorded model as a ``pyscipopt.LP`` (SCIP's LP interface): integrality dropped.
+
+        Re-solving it after adding rows warm-starts from the last basis, which makes cutting-plane
+        loops on the relaxation cheap. Columns are in id order. Requires ``record=True``.
+        """
+        if self._record is None:
+            raise RuntimeError("lp_relaxation() needs an ArrayModel built with record=True")
+        from pyscipopt import LP
+
+        lp = LP(self.model.getProbName() + "-lp", sense="maximize" if self.maximize else "minimize")
+        inf = lp.infinity()
+        rec = self._record
+        cat = lambda key: np.concatenate(rec[key]) if rec[key] else np.zeros(0)  # noqa: E731
+        lb, ub, obj = cat("lb"), cat("ub"), cat("obj")
+        lb = np.where(lb <= -SCIP_INF, -inf, lb)
+        ub = np.where(ub >= SCIP_INF, inf, ub)
+        lp.addCols([[] for _ in range(lb.size)], objs=obj.tolist(), lbs=lb.tolist(), ubs=ub.tolist())
+        for indptr, cols, vals, lhs, rhs in rec["rows"]:
+            add_csr_rows(lp, indptr, cols, vals, lhs, rhs)
+        return lp
 
     # ------------------------------------------------------------------ solution values
     def values(self, solution=None) -> np.ndarray:

@@ -1,0 +1,674 @@
+"""Lagrangian decomposition: dualize the coupling constraints 1, 2 and 9, solve one MILP per site.
+
+Multipliers (all in the maximization's Lagrangian L(z) = max Z + Σ_rows z·(rhs − row)):
+
+* μ_j, $ per job, of Σ_{i,s} x_{j,i,s} ≤ 1 (≥ 0), or = 1 for a mandatory job (free in sign);
+* π_{k,t}, $ per GPU-period, of Σ_i y_{k,i,t} + u_{k,t} = λ_{k,t} (free);
+* λ_C, $/t, of Em ≤ C (≥ 0; fixed at 0 when C = ∞).
+
+Then L(z) = Σ_i z_i(μ, π, λ_C) + Σ_j μ_j + Σ_{k,t} π_{k,t} λ_{k,t}
++ Σ_{k,t} λ_{k,t}·max(0, −Δφ_k − π_{k,t}) + λ_C·C, where z_i is site i's subproblem optimum
+(:class:`formulations.site_milp.SiteMILP`) and the fourth term is max over u ∈ [0, λ] of
+(−Δφ_k − π_{k,t})·u in closed form. Replacing each z_i by the subproblem's *dual bound* keeps L an
+upper bound on the optimal Z when a subproblem stops at a gap, node or time limit.
+
+The multipliers are minimized by a box-trust-region cutting-plane (boxstep bundle) method whose master
+is an LP solved by HiGHS (``scipy.optimize.linprog``), or by the Polyak subgradient method. Each site's
+best solution gives an affine minorant of its z_i (its value as a function of the multipliers), which
+are the master's cuts. A Lagrangian heuristic repairs the sites' job choices into one plan, scores it
+exactly with :func:`formulations.evaluate.evaluate`, and polishes the placement by re-optimizing routing
+and dispatch of the joint model with the placements fixed. See ``docs/decomposition.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from pyscipopt import SCIP_PARAMSETTING
+from scipy.optimize import linprog
+
+from formulations.diagnose import diagnose_mandatory
+from formulations.evaluate import evaluate
+from formulations.joint import JointModel, build_joint_model, enumerate_placements
+from formulations.monolithic import solution_from_model
+from formulations.plan import ComputePlan, PlanError
+from formulations.scip_run import configure
+from formulations.site_milp import SiteResult, make_site_milp
+from formulations.solution import Solution, SolveStatus, compute_gap
+from instances.errors import InputError, NoSolutionError
+from instances.schema import Instance
+
+from .bounds import BoundTracker
+from .parallel import ParallelConfig, SitePool
+
+log = logging.getLogger("carbonsched.lagrangian")
+
+METHODS = ("bundle", "subgradient")
+
+
+# ============================================================================ multipliers
+@dataclass
+class Layout:
+    """Where μ, π and λ_C sit in the flat multiplier vector z = [μ (J), π (K·T), λ_C].
+
+    Attributes
+    ----------
+    lower, upper : (n,) float
+        Sign bounds: μ_j ≥ 0 unless job j is mandatory, π free, 0 ≤ λ_C (≤ 0 when C = ∞).
+    scale : (n,) float
+        Typical magnitude of each multiplier, used to shape the trust region and the subgradient step.
+    """
+
+    n_jobs: int
+    n_classes: int
+    n_periods: int
+    lower: np.ndarray
+    upper: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return self.n_jobs + self.n_classes * self.n_periods + 1
+
+    def split(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """(μ (J,), π (K,T), λ_C) views of z."""
+        J, KT = self.n_jobs, self.n_classes * self.n_periods
+        return z[:J], z[J:J + KT].reshape(self.n_classes, self.n_periods), float(z[-1])
+
+    def project(self, z: np.ndarray) -> np.ndarray:
+        return np.clip(z, self.lower, self.upper)
+
+
+def make_layout(inst: Instance) -> Layout:
+    """Sign bounds and scales of the multipliers of ``inst``."""
+    J, K, T, dt = inst.n_jobs, inst.n_classes, inst.n_periods, inst.period_hours
+    n = J + K * T + 1
+    lower = np.full(n, -np.inf)
+    upper = np.full(n, np.inf)
+    lower[:J] = np.where(inst.jobs.mandatory, -np.inf, 0.0)
+    lower[-1] = 0.0
+    if not math.isfinite(inst.carbon_budget_t):
+        upper[-1] = 0.0
+    inf = inst.inference
+    scale = np.ones(n)
+    scale[:J] = np.maximum(np.abs(inst.jobs.value), 1.0) if J else scale[:J]
+    if K:
+        scale[J:-1] = np.repeat(np.maximum(dt * (inf.revenue + inf.penalty), 1e-3), T)
+    scale[-1] = max(inst.carbon_price, 10.0)
+    return Layout(J, K, T, lower, upper, scale)
+
+
+def constant_terms(inst: Instance, layout: Layout, z: np.ndarray) -> tuple[float, np.ndarray]:
+    """The non-site part of L(z) and its gradient: Σμ + Σπλ + Σλ·max(0, −Δφ − π) + λ_C·C.
+
+    Returns
+    -------
+    (value $, gradient (n,))
+    """
+    mu, pi, lam_c = layout.split(z)
+    demand = inst.inference.demand
+    phi = inst.period_hours * inst.inference.penalty[:, None] if layout.n_classes else np.zeros((0, 1))
+    u_gain = -phi - pi  # $ per unserved GPU-period, under π
+    u_on = u_gain > 0
+    cap = inst.carbon_budget_t if math.isfinite(inst.carbon_budget_t) else 0.0
+    value = float(mu.sum() + (pi * demand).sum() + (demand * np.maximum(u_gain, 0.0)).sum() + lam_c * cap)
+    grad = np.concatenate([np.ones(layout.n_jobs), (demand * (1.0 - u_on)).ravel(), [cap]])
+    return value, grad
+
+
+# ============================================================================ LP relaxation
+@dataclass
+class LPRelaxation:
+    """The joint model's LP relaxation: its bound and the coupling rows' duals as multipliers."""
+
+    bound: float
+    z: np.ndarray
+    seconds: float
+
+
+def lp_relaxation(inst: Instance, layout: Layout) -> LPRelaxation:
+    """Solve the LP relaxation of the joint model in SCIP (presolve, cuts, heuristics off).
+
+    The duals of ``job_once``, ``demand`` and ``carbon`` rows (``getDualsolLinear``, negated because
+    SCIP reports them for its internal minimization) are the warm start of the multipliers; the LP
+    optimum is itself a valid upper bound on Z.
+
+    Raises
+    ------
+    InfeasibleError
+        The LP is infeasible: the mandatory jobs cannot all be placed.
+    """
+    t0 = time.perf_counter()
+    jm = build_joint_model(inst, name=f"{inst.name}-lp")
+    m = jm.model
+    for v in jm.am.variables():
+        if v.vtype() != "CONTINUOUS":
+            m.chgVarType(v, "C")
+    m.setPresolve(SCIP_PARAMSETTING.OFF)
+    m.setHeuristics(SCIP_PARAMSETTING.OFF)
+    m.setSeparating(SCIP_PARAMSETTING.OFF)
+    m.setParam("propagating/maxroundsroot", 0)
+    m.setParam("propagating/maxrounds", 0)
+    configure(m, time_limit=None, gap=0.0)
+    m.optimize()
+    if m.getStatus() in ("infeasible", "inforunbd"):
+        raise diagnose_mandatory(inst)
+    z = np.zeros(layout.size)
+    if m.getStatus() == "optimal":
+        conss = {c.name: c for c in m.getConss()}
+        J, KT = layout.n_jobs, layout.n_classes * layout.n_periods
+        for j in range(J if "job_once" in jm.rows else 0):
+            z[j] = -m.getDualsolLinear(conss[f"job_once_{j}"])
+        for r in range(KT if "demand" in jm.rows else 0):
+            z[J + r] = -m.getDualsolLinear(conss[f"demand_{r}"])
+        if "carbon" in jm.rows:
+            z[-1] = -m.getDualsolLinear(conss["carbon_0"])
+        bound = float(m.getObjVal())
+    else:
+        bound = math.inf
+    return LPRelaxation(bound=bound, z=layout.project(z), seconds=time.perf_counter() - t0)
+
+
+# ============================================================================ oracle
+@dataclass
+class OracleValue:
+    """L at one multiplier vector, from the site results.
+
+    Attributes
+    ----------
+    upper : float
+        Σ_i (site dual bound) + constant terms: a valid upper bound on the optimal Z, $.
+    lower : float
+        Σ_i (site solution value) + constant terms: L's value at the sites' solutions, $ (≤ L(z)).
+    subgradient : (n,) float
+        Gradient of the lower affine minorant at z (a subgradient of L when sites are solved exactly).
+    site_seconds : float
+        Largest site solve time, s (the parallel critical path).
+    """
+
+    z: np.ndarray
+    results: dict[int, SiteResult]
+    upper: float
+    lower: float
+    subgradient: np.ndarray
+    site_seconds: float
+
+
+def site_cut(layout: Layout, res: SiteResult) -> tuple[float, np.ndarray]:
+    """Affine minorant h_i(z) = base − X·μ − Y·π − E·λ_C of site i's z_i, as (base, coefficients)."""
+    return res.base, -np.concatenate([res.job_count, res.served.ravel(), [res.emissions]])
+
+
+def oracle_value(inst: Instance, layout: Layout, z: np.ndarray, results: dict[int, SiteResult]) -> OracleValue:
+    """Combine site results at z into L's upper value, lower value and subgradient."""
+    const, grad = constant_terms(inst, layout, z)
+    upper, lower = const, const
+    g = grad.copy()
+    for res in results.values():
+        upper += res.bound
+        lower += res.value
+        g += site_cut(layout, res)[1]
+    secs = max((r.seconds for r in results.values()), default=0.0)
+    return OracleValue(z=z.copy(), results=results, upper=upper, lower=lower, subgradient=g, site_seconds=secs)
+
+
+# ============================================================================ bundle master
+class BoxBundle:
+    """Box-trust-region cutting-plane method on L with disaggregated (per-site) cuts.
+
+    Master LP over (z, θ_i, w_{k,t}): minimize Σθ + Σμ + Σπλ + Σλ·w + λ_C·C with θ_i above every
+    cut of site i, w ≥ 0, w ≥ −Δφ − π, and z in the box |z − ẑ| ≤ r·scale around the stability
+    center ẑ (intersected with the sign bounds). A step is *serious* when L drops by at least a
+    fraction ``m`` of the predicted decrease; the box then grows, otherwise it shrinks.
+    """
+
+    def __init__(self, inst: Instance, layout: Layout, sites: list[int], *, radius: float = 0.05,
+                 m: float = 0.1, shrink: float = 0.7, min_radius: float = 1e-4, max_radius: float = 10.0) -> None:
+        self.inst, self.layout, self.sites = inst, layout, sites
+        self.radius, self.m, self.shrink = radius, m, shrink
+        self.min_radius, self.max_radius = min_radius, max_radius
+        self.on_box = False
+        self.center: np.ndarray | None = None
+        self.center_value = math.inf
+        self.cuts: dict[int, list[tuple[float, np.ndarray]]] = {i: [] for i in sites}
+        self.predicted = math.inf
+        self.serious = 0
+
+    def add(self, ov: OracleValue) -> bool:
+        """Add the cuts of ``ov`` and update the center; True on a serious step."""
+        for i, res in ov.results.items():
+            if math.isfinite(res.value):
+                self.cuts[i].append(site_cut(self.layout, res))
+        if self.center is None:
+            self.center, self.center_value = ov.z.copy(), ov.upper
+            return True
+        decrease = self.center_value - ov.upper
+        if decrease >= self.m * self.predicted:
+            if self.on_box:
+                self.radius = min(self.radius * (2.0 if decrease >= 0.5 * self.predicted else 1.5), self.max_radius)
+            self.center, self.center_value = ov.z.copy(), ov.upper
+            self.serious += 1
+            return True
+        if decrease < 0:  # L went up: the model was too optimistic this far out
+            self.radius = max(self.radius * self.shrink, self.min_radius)
+        return False
+
+    def next_point(self) -> np.ndarray:
+        """Solve the master in the box; sets ``predicted`` (decrease the model predicts, $)."""
+        lay, inst = self.layout, self.inst
+        n, S = lay.size, len(self.sites)
+        demand = inst.inference.demand.ravel()
+        phi = (inst.period_hours * np.repeat(inst.inference.penalty, lay.n_periods)
+               if lay.n_classes else np.zeros(0))
+        wk = np.flatnonzero(demand > 0)
+        W = wk.size
+        cap = inst.carbon_budget_t if math.isfinite(inst.carbon_budget_t) else 0.0
+        c = np.concatenate([np.ones(lay.n_jobs), demand, [cap], np.ones(S), demand[wk]])
+        blocks, rhs = [], []
+        for q, i in enumerate(self.sites):
+            if not self.cuts[i]:
+                continue
+            # θ_i ≥ base + coef·z  ⇔  coef·z − θ_i ≤ −base
+            coef = np.vstack([cf for _, cf in self.cuts[i]])
+            theta = np.zeros((coef.shape[0], S))
+            theta[:, q] = -1.0
+            blocks.append(sp.hstack([sp.csr_matrix(coef), sp.csr_matrix(theta), sp.csr_matrix((coef.shape[0], W))]))
+            rhs.extend(-b for b, _ in self.cuts[i])
+        if W:
+            # w ≥ −Δφ − π  ⇔  −π − w ≤ Δφ
+            pi_cols = lay.n_jobs + wk
+            a = sp.csr_matrix((-np.ones(W), (np.arange(W), pi_cols)), shape=(W, n))
+            blocks.append(sp.hstack([a, sp.csr_matrix((W, S)), -sp.identity(W, format="csr")]))
+            rhs.extend(phi[wk])
+        a_ub = sp.vstack(blocks, format="csr")
+        half = self.radius * lay.scale
+        lo = np.maximum(self.center - half, lay.lower)
+        hi = np.minimum(self.center + half, lay.upper)
+        bounds = np.column_stack([np.concatenate([lo, np.full(S, -np.inf), np.zeros(W)]),
+                                  np.concatenate([hi, np.full(S, np.inf), np.full(W, np.inf)])])
+        res = linprog(c, A_ub=a_ub, b_ub=np.asarray(rhs, np.float64), bounds=bounds, method="highs")
+        if res.status != 0:
+            self.predicted = 0.0
+            return self.center.copy()
+        self.predicted = max(self.center_value - float(res.fun), 0.0)
+        z = res.x[:n]
+        tight = 1e-6 * np.maximum(lay.scale, 1.0)
+        self.on_box = bool(((np.abs(z - lo) <= tight) & (lo > lay.lower)).any()
+                           or ((np.abs(z - hi) <= tight) & (hi < lay.upper)).any())
+        return lay.project(z)
+
+
+class Subgradient:
+    """Polyak subgradient steps z ← z − α·(L(z) − target)/‖g‖²_D · D g, D = scale², projected."""
+
+    def __init__(self, layout: Layout, *, alpha: float = 1.0, patience: int = 5) -> None:
+        self.layout, self.alpha, self.patience = layout, alpha, patience
+        self.best = math.inf
+        self.stall = 0
+        self.z: np.ndarray | None = None
+        self.g: np.ndarray | None = None
+        self.value = math.inf
+
+    def add(self, ov: OracleValue) -> bool:
+        if ov.upper < self.best - 1e-9 * max(1.0, abs(self.best)):
+            self.best, self.stall = ov.upper, 0
+        else:
+            self.stall += 1
+            if self.stall >= self.patience:
+                self.alpha, self.stall = max(self.alpha * 0.5, 1e-6), 0
+        self.z, self.g, self.value = ov.z.copy(), ov.subgradient.copy(), ov.upper
+        return True
+
+    def next_point(self, target: float) -> np.ndarray:
+        d = self.layout.scale ** 2
+        norm = float((self.g * self.g * d).sum())
+        if norm <= 0:
+            return self.z.copy()
+        step = self.alpha * max(self.value - target, 1e-9 * max(1.0, abs(self.value))) / norm
+        return self.layout.project(self.z - step * d * self.g)
+
+
+# ============================================================================ primal recovery
+class Recovery:
+    """Lagrangian heuristic: repair the sites' choices into one plan, score it, polish it.
+
+    Jobs are taken mandatory first, then by decreasing value; each takes the first placement that
+    fits the GPUs left, among the placements chosen by the site subproblems (cheapest estimated
+    energy first), then the incumbent's, then (mandatory jobs only) every placement. Inference is the
+    sites' routing, scaled down to fit the free GPUs and the demand. The plan is scored exactly by
+    :func:`evaluate`; then the joint model with these placements fixed is solved (routing and
+    dispatch re-optimized, global budget respected) — the *polish*.
+    """
+
+    def __init__(self, inst: Instance, *, polish: bool = True, seed: int = 0) -> None:
+        self.inst = inst
+        self.pl = enumerate_placements(inst)
+        self.tried: set[bytes] = set()
+        self.polish = polish
+        self.seed = seed
+        self._jm: JointModel | None = None
+        self._polished = False
+        s = inst.sites
+        # $ per busy GPU and period at grid marginal prices (a crude ranking only)
+        self.gpu_mw = (s.pue * ((s.gpu_busy_kw - s.gpu_idle_kw) / 1000.0)[:, None])
+
+    def energy_cost(self, lam_c: float) -> np.ndarray:
+        """Estimated $ per busy GPU-period (S,T) at grid prices, carbon priced at τ + λ_C."""
+        s, inst = self.inst.sites, self.inst
+        return self.gpu_mw * inst.period_hours * (s.price_buy + (inst.carbon_price + lam_c) * s.grid_co2)
+
+    def repair(self, results: dict[int, SiteResult], lam_c: float, prefer: ComputePlan | None) -> ComputePlan | None:
+        """One capacity-feasible plan from the site solutions, or None if a mandatory job fits nowhere."""
+        inst = self.inst
+        J, S, T = inst.n_jobs, inst.n_sites, inst.n_periods
+        jb = inst.jobs
+        cost = self.energy_cost(lam_c)
+        free = np.broadcast_to(inst.sites.gpus[:, None].astype(np.float64), (S, T)).copy()
+        job_site = np.full(J, -1, dtype=np.int64)
+        job_start = np.full(J, -1, dtype=np.int64)
+        order = sorted(range(J), key=lambda j: (not jb.mandatory[j], -jb.value[j], j))
+        for j in order:
+            d, g = int(jb.duration[j]), float(jb.gpus[j])
+            run_cost = lambda i, s, d=d, g=g: float(cost[i, s:s + d].sum()) * g  # noqa: E731
+            cands = sorted(((run_cost(i, int(r.job_start[j])), i, int(r.job_start[j]))
+                            for i, r in results.items() if r.job_start[j] >= 0))
+            cand_list = [(i, s) for _, i, s in cands]
+            if prefer is not None and prefer.job_site[j] >= 0:
+                cand_list.append((int(prefer.job_site[j]), int(prefer.job_start[j])))
+            if jb.mandatory[j]:
+                mine = np.flatnonzero(self.pl.job == j)
+                cand_list += [(i, s) for _, i, s in sorted((run_cost(int(self.pl.site[p]), int(self.pl.start[p])),
+                                                            int(self.pl.site[p]), int(self.pl.start[p]))
+                                                           for p in mine)]
+            if not cand_list:
+                continue
+            for i, s in cand_list:
+                if (free[i, s:s + d] >= g - 1e-9).all():
+                    job_site[j], job_start[j] = i, s
+                    free[i, s:s + d] -= g
+                    break
+            else:
+                if jb.mandatory[j]:
+                    return None
+        served = np.zeros((inst.n_classes, S, T))
+        for i, r in results.items():
+            served[:, i, :] = r.served
+        served *= inst.slo_mask()[:, :, None] if inst.n_classes else 1.0
+        load = served.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fit = np.where(load > free, np.maximum(free, 0.0) / load, 1.0)
+        served *= fit[None, :, :] * (1 - 1e-12)
+        total = served.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fit = np.where(total > inst.inference.demand, inst.inference.demand / total, 1.0)
+        served *= fit[:, None, :]
+        return ComputePlan(job_site, job_start, served)
+
+    def score(self, plan: ComputePlan, *, time_limit: float | None) -> list[Solution]:
+        """Exact scoring of ``plan`` and, if new and enabled, its polish; feasible solutions found."""
+        out: list[Solution] = []
+        key = np.concatenate([plan.job_site, plan.job_start]).tobytes()
+        if key in self.tried:
+            return out
+        self.tried.add(key)
+        try:
+            out.append(evaluate(self.inst, plan, method="lagrangian", time_limit=time_limit))
+        except (PlanError, NoSolutionError) as exc:
+            log.debug("recovery: plan rejected (%s)", exc)
+        if self.polish:
+            sol = self._polish(plan, time_limit)
+            if sol is not None:
+                out.append(sol)
+        return out
+
+    def _polish(self, plan: ComputePlan, time_limit: float | None) -> Solution | None:
+        if self._jm is None:
+            self._jm = build_joint_model(self.inst, name=f"{self.inst.name}-polish")
+        jm = self._jm
+        m = jm.model
+        if self._polished:
+            m.freeTransform()
+        self._polished = True
+        pl = jm.placements
+        fixed = ((plan.job_site[pl.job] == pl.site) & (plan.job_start[pl.job] == pl.start)).astype(np.float64)
+        if pl.size:
+            jm.am.set_var_data(jm.x, lb=fixed, ub=fixed)
+        configure(m, time_limit=time_limit, gap=1e-6, seed=self.seed)
+        m.optimize()
+        if m.getNSols() == 0:
+            return None
+        return solution_from_model(jm, self.inst, method="lagrangian", status="optimal")
+
+    def close(self) -> None:
+        self._jm = None
+
+
+# ============================================================================ hooks and state
+@dataclass
+class LagrangianState:
+    """What a hook sees after an iteration.
+
+    Attributes
+    ----------
+    iteration : int
+        Iterations done (multiplier vectors evaluated).
+    seconds : float
+        Wall time since the start, s.
+    bound, lagrangian_bound, lp_bound : float
+        Best valid upper bound (min of the other two), best L(z) upper value, LP relaxation bound, $.
+    incumbent : Solution or None
+        Best feasible solution.
+    z : (n,) float
+        The multipliers just evaluated (split with ``layout.split``).
+    oracle : OracleValue or None
+        Site results and L's values at z.
+    """
+
+    inst: Instance
+    layout: Layout
+    iteration: int = 0
+    seconds: float = 0.0
+    bound: float = math.inf
+    lagrangian_bound: float = math.inf
+    lp_bound: float = math.inf
+    incumbent: Solution | None = None
+    z: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    oracle: OracleValue | None = None
+
+
+class LagrangianHooks:
+    """Extension points of :func:`solve_lagrangian`; every method does nothing by default."""
+
+    def pre_iteration(self, state: LagrangianState) -> None:
+        """Called before the site subproblems of an iteration are solved."""
+
+    def post_iteration(self, state: LagrangianState) -> ComputePlan | None:
+        """Called after an iteration; a returned plan is scored exactly and kept if it is better."""
+        return None
+
+    def post_solve(self, state: LagrangianState, solution: Solution) -> None:
+        """Called once with the final solution."""
+
+
+# ============================================================================ driver
+def solve_lagrangian(
+    inst: Instance,
+    *,
+    time_limit: float | None = None,
+    gap: float = 1e-4,
+    config: ParallelConfig | None = None,
+    method: str = "bundle",
+    subproblem_time_limit: float | None = None,
+    subproblem_gap: float | None = None,
+    subproblem_node_limit: int | None = None,
+    iteration_limit: int = 200,
+    recovery_every: int = 3,
+    polish: bool = True,
+    progress: Callable[[str], None] | None = None,
+    hooks: LagrangianHooks | None = None,
+    seed: int = 0,
+    initial: ComputePlan | None = None,
+) -> Solution:
+    """Solve ``inst`` by Lagrangian decomposition (sites in parallel), with a valid bound throughout.
+
+    Parameters
+    ----------
+    inst : Instance
+        The instance.
+    time_limit : float, optional
+        Wall-clock limit, s (checked between iterations; site solves get the remaining time).
+    gap : float
+        Stop when (bound − Z) / max(1, |Z|) ≤ gap.
+    config : ParallelConfig, optional
+        Workers for the site subproblems (default: in-process).
+    method : {"bundle", "subgradient"}
+        Multiplier update: box-trust-region cutting planes (LP master in HiGHS) or Polyak subgradient.
+    subproblem_time_limit, subproblem_gap, subproblem_node_limit : optional
+        SCIP limits per site solve (s, relative, nodes). The bound uses each site's dual bound, so it
+        stays valid under any limit. Time limits make runs timing-dependent; gap/node limits do not.
+    iteration_limit : int
+        Maximum multiplier evaluations.
+    recovery_every : int
+        Run the primal heuristic every this many iterations (and at the first and last).
+    polish : bool
+        Re-optimize routing and dispatch with the repaired placements fixed (joint model in SCIP).
+    progress : callable, optional
+        Receives one log line per iteration (default: the ``carbonsched.lagrangian`` logger, INFO).
+    hooks : LagrangianHooks, optional
+        Extension points.
+    seed : int
+        SCIP seed shift of every solve.
+    initial : ComputePlan, optional
+        A plan scored before the first iteration: the first incumbent, and the repair's fallback.
+
+    Returns
+    -------
+    Solution
+        Method ``lagrangian``; ``bound`` is the best of the Lagrangian and LP-relaxation bounds,
+        ``certified`` true when it is finite. ``extra`` holds ``lagrangian_bound``, ``lp_bound``,
+        ``iterations``.
+
+    Raises
+    ------
+    InfeasibleError
+        Mandatory jobs cannot all be placed.
+    NoSolutionError
+        No feasible plan was found before the solve stopped.
+    """
+    if method not in METHODS:
+        raise InputError(f"method: must be one of {', '.join(METHODS)} (got {method!r})")
+    tracker = BoundTracker()
+    emit = progress or log.info
+    hooks = hooks or LagrangianHooks()
+    layout = make_layout(inst)
+    lp = lp_relaxation(inst, layout)
+    tracker.offer_bound(lp.bound)
+    state = LagrangianState(inst=inst, layout=layout, lp_bound=lp.bound, z=lp.z.copy())
+    emit(f"lagrangian {inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; "
+         f"method {method}, LP relaxation bound {lp.bound:.2f} ({lp.seconds:.2f} s)")
+    sites = list(range(inst.n_sites))
+    recovery = Recovery(inst, polish=polish, seed=seed)
+    stepper: BoxBundle | Subgradient = (BoxBundle(inst, layout, sites) if method == "bundle"
+                                        else Subgradient(layout))
+    status = SolveStatus.ITERATION_LIMIT
+    z = lp.z.copy()
+    prefer: ComputePlan | None = None
+    remaining = lambda: None if time_limit is None else time_limit - tracker.seconds  # noqa: E731
+
+    def recover(ov: OracleValue | None, extra_plan: ComputePlan | None = None) -> None:
+        nonlocal prefer
+        plans = [] if ov is None else [recovery.repair(ov.results, layout.split(ov.z)[2], prefer)]
+        if extra_plan is not None:
+            plans.append(extra_plan)
+        for plan in plans:
+            if plan is None:
+                continue
+            left = remaining()
+            for sol in recovery.score(plan, time_limit=None if left is None else max(left, 1.0)):
+                if tracker.offer_solution(sol):
+                    prefer = ComputePlan.from_solution(sol)
+
+    if initial is not None:
+        recover(None, initial)
+    pool = SitePool(inst, config or ParallelConfig())
+    it = 0
+    try:
+        while True:
+            state.iteration, state.z = it, z
+            hooks.pre_iteration(state)
+            left = remaining()
+            sub_tl = subproblem_time_limit
+            if left is not None:
+                sub_tl = max(left, 0.05) if sub_tl is None else min(sub_tl, max(left, 0.05))
+            mu, pi, lam_c = layout.split(z)
+            calls = {i: ((mu, pi, lam_c), {"time_limit": sub_tl, "gap": subproblem_gap,
+                                           "node_limit": subproblem_node_limit}) for i in sites}
+            results = pool.map("lagrangian-site", make_site_milp, "solve", calls, options={"seed": seed})
+            ov = oracle_value(inst, layout, z, results)
+            it += 1
+            tracker.offer_bound(ov.upper)
+            state.lagrangian_bound = min(state.lagrangian_bound, ov.upper)
+            stepper.add(ov)
+            last = it >= iteration_limit
+            if it == 1 or last or (it - 1) % max(recovery_every, 1) == 0:
+                recover(ov)
+            state.seconds, state.bound, state.incumbent, state.oracle = tracker.seconds, tracker.bound, \
+                tracker.incumbent, ov
+            offered = hooks.post_iteration(state)
+            if offered is not None:
+                recover(None, offered)
+                state.incumbent = tracker.incumbent
+            tracker.record(it)
+            emit(f"it {it:4d} {tracker.seconds:8.2f}s  bound {tracker.bound:14.2f}  L {ov.upper:14.2f}  "
+                 f"incumbent {tracker.primal:14.2f}  gap {_pct(tracker.gap)}  sub {ov.site_seconds:6.2f}s")
+            if tracker.gap <= gap:
+                status = SolveStatus.OPTIMAL if tracker.gap <= 1e-9 else SolveStatus.GAP_LIMIT
+                break
+            if last:
+                status = SolveStatus.ITERATION_LIMIT
+                break
+            if time_limit is not None and tracker.seconds >= time_limit:
+                status = SolveStatus.TIME_LIMIT
+                break
+            if isinstance(stepper, BoxBundle):
+                z = stepper.next_point()
+                tol = 1e-7 * max(1.0, abs(stepper.center_value))
+                if stepper.predicted <= tol:
+                    emit(f"multipliers converged (predicted decrease {stepper.predicted:.3g} $)")
+                    status = SolveStatus.ITERATION_LIMIT
+                    break
+            else:
+                target = tracker.primal if math.isfinite(tracker.primal) else ov.upper - 0.01 * abs(ov.upper)
+                z = stepper.next_point(target)
+    except KeyboardInterrupt:
+        status = SolveStatus.INTERRUPTED
+    finally:
+        pool.close()
+        recovery.close()
+    state.seconds, state.bound, state.incumbent = tracker.seconds, tracker.bound, tracker.incumbent
+    if tracker.incumbent is None:
+        raise NoSolutionError(f"lagrangian: no feasible plan found before the solve stopped ({status.value})")
+    tracker.record(it)
+    best = tracker.incumbent
+    sol = Solution.from_arrays(
+        inst, method="lagrangian", status=status, job_site=best.job_site, job_start=best.job_start,
+        served=best.served, unserved=best.unserved, energy=best.energy, bound=tracker.bound,
+        certified=math.isfinite(tracker.bound), wall_seconds=tracker.seconds, trace=tracker.trace(),
+        extra={"lagrangian_bound": state.lagrangian_bound, "lp_bound": lp.bound, "iterations": it,
+               "multiplier_method": method},
+    )
+    emit(f"lagrangian {status.value}: Z = {sol.objective:.2f}  bound = {sol.bound:.2f}  "
+         f"(Lagrangian {state.lagrangian_bound:.2f}, LP {lp.bound:.2f})  "
+         f"gap {_pct(compute_gap(sol.objective, sol.bound))}  {sol.wall_seconds:.1f} s")
+    hooks.post_solve(state, sol)
+    return sol
+
+
+def _pct(g: float) -> str:
+    return f"{100 * g:8.4f}%" if math.isfinite(g) else "       -"

@@ -1,0 +1,198 @@
+"""The Lagrangian site subproblem: one site's full compute-and-energy MILP under multipliers.
+
+Dualizing MODEL.md's coupling constraints 1 (a job picks one site), 2 (inference demand balance) and 9
+(the carbon budget) leaves, for each site i, the MILP
+
+    max  Σ_{j,s} (v_j − μ_j)·x_{j,i,s} + Σ_{k,t} (Δ(ρ_k − ω_k L_{k,i}) − π_{k,t})·y_{k,i,t}
+         + (site energy terms of Z) − λ_C·Em_i
+    s.t. GPU capacity (3), energy side (4–8) of site i, and Σ_s x_{j,i,s} ≤ 1 for each job j,
+
+with μ in $ per job, π in $ per GPU and period, λ_C in $/t. The last family of rows is implied by the
+dualized constraint 1 and is kept in the subproblem to tighten the Lagrangian bound.
+
+The model is built once and changed in place: after ``freeTransform()`` only the objective coefficients
+of x, y, grid import and generator output change with the multipliers. :meth:`SiteMILP.solve` returns a
+:class:`SiteResult` carrying both the subproblem's *dual bound* (an upper bound on its optimum, used for
+the valid Lagrangian bound) and its best solution (used for cutting planes, subgradients and primal
+recovery).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from instances.schema import Instance
+
+from .energy import EnergyBlock, add_energy_block
+from .joint import ComputeBlock, add_compute_block
+from .scip_arrays import ArrayModel
+from .scip_run import STATUS_MAP, configure
+
+SCIP_INF = 1e20
+
+
+@dataclass
+class SiteResult:
+    """Outcome of one site subproblem solve under given multipliers.
+
+    Attributes
+    ----------
+    site : int
+        Site index i.
+    value : float
+        Objective of the best solution found, multiplier terms included, $ (−inf without one).
+    bound : float
+        SCIP's dual bound on the subproblem optimum, $ (an upper bound, ``inf`` when none is proven).
+    base : float
+        Z-contribution of the best solution without multiplier terms, $ (value = base − μ·X − π·Y − λ_C·E).
+    job_count : (J,) float
+        X_j = Σ_s x_{j,i,s} of the solution (0 or 1).
+    job_start : (J,) int
+        Start period chosen for job j at this site, −1 if none.
+    served : (K,T) float
+        y_{k,i,t} of the solution, GPUs.
+    emissions : float
+        Em_i of the solution, t CO2.
+    status : str
+        SOLUTION.md status of the subproblem solve (``optimal``, ``gap_limit``, ...).
+    seconds : float
+        Wall time of the solve, s.
+    nodes : int
+        Branch-and-bound nodes.
+    """
+
+    site: int
+    value: float
+    bound: float
+    base: float
+    job_count: np.ndarray
+    job_start: np.ndarray
+    served: np.ndarray
+    emissions: float
+    status: str
+    seconds: float
+    nodes: int
+
+
+class SiteMILP:
+    """Site i's Lagrangian subproblem, built once and re-solved with new multipliers.
+
+    Parameters
+    ----------
+    inst : Instance
+        The instance.
+    site : int
+        Site index i.
+    seed : int
+        SCIP random seed shift (results are deterministic for a given seed and node/gap limits).
+    """
+
+    def __init__(self, inst: Instance, site: int, *, seed: int = 0) -> None:
+        self.inst = inst
+        self.site = int(site)
+        self.seed = int(seed)
+        J, K, T, dt = inst.n_jobs, inst.n_classes, inst.n_periods, inst.period_hours
+        am = ArrayModel(f"{inst.name}-site{site}", maximize=True)
+        sites = np.array([self.site])
+        cb: ComputeBlock = add_compute_block(am, inst, sites, coupling_rows=False, with_unserved=False)
+        pl = cb.placements
+        if pl.size:
+            # Σ_s x_{j,i,s} ≤ 1 per job: implied by the dualized constraint 1, kept to tighten the bound.
+            jobs_here, row = np.unique(pl.job, return_inverse=True)
+            a = sp.csr_matrix((np.ones(pl.size), (row, cb.x)), shape=(jobs_here.size, am.n_vars))
+            am.add_rows("job_here", a, -np.inf, 1.0)
+        eb: EnergyBlock = add_energy_block(am, inst, sites, busy_gpu_ids=cb.busy)
+        self.am, self.cb, self.eb = am, cb, eb
+        self.x_job, self.x_start = pl.job, pl.start
+        self.x_obj = inst.jobs.value[pl.job].astype(np.float64)
+        ym = cb.y[:, self.site, :] >= 0  # (K,T)
+        self.y_mask = ym
+        self.y_ids = cb.y[:, self.site, :][ym]
+        lat = np.where(np.isfinite(inst.inference.latency_ms[:, self.site]), inst.inference.latency_ms[:, self.site], 0)
+        y_unit = dt * (inst.inference.revenue - inst.inference.latency_cost * lat) if K else np.zeros(0)
+        self.y_obj = np.broadcast_to(y_unit[:, None], (K, T))[ym].astype(np.float64)
+        s, i = inst.sites, self.site
+        imp, gen = eb.ids["grid_import"][i], eb.ids["gen"][i]
+        self.imp_ids = imp[imp >= 0]
+        self.imp_obj = -dt * (s.price_buy[i] + inst.carbon_price * s.grid_co2[i])[imp >= 0]
+        self.imp_co2 = dt * s.grid_co2[i][imp >= 0]
+        self.gen_ids = gen[gen >= 0]
+        self.gen_obj = np.full(self.gen_ids.size, -dt * (s.gen_cost[i] + inst.carbon_price * s.gen_co2[i]))
+        self.gen_co2 = np.full(self.gen_ids.size, dt * s.gen_co2[i])
+        self.n_jobs, self.n_classes, self.n_periods = J, K, T
+        self._solved = False
+
+    # ------------------------------------------------------------------ solve
+    def solve(self, mu: np.ndarray, pi: np.ndarray, lam_c: float, *, time_limit: float | None = None,
+              gap: float | None = None, node_limit: int | None = None) -> SiteResult:
+        """Solve the subproblem for multipliers (μ, π, λ_C).
+
+        Parameters
+        ----------
+        mu : (J,) float
+            Multipliers of the job rows (constraint 1), $ per job.
+        pi : (K,T) float
+            Multipliers of the demand rows (constraint 2), $ per GPU and period.
+        lam_c : float
+            Carbon multiplier λ_C ≥ 0, $/t.
+        time_limit : float, optional
+            Seconds for SCIP (makes results timing-dependent; prefer ``gap`` / ``node_limit``).
+        gap : float, optional
+            SCIP relative gap limit (default 0: solved to optimality).
+        node_limit : int, optional
+            SCIP node limit.
+
+        Returns
+        -------
+        SiteResult
+        """
+        t0 = time.perf_counter()
+        am, m = self.am, self.am.model
+        if self._solved:
+            m.freeTransform()
+        mu = np.asarray(mu, np.float64)
+        pi = np.asarray(pi, np.float64).reshape(self.n_classes, self.n_periods)
+        if self.x_job.size:
+            am.set_var_data(self.cb.x, obj=self.x_obj - mu[self.x_job])
+        if self.y_ids.size:
+            am.set_var_data(self.y_ids, obj=self.y_obj - pi[self.y_mask])
+        if self.imp_ids.size:
+            am.set_var_data(self.imp_ids, obj=self.imp_obj - lam_c * self.imp_co2)
+        if self.gen_ids.size:
+            am.set_var_data(self.gen_ids, obj=self.gen_obj - lam_c * self.gen_co2)
+        configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed)
+        m.setParam("limits/nodes", -1 if node_limit is None else int(node_limit))
+        m.optimize()
+        self._solved = True
+        status = STATUS_MAP.get(m.getStatus(), m.getStatus())
+        dual = float(m.getDualbound())
+        bound = math.inf if dual >= SCIP_INF else dual
+        J, K, T = self.n_jobs, self.n_classes, self.n_periods
+        job_count = np.zeros(J)
+        job_start = np.full(J, -1, dtype=np.int64)
+        served = np.zeros((K, T))
+        if m.getNSols() == 0:  # only possible under a tiny limit; the empty plan is always feasible
+            return SiteResult(self.site, -math.inf, bound, -math.inf, job_count, job_start, served, 0.0,
+                              status, time.perf_counter() - t0, int(m.getNNodes()))
+        vals = am.values()
+        if self.x_job.size:
+            on = vals[self.cb.x] > 0.5
+            job_count[self.x_job[on]] = 1.0
+            job_start[self.x_job[on]] = self.x_start[on]
+        if self.y_ids.size:
+            served[self.y_mask] = np.maximum(vals[self.y_ids], 0.0)
+        emissions = float(vals[self.imp_ids] @ self.imp_co2 + vals[self.gen_ids] @ self.gen_co2)
+        value = float(m.getPrimalbound())
+        mult = float(mu @ job_count + (pi * served).sum() + lam_c * emissions)
+        return SiteResult(self.site, value, bound, value + mult, job_count, job_start, served, emissions,
+                          status, time.perf_counter() - t0, int(m.getNNodes()))
+
+
+def make_site_milp(inst: Instance, site: int, *, seed: int = 0) -> SiteMILP:
+    """Factory for :class:`decomp.parallel.SitePool` (module level, so that it pickles)."""
+    return SiteMILP(inst, site, seed=seed)

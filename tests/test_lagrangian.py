@@ -1,0 +1,188 @@
+"""Lagrangian decomposition: valid bounds at every iteration, checked solutions, determinism, hooks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from decomp.lagrangian import LagrangianHooks, LagrangianState, make_layout, solve_lagrangian
+from decomp.parallel import ParallelConfig
+from formulations.baselines import ablate
+from formulations.checker import check_solution
+from formulations.monolithic import solve_monolithic
+from formulations.plan import ComputePlan
+from formulations.site_milp import SiteMILP
+from instances import generate
+
+from .conftest import build_small_instance
+
+TOL = 1e-6
+
+
+def _tiny(seed: int, **kw):
+    rng = np.random.default_rng(seed)
+    args = dict(sites=int(rng.integers(2, 4)), periods=int(rng.integers(4, 9)), jobs=int(rng.integers(3, 6)),
+                classes=2, seed=seed)
+    args.update(kw)
+    return generate(**args)
+
+
+def _optimum(inst) -> float:
+    return solve_monolithic(inst, gap=0).objective
+
+
+def _assert_valid(inst, sol, opt: float) -> None:
+    report = check_solution(inst, sol)
+    assert report.ok, report.format()
+    assert sol.method == "lagrangian"
+    assert sol.objective <= opt + TOL * max(1.0, abs(opt))
+    slack = 1e-6 * max(1.0, abs(opt))
+    dual = sol.trace.dual
+    assert np.all(dual >= opt - slack), (dual.min(), opt)  # a valid bound at every trace point
+    assert np.all(sol.trace.primal <= opt + slack)
+    assert sol.bound >= opt - slack and sol.certified
+    assert sol.extra["lagrangian_bound"] >= opt - slack
+    assert sol.extra["lagrangian_bound"] <= sol.extra["lp_bound"] + 1e-6 * max(1.0, abs(opt))
+    assert math.isclose(sol.gap, (sol.bound - sol.objective) / max(1.0, abs(sol.objective)), rel_tol=1e-9,
+                        abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_bound_valid_and_solution_checked(seed):
+    inst = _tiny(seed)
+    opt = _optimum(inst)
+    sol = solve_lagrangian(inst, iteration_limit=12, progress=lambda line: None)
+    _assert_valid(inst, sol, opt)
+
+
+@pytest.mark.parametrize("limits", [dict(subproblem_gap=0.5), dict(subproblem_node_limit=1),
+                                    dict(subproblem_gap=0.5, subproblem_node_limit=1)])
+def test_bound_valid_under_subproblem_limits(limits):
+    inst = _tiny(5, periods=8, jobs=5)
+    opt = _optimum(inst)
+    sol = solve_lagrangian(inst, iteration_limit=8, progress=lambda line: None, **limits)
+    _assert_valid(inst, sol, opt)
+
+
+def test_subgradient_method():
+    inst = _tiny(7)
+    opt = _optimum(inst)
+    sol = solve_lagrangian(inst, iteration_limit=10, method="subgradient", progress=lambda line: None)
+    _assert_valid(inst, sol, opt)
+    assert sol.extra["multiplier_method"] == "subgradient"
+
+
+def _edge_cases():
+    small = build_small_instance()  # negative prices, mandatory jobs, half-hour periods, unreachable route
+    budget = build_small_instance()
+    budget.carbon_budget_t = 0.5  # binding
+    no_jobs = _tiny(11, jobs=0)
+    no_inf = _tiny(12, classes=0)
+    bare = ablate(_tiny(13), "compute-only")  # no battery, no generator, no export
+    half = _tiny(14, period_hours=0.5)
+    tight = generate(sites=2, periods=6, jobs=4, classes=2, seed=15)
+    tight.carbon_budget_t = 0.3 * max(solve_monolithic(ablate(tight, "no-carbon"), gap=1e-6).emissions_t, 1.0)
+    return {"small": small, "budget": budget, "no-jobs": no_jobs, "no-inference": no_inf, "bare": bare,
+            "half-hour": half, "binding-budget": tight}
+
+
+@pytest.mark.parametrize("name", list(_edge_cases()))
+def test_edge_cases(name):
+    inst = _edge_cases()[name]
+    opt = _optimum(inst)
+    sol = solve_lagrangian(inst, iteration_limit=10, progress=lambda line: None)
+    _assert_valid(inst, sol, opt)
+    if name in ("budget", "binding-budget"):
+        assert sol.emissions_t <= inst.carbon_budget_t + 1e-6 * max(1.0, inst.carbon_budget_t)
+
+
+def test_layout_signs(small_instance):
+    lay = make_layout(small_instance)
+    J = small_instance.n_jobs
+    assert np.all(lay.lower[:J][small_instance.jobs.mandatory] == -np.inf)
+    assert np.all(lay.lower[:J][~small_instance.jobs.mandatory] == 0.0)
+    assert lay.upper[-1] == 0.0  # C = inf: λ_C fixed at 0
+
+
+def test_site_subproblem_deterministic_and_in_place():
+    inst = _tiny(3)
+    lay = make_layout(inst)
+    rng = np.random.default_rng(0)
+    a, b = SiteMILP(inst, 0), SiteMILP(inst, 0)
+    for _ in range(3):
+        z = lay.project(rng.normal(size=lay.size) * lay.scale * 0.3)
+        mu, pi, lam = lay.split(z)
+        ra, rb = a.solve(mu, pi, lam), b.solve(mu, pi, lam)
+        assert ra.bound == rb.bound and ra.value == rb.value
+        assert np.array_equal(ra.job_start, rb.job_start)
+        fresh = SiteMILP(inst, 0).solve(mu, pi, lam)  # in-place update equals a fresh build
+        assert math.isclose(fresh.value, ra.value, rel_tol=1e-7, abs_tol=1e-6)
+
+
+def test_same_results_one_or_two_workers():
+    inst = _tiny(4)
+    kw = dict(iteration_limit=6, progress=lambda line: None)
+    one = solve_lagrangian(inst, config=ParallelConfig(n_jobs=1), **kw)
+    two = solve_lagrangian(inst, config=ParallelConfig(n_jobs=2), **kw)
+    assert one.objective == two.objective
+    assert np.array_equal(one.trace.dual, two.trace.dual)
+    assert np.array_equal(one.trace.primal, two.trace.primal)
+    assert check_solution(inst, two).ok
+
+
+def test_same_results_on_dask():
+    pytest.importorskip("dask.distributed")
+    inst = _tiny(4)
+    kw = dict(iteration_limit=6, progress=lambda line: None)
+    one = solve_lagrangian(inst, **kw)
+    dask = solve_lagrangian(inst, config=ParallelConfig(n_jobs=2, backend="dask"), **kw)
+    assert one.objective == dask.objective
+    assert np.array_equal(one.trace.dual, dask.trace.dual)
+    assert check_solution(inst, dask).ok
+
+
+class _Recorder(LagrangianHooks):
+    def __init__(self, interrupt_at: int | None = None) -> None:
+        self.pre, self.post, self.done = 0, 0, None
+        self.interrupt_at = interrupt_at
+
+    def pre_iteration(self, state: LagrangianState) -> None:
+        self.pre += 1
+
+    def post_iteration(self, state: LagrangianState) -> ComputePlan | None:
+        self.post += 1
+        assert state.bound <= state.lp_bound and state.oracle is not None
+        if self.interrupt_at is not None and state.iteration + 1 >= self.interrupt_at:
+            raise KeyboardInterrupt
+        plan = ComputePlan.empty(state.inst)
+        mand = np.flatnonzero(state.inst.jobs.mandatory)
+        return None if mand.size else plan
+
+    def post_solve(self, state: LagrangianState, solution) -> None:
+        self.done = solution
+
+
+def test_hooks_and_interrupt():
+    inst = _tiny(6)
+    inst.jobs.mandatory[:] = False
+    hooks = _Recorder()
+    sol = solve_lagrangian(inst, iteration_limit=3, hooks=hooks, progress=lambda line: None)
+    assert hooks.pre == 3 and hooks.post == 3 and hooks.done is sol
+    assert check_solution(inst, sol).ok
+
+    stop = _Recorder(interrupt_at=2)
+    sol = solve_lagrangian(inst, iteration_limit=10, hooks=stop, progress=lambda line: None)
+    assert sol.status.value == "interrupted"
+    assert check_solution(inst, sol).ok
+
+
+def test_log_lines():
+    inst = _tiny(8)
+    lines: list[str] = []
+    solve_lagrangian(inst, iteration_limit=2, progress=lines.append)
+    assert any("LP relaxation bound" in line for line in lines)
+    its = [line for line in lines if line.startswith("it ")]
+    assert len(its) == 2 and all("bound" in line and "incumbent" in line and "gap" in line and "sub" in line
+                                  for line in its)
