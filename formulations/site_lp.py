@@ -35,12 +35,21 @@ COLUMNS = ("grid_import", "grid_export", "charge", "discharge", "soc", "gen", "r
 MASTER_KINDS = ("busy", "bat_charging", "grid_importing", "gen_on", "allowance")
 
 
-def dump_penalty(inst: Instance) -> float:
-    """$/MWh on dumped energy and $/t on carbon slack: more than any energy or carbon trade can earn."""
+def dump_penalty(inst: Instance) -> tuple[float, float]:
+    """Penalties on dumped energy ($/MWh) and carbon slack ($/t).
+
+    A dumped MWh can be worth at most the dearest use of energy on the site (VOLL, prices, fuel,
+    carbon), and a tonne of allowance at most that per MWh divided by the cleanest positive emission
+    intensity; twice those figures make both slacks unprofitable wherever the full model is feasible.
+    They stay as small as that allows: larger penalties only make the cut coefficients badly scaled.
+    """
     s = inst.sites
-    prices = [np.abs(s.price_buy).max(), np.abs(s.price_sell).max(), np.abs(s.gen_cost).max(), inst.voll]
-    co2 = max(float(s.grid_co2.max(initial=0.0)), float(s.gen_co2.max(initial=0.0)), 1e-3)
-    return 10.0 * (sum(float(p) for p in prices) + inst.carbon_price * co2) / min(co2, 1.0)
+    dirtiest = float(max(s.grid_co2.max(), s.gen_co2.max()))
+    per_mwh = 2.0 * (inst.voll + float(np.abs(s.price_buy).max()) + float(np.abs(s.price_sell).max())
+                     + float(np.abs(s.gen_cost).max()) + inst.carbon_price * dirtiest)
+    intensities = np.concatenate([s.grid_co2.ravel(), s.gen_co2])
+    cleanest = float(intensities[intensities > 0].min()) if (intensities > 0).any() else 1.0
+    return per_mwh, per_mwh / cleanest
 
 
 @dataclass
@@ -93,7 +102,7 @@ class SiteEnergyLP:
         i = self.site
         tau = inst.carbon_price if carbon_price is None else carbon_price
         self.T = T
-        self.penalty = dump_penalty(inst)
+        self.penalty, self.carbon_penalty = dump_penalty(inst)
         self.with_allowance = math.isfinite(inst.carbon_budget_t) if with_allowance is None else with_allowance
         self.has_bat = bool(has_battery(inst)[i])
         self.has_gen = bool(has_generator(inst)[i])
@@ -132,7 +141,7 @@ class SiteEnergyLP:
             "ens": np.full(T, -dt * inst.voll),
             "dump": np.full(T, -dt * self.penalty),
         }
-        objs = np.concatenate([obj[n] for n in COLUMNS] + [[-self.penalty]])
+        objs = np.concatenate([obj[n] for n in COLUMNS] + [[-self.carbon_penalty]])
         lbs = np.concatenate([lb[n] for n in COLUMNS] + [[0.0]])
         ubs = np.concatenate([ub[n] for n in COLUMNS] + [[inf]])
         lp.addCols([[] for _ in range(objs.size)], objs=objs.tolist(), lbs=lbs.tolist(), ubs=ubs.tolist())
