@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True)
 def cut_values(site: np.ndarray, constant: np.ndarray, coef: np.ndarray, point: np.ndarray) -> np.ndarray:
     """Right-hand side value of each cut at ``point``.
 
@@ -31,11 +31,9 @@ def cut_values(site: np.ndarray, constant: np.ndarray, coef: np.ndarray, point: 
     out = np.empty(n)
     for c in range(n):
         acc = constant[c]
-        row = point[site[c]]
-        for q in range(m):
-            v = coef[c, q]
-            if v != 0.0:
-                acc += v * row[q]
+        s = site[c]
+        for q in range(m):  # branch-free: cuts are dense enough that skipping zeros costs more
+            acc += coef[c, q] * point[s, q]
         out[c] = acc
     return out
 
@@ -53,13 +51,14 @@ def busy_coefficients_on_placements(busy_coef: np.ndarray, site: np.ndarray, sta
     This is the form of a cut in the space of the x variables (window sums over each job's running
     periods); used to price placements against the current cuts.
     """
+    n_sites, n_periods = busy_coef.shape
+    csum = np.zeros((n_sites, n_periods + 1))  # prefix sums: each window sum is one difference
+    for i in range(n_sites):
+        for t in range(n_periods):
+            csum[i, t + 1] = csum[i, t] + busy_coef[i, t]
     out = np.empty(site.size)
     for p in range(site.size):
-        acc = 0.0
-        row = busy_coef[site[p]]
-        for t in range(start[p], start[p] + duration[p]):
-            acc += row[t]
-        out[p] = gpus[p] * acc
+        out[p] = gpus[p] * (csum[site[p], start[p] + duration[p]] - csum[site[p], start[p]])
     return out
 
 
