@@ -61,7 +61,7 @@ def _nonneg_float(text: str) -> float:
     return val
 
 
-SOLVE_METHODS = ("monolithic", "benders", "lagrangian")
+SOLVE_METHODS = ("monolithic", "benders", "lagrangian", "greedy", "local-search")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +192,14 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
         sol = solve_monolithic(inst, time_limit=args.time_limit, gap=args.gap, threads=args.threads, seed=args.seed,
                                progress=progress, initial=initial)
+    elif args.method == "greedy":
+        from .heuristics import solve_greedy
+
+        sol = solve_greedy(inst, time_limit=args.time_limit)
+    elif args.method == "local-search":
+        from .heuristics import solve_local_search
+
+        sol = solve_local_search(inst, initial=initial, time_limit=args.time_limit or 60.0, seed=args.seed)
     else:
         from .parallel import ParallelConfig
 

@@ -595,7 +595,11 @@ def solve_lagrangian(
                     prefer = ComputePlan.from_solution(sol)
 
     if initial is not None:
-        recover(None, initial)
+        # the plan as given is the first incumbent (first trace row); repairs and polish come later
+        first = evaluate(inst, initial, method="lagrangian", time_limit=remaining())
+        if tracker.offer_solution(first):
+            prefer = ComputePlan.from_solution(first)
+        tracker.record(0)
     pool = SitePool(inst, config or ParallelConfig())
     it = 0
     try:

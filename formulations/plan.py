@@ -50,6 +50,32 @@ class ComputePlan:
         return cls(job_site=sol.job_site.copy(), job_start=sol.job_start.copy(), served=sol.served.copy())
 
     @classmethod
+    def from_arrays(cls, inst: Instance, job_site=None, job_start=None, served=None) -> ComputePlan:
+        """A plan of ``inst`` from whatever arrays are given; the rest is empty.
+
+        Parameters
+        ----------
+        inst : Instance
+            Gives the shapes J, K, S, T.
+        job_site, job_start : (J,) int array-like, optional
+            Site and start period per job (−1: not scheduled; default all −1).
+        served : (K,S,T) float array-like, optional
+            GPUs serving class k at site i in period t (default 0: nothing served).
+        """
+        empty = cls.empty(inst)
+        return cls(job_site=empty.job_site if job_site is None else np.array(job_site, dtype=np.int64),
+                   job_start=empty.job_start if job_start is None else np.array(job_start, dtype=np.int64),
+                   served=empty.served if served is None else np.array(served, dtype=np.float64))
+
+    def copy(self) -> ComputePlan:
+        """A deep copy (the arrays are copied)."""
+        return ComputePlan(self.job_site.copy(), self.job_start.copy(), self.served.copy())
+
+    def free_gpus(self, inst: Instance) -> np.ndarray:
+        """GPUs (S,T) left free at each site and period: G_i − U_{i,t}."""
+        return inst.sites.gpus[:, None].astype(np.float64) - self.busy_gpus(inst)
+
+    @classmethod
     def empty(cls, inst: Instance) -> ComputePlan:
         """No job scheduled, nothing served."""
         J, K, S, T = inst.n_jobs, inst.n_classes, inst.n_sites, inst.n_periods

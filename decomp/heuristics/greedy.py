@@ -1,0 +1,138 @@
+"""A greedy carbon- and price-aware placement, scored exactly.
+
+Uses only the public API: the instance's arrays, :class:`formulations.ComputePlan` and
+:func:`formulations.evaluate`.
+
+The rule, for a carbon shadow price λ ($/t): a busy GPU at site i in period t costs
+Δ·pue·(b − a)/1000·(π^buy + (τ + λ)·κ) $ — except the GPUs the site's renewables can carry after its
+idle load, which cost nothing until used up. Jobs (mandatory first, then by value per GPU-hour) take
+the cheapest (site, start) whose GPUs and power headroom are free over the whole run, if the value
+beats the cost (always, if mandatory). Then each period, inference classes (by revenue) fill the
+sites of their SLO by margin ρ − ω·L − cost, while that margin plus the unserved penalty is positive.
+Several λ are tried; each plan is scored exactly and the best is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from formulations import ComputePlan, Solution, evaluate
+from formulations.solution import SolveStatus, Trace
+from instances import Instance
+
+#: Carbon shadow prices tried, $/t CO2 (added to the instance's τ).
+DEFAULT_CARBON_PRICES = (0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)
+
+
+def greedy_plan(inst: Instance, carbon_shadow: float = 0.0) -> ComputePlan:
+    """The greedy plan for carbon shadow price ``carbon_shadow`` ($/t CO2, on top of τ).
+
+    A mandatory job that fits nowhere stays unscheduled; :func:`formulations.evaluate` then raises
+    a PlanError naming it.
+    """
+    s, jb, inf = inst.sites, inst.jobs, inst.inference
+    S, T, K, dt = inst.n_sites, inst.n_periods, inst.n_classes, inst.period_hours
+    kw = (s.gpu_busy_kw - s.gpu_idle_kw)[:, None] / 1000.0  # MW IT per busy GPU
+    price = s.price_buy + (inst.carbon_price + carbon_shadow) * s.grid_co2  # $/MWh
+    gpu_cost = dt * s.pue * kw * price  # $ per busy GPU and period
+    idle_mw = (s.gpu_idle_kw * s.gpus)[:, None] / 1000.0
+    green = np.maximum(s.renewable_mw / s.pue - idle_mw, 0.0) / kw  # GPUs carried by renewables
+    supply = s.grid_import_mw[:, None] + s.renewable_mw + s.gen_max_mw[:, None] + s.bat_power_mw[:, None]
+    room = np.floor(np.maximum(supply / s.pue - idle_mw, 0.0) / kw)  # GPUs the site can power
+    gpu_free = s.gpus[:, None].astype(float) * np.ones((1, T))  # GPUs free (constraint 3)
+    free = np.minimum(gpu_free, room)  # GPUs free and powered without shedding load
+
+    def cost(i: int, t0: int, t1: int, g: float) -> float:
+        return float((gpu_cost[i, t0:t1] * np.maximum(g - green[i, t0:t1], 0.0)).sum())
+
+    job_site = np.full(inst.n_jobs, -1, dtype=np.int64)
+    job_start = np.full(inst.n_jobs, -1, dtype=np.int64)
+    density = jb.value / np.maximum(jb.gpus * jb.duration, 1)  # $ per GPU-period
+    order = sorted(range(inst.n_jobs), key=lambda j: (not jb.mandatory[j], -density[j], j))
+    for j in order:
+        g, d = float(jb.gpus[j]), int(jb.duration[j])
+        best = None
+        # a mandatory job that no powered slot takes may still use any GPUs free (shedding load)
+        for avail in ((free, gpu_free) if jb.mandatory[j] else (free,)):
+            for i in np.flatnonzero(jb.allowed[j]):
+                for t in range(int(jb.release[j]), int(jb.deadline[j]) - d + 1):
+                    if avail[i, t:t + d].min() >= g:
+                        c = cost(i, t, t + d, g)
+                        if best is None or c < best[0]:
+                            best = (c, int(i), t)
+            if best is not None:
+                break
+        if best is not None and (jb.mandatory[j] or jb.value[j] > best[0]):
+            _, i, t = best
+            job_site[j], job_start[j] = i, t
+            free[i, t:t + d] -= g
+            gpu_free[i, t:t + d] -= g
+            green[i, t:t + d] = np.maximum(green[i, t:t + d] - g, 0.0)
+    served = np.zeros((K, S, T))
+    if K:
+        slo = inst.slo_mask()
+        margin = dt * (inf.revenue[:, None] - inf.latency_cost[:, None] * np.where(slo, inf.latency_ms, 0.0))
+        for t in range(T):
+            for k in np.argsort(-inf.revenue, kind="stable"):
+                need = float(inf.demand[k, t])
+                sites = np.flatnonzero(slo[k])
+                # renewable-carried GPUs first, then paid ones, each by margin
+                for paid in (False, True):
+                    value = margin[k, sites] - (gpu_cost[sites, t] if paid else 0.0)
+                    for i in sites[np.argsort(-value, kind="stable")]:
+                        if need <= 0:
+                            break
+                        worth = margin[k, i] - (gpu_cost[i, t] if paid else 0.0) + dt * inf.penalty[k]
+                        if worth <= 0:
+                            continue
+                        cap = free[i, t] if paid else min(free[i, t], green[i, t])
+                        take = min(need, max(cap, 0.0))
+                        if take > 0:
+                            served[k, i, t] += take
+                            free[i, t] -= take
+                            gpu_free[i, t] -= take
+                            green[i, t] = max(green[i, t] - take, 0.0)
+                            need -= take
+    return ComputePlan(job_site=job_site, job_start=job_start, served=served)
+
+
+def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_limit: float | None = None) -> Solution:
+    """Greedy plans for several carbon shadow prices, each scored exactly; the best as a Solution.
+
+    Parameters
+    ----------
+    inst : Instance
+        The instance.
+    carbon_prices : sequence of float
+        Carbon shadow prices λ tried, $/t CO2.
+    time_limit : float, optional
+        Wall-clock limit, s (checked between plans).
+
+    Returns
+    -------
+    Solution
+        Method ``greedy``, status ``iteration_limit`` (all prices tried) or ``time_limit``; bound inf,
+        not certified; ``extra['carbon_shadow']`` is the λ of the kept plan.
+    """
+    t0 = time.perf_counter()
+    best: Solution | None = None
+    best_lam = math.nan
+    trace = Trace()
+    status = "iteration_limit"
+    for n, lam in enumerate(carbon_prices):
+        if time_limit is not None and time.perf_counter() - t0 >= time_limit and best is not None:
+            status = "time_limit"
+            break
+        sol = evaluate(inst, greedy_plan(inst, lam), method="greedy")
+        if best is None or sol.objective > best.objective:
+            best, best_lam = sol, lam
+        trace.append(time.perf_counter() - t0, best.objective, math.inf, n)
+    assert best is not None
+    best.method, best.status = "greedy", SolveStatus(status)
+    best.wall_seconds = time.perf_counter() - t0
+    best.trace = trace
+    best.extra = {"carbon_shadow": best_lam}
+    return best

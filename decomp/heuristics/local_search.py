@@ -1,0 +1,146 @@
+"""Local search on an :class:`formulations.evaluator.Evaluator`: job moves, swaps, routing shifts.
+
+Uses only the public API (``ComputePlan``, ``Evaluator`` and its moves, ``PlanError``). Every
+candidate is scored exactly by the evaluator (only the sites a move touches are re-solved; the carbon
+budget is re-balanced exactly); the first improving move of each neighbourhood is made.
+
+Neighbourhoods, in turn, with a seeded random order:
+
+- **job moves**: a job to another (site, start) — its cheapest slots by grid price first — or
+  unscheduled (if not mandatory), or scheduled (if not);
+- **swaps**: two scheduled jobs exchange their (site, start);
+- **routing shifts**: a share of class k's GPUs in period t moves to another site of its SLO, to or
+  from unserved demand.
+
+Stops when a full round finds no improvement, or at the iteration or time limit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from formulations import ComputePlan, PlanError, Solution
+from formulations.evaluator import Evaluator, MoveJob, ShiftRouting, SwapJobs
+from formulations.solution import Trace
+from instances import Instance
+
+from .greedy import solve_greedy
+
+
+def _job_moves(inst: Instance, plan: ComputePlan, j: int, rng: np.random.Generator, n_slots: int):
+    jb, s = inst.jobs, inst.sites
+    d = int(jb.duration[j])
+    price = s.price_buy + inst.carbon_price * s.grid_co2
+    slots = [(float(price[i, t:t + d].sum()), int(i), t) for i in np.flatnonzero(jb.allowed[j])
+             for t in range(int(jb.release[j]), int(jb.deadline[j]) - d + 1)
+             if (i, t) != (plan.job_site[j], plan.job_start[j])]
+    slots.sort()
+    cheap = slots[: n_slots // 2]
+    rest = slots[n_slots // 2:]
+    pick = [rest[q] for q in rng.permutation(len(rest))[: n_slots - len(cheap)]]
+    moves = [MoveJob(j, i, t) for _, i, t in cheap + pick]
+    if plan.job_site[j] >= 0 and not jb.mandatory[j]:
+        moves.insert(0, MoveJob(j, -1, -1))
+    return moves
+
+
+def _routing_moves(inst: Instance, plan: ComputePlan, k: int, t: int):
+    slo = np.flatnonzero(inst.slo_mask()[k])
+    free = plan.free_gpus(inst)[:, t]
+    unserved = float(plan.unserved(inst)[k, t])
+    moves = []
+    for src in slo:
+        have = float(plan.served[k, src, t])
+        if have <= 0:
+            continue
+        for share in (1.0, 0.5):
+            amount = have * share
+            moves += [ShiftRouting(k, t, int(src), int(dst), min(amount, float(free[dst])))
+                      for dst in slo if dst != src and free[dst] > 1e-9]
+            moves.append(ShiftRouting(k, t, int(src), -1, amount))
+    if unserved > 1e-9:
+        moves += [ShiftRouting(k, t, -1, int(dst), min(unserved, float(free[dst]))) for dst in slo
+                  if free[dst] > 1e-9]
+    return [m for m in moves if m.gpus > 1e-9]
+
+
+def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, time_limit: float | None = 60.0,
+                       iteration_limit: int = 2000, n_slots: int = 6, seed: int = 0) -> Solution:
+    """Improve ``initial`` (default: the greedy plan) by first-improvement local search.
+
+    Parameters
+    ----------
+    inst : Instance
+        The instance.
+    initial : ComputePlan, optional
+        Starting plan (PlanError if it breaks a compute constraint).
+    time_limit : float, optional
+        Wall-clock limit, s (the greedy start included).
+    iteration_limit : int
+        Maximum candidate moves scored.
+    n_slots : int
+        Alternative (site, start) slots tried per job and round.
+    seed : int
+        Seed of the neighbourhood order.
+
+    Returns
+    -------
+    Solution
+        Method ``local-search``; status ``time_limit`` when the clock stopped it, else
+        ``iteration_limit`` (a local optimum of the neighbourhoods, or the move cap); bound inf, not
+        certified. ``extra`` holds the evaluator's counters.
+    """
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    if initial is None:
+        initial = ComputePlan.from_solution(solve_greedy(inst, time_limit=time_limit))
+    ev = Evaluator(inst, initial)
+    trace = Trace()
+    trace.append(time.perf_counter() - t0, ev.objective, math.inf, 0)
+    tried = 0
+    status = "iteration_limit"
+
+    def out_of_time() -> bool:
+        return time_limit is not None and time.perf_counter() - t0 >= time_limit
+
+    def first_improvement(moves) -> bool:
+        nonlocal tried, status
+        base = ev.objective
+        for mv in moves:
+            if tried >= iteration_limit:
+                return False
+            if out_of_time():
+                status = "time_limit"
+                return False
+            tried += 1
+            try:
+                z = ev.try_move(mv)
+            except PlanError:
+                continue
+            if z > base + 1e-6 * max(1.0, abs(base)):
+                ev.apply(mv)
+                trace.append(time.perf_counter() - t0, ev.objective, math.inf, tried)
+                return True
+        return False
+
+    improved = True
+    while improved and tried < iteration_limit and status != "time_limit":
+        improved = False
+        for j in rng.permutation(inst.n_jobs):
+            improved |= first_improvement(_job_moves(inst, ev.plan, int(j), rng, n_slots))
+        sched = np.flatnonzero(ev.plan.job_site >= 0)
+        pairs = [(int(a), int(b)) for a in sched for b in sched if a < b]
+        rng.shuffle(pairs)
+        improved |= first_improvement(SwapJobs(a, b) for a, b in pairs[: 4 * max(inst.n_jobs, 1)])
+        for q in rng.permutation(inst.n_classes * inst.n_periods):
+            k, t = divmod(int(q), inst.n_periods)
+            improved |= first_improvement(_routing_moves(inst, ev.plan, k, t))
+    extra = dict(ev.stats, moves_scored=tried)
+    sol = ev.solution(method="local-search", status=status, wall_seconds=time.perf_counter() - t0, extra=extra)
+    trace.append(sol.wall_seconds, sol.objective, math.inf, tried)
+    sol.trace = trace
+    ev.close()
+    return sol
