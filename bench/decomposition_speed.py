@@ -70,6 +70,51 @@ def _ratio(a: float, b: float) -> str:
     return "—"
 
 
+def plot_traces(traces: dict, sites: Sequence[int], methods: Sequence[str], path: Path) -> None:
+    """Bound and primal over time, as the gap to the best primal any method found, one panel per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sites), figsize=(5 * len(sites), 4), squeeze=False)
+    for ax, n_sites in zip(axes[0], sites, strict=True):
+        here = {m: traces[(n_sites, m)] for m in methods if (n_sites, m) in traces}
+        best = max((float(np.max(tr.primal)) for tr in here.values() if len(tr)), default=math.nan)
+        scale = max(1.0, abs(best))
+        for method, tr in here.items():
+            with np.errstate(invalid="ignore"):
+                bound_gap = np.where(np.isfinite(tr.dual), (tr.dual - best) / scale, np.nan)
+                primal_gap = np.where(np.isfinite(tr.primal), (best - tr.primal) / scale, np.nan)
+            line = ax.step(tr.seconds, np.maximum(bound_gap, 1e-6), where="post", label=f"{method}: bound − best")[0]
+            ax.step(tr.seconds, np.maximum(primal_gap, 1e-6), where="post", linestyle="--", color=line.get_color(),
+                    label=f"{method}: best − primal")
+        ax.set_yscale("log")
+        ax.set_title(f"S = {n_sites} (relative to the best primal {best:,.0f} $)", fontsize=9)
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("relative distance")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def replot(h5: Path, png: Path) -> None:
+    """Redraw the plot from a traces file written by an earlier run."""
+    from formulations.solution import Trace
+
+    traces, sites, methods = {}, [], []
+    with h5py.File(h5, "r") as f:
+        for skey in f:
+            n_sites = int(skey[1:])
+            sites.append(n_sites)
+            for method in f[skey]:
+                g = f[skey][method]
+                traces[(n_sites, method)] = Trace(**{k: g[k][()] for k in ("seconds", "primal", "dual", "iteration")})
+                if method not in methods:
+                    methods.append(method)
+    plot_traces(traces, sorted(sites), [m for m in METHODS if m in methods], png)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.decomposition_speed", description=__doc__.splitlines()[0])
     ap.add_argument("--sites", type=int, nargs="+", default=[10, 30, 100])
@@ -79,7 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--out", type=Path, default=Path("decomposition_speed.h5"), help="traces (HDF5)")
     ap.add_argument("--plot", type=Path, help="write a PNG of bound and primal over time per size")
+    ap.add_argument("--replot", type=Path, help="only redraw --plot from this traces file")
     args = ap.parse_args(argv)
+    if args.replot is not None:
+        replot(args.replot, args.plot or Path("decomposition_speed.png"))
+        return 0
 
     rows = []
     traces: dict[tuple[int, str], Solution] = {}
@@ -126,33 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             g.attrs.update(objective=sol.objective, bound=sol.bound, gap=sol.gap, certified=sol.certified)
     print(f"\ntraces written to {args.out}")
     if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, len(args.sites), figsize=(5 * len(args.sites), 4), squeeze=False)
-        for ax, n_sites in zip(axes[0], args.sites, strict=True):
-            for method in args.methods:
-                sol = traces.get((n_sites, method))
-                if sol is None:
-                    continue
-                tr = sol.trace
-                line = ax.step(tr.seconds, np.where(np.isfinite(tr.dual), tr.dual, np.nan), where="post",
-                               label=f"{method} bound")[0]
-                ax.step(tr.seconds, np.where(np.isfinite(tr.primal), tr.primal, np.nan), where="post",
-                        linestyle="--", color=line.get_color(), label=f"{method} primal")
-            ax.set_title(f"S = {n_sites}")
-            ax.set_xlabel("seconds")
-            ax.set_ylabel("Z ($)")
-            finite = [v for m in args.methods if (n_sites, m) in traces
-                      for v in (traces[(n_sites, m)].objective,)]
-            if finite:
-                top = max(finite)
-                ax.set_ylim(top - 0.1 * abs(top), top + 0.1 * abs(top))
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
+        plot_traces({k: sol.trace for k, sol in traces.items()}, args.sites, args.methods, args.plot)
         print(f"plot written to {args.plot}")
     return 0
 

@@ -27,11 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from pyscipopt import SCIP_LPPARAM
 
 from formulations.baselines import energy_only_plan
 from formulations.benders_master import BendersMaster, Cut, build_benders_master
 from formulations.diagnose import diagnose_mandatory
 from formulations.evaluate import evaluate
+from formulations.joint import compute_arrays
 from formulations.plan import ComputePlan
 from formulations.scip_arrays import add_csr_rows
 from formulations.scip_run import configure, run_scip
@@ -108,15 +110,7 @@ class BendersState:
 def plan_from_master(master: BendersMaster, values: np.ndarray) -> ComputePlan:
     """The compute plan (job placements, routing) of a master solution."""
     inst, cb = master.inst, master.compute
-    pl = cb.placements
-    job_site = np.full(inst.n_jobs, -1, dtype=np.int64)
-    job_start = np.full(inst.n_jobs, -1, dtype=np.int64)
-    chosen = np.flatnonzero(values[cb.x] > 0.5) if pl.size else np.zeros(0, np.int64)
-    job_site[pl.job[chosen]] = pl.site[chosen]
-    job_start[pl.job[chosen]] = pl.start[chosen]
-    served = np.zeros(cb.y.shape)
-    mask = cb.y >= 0
-    served[mask] = np.clip(values[cb.y[mask]], 0.0, None)
+    job_site, job_start, served = compute_arrays(inst, cb.placements, cb.x, cb.y, values)
     # round-off must not push a class above its demand
     total = served.sum(axis=1)
     over = total > inst.inference.demand
@@ -225,6 +219,8 @@ class BendersSolver:
                 return
             st.iteration = rnd
             t = time.perf_counter()
+            if self.opt.time_limit is not None:
+                lp.setRealParam(SCIP_LPPARAM.LPTILIM, max(self.remaining(), 0.01))
             bound = float(lp.solve())
             st.master_seconds += time.perf_counter() - t
             if not lp.isOptimal():
@@ -336,7 +332,7 @@ class BendersSolver:
         sol.status = status
         sol.bound = st.bound
         sol.gap = compute_gap(sol.objective, st.bound)
-        sol.certified = True
+        sol.certified = math.isfinite(st.bound)  # every cut is valid; an infinite bound proves nothing
         sol.wall_seconds = self.elapsed()
         self.trace.append(self.elapsed(), st.primal, st.bound, st.iteration)
         sol.trace = self.trace

@@ -132,12 +132,13 @@ class LPRelaxation:
     seconds: float
 
 
-def lp_relaxation(inst: Instance, layout: Layout) -> LPRelaxation:
+def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = None) -> LPRelaxation:
     """Solve the LP relaxation of the joint model in SCIP (presolve, cuts, heuristics off).
 
     The duals of ``job_once``, ``demand`` and ``carbon`` rows (``getDualsolLinear``, negated because
     SCIP reports them for its internal minimization) are the warm start of the multipliers; the LP
-    optimum is itself a valid upper bound on Z.
+    optimum is itself a valid upper bound on Z. Past ``time_limit`` seconds the warm start is skipped
+    (zero multipliers, no LP bound).
 
     Raises
     ------
@@ -155,7 +156,8 @@ def lp_relaxation(inst: Instance, layout: Layout) -> LPRelaxation:
     m.setSeparating(SCIP_PARAMSETTING.OFF)
     m.setParam("propagating/maxroundsroot", 0)
     m.setParam("propagating/maxrounds", 0)
-    configure(m, time_limit=None, gap=0.0)
+    configure(m, time_limit=None if time_limit is None else max(time_limit - (time.perf_counter() - t0), 0.0),
+              gap=0.0)
     m.optimize()
     if m.getStatus() in ("infeasible", "inforunbd"):
         raise diagnose_mandatory(inst)
@@ -417,12 +419,14 @@ class Recovery:
         if key in self.tried:
             return out
         self.tried.add(key)
+        deadline = None if time_limit is None else time.perf_counter() + time_limit
         try:
             out.append(evaluate(self.inst, plan, method="lagrangian", time_limit=time_limit))
         except (PlanError, NoSolutionError) as exc:
             log.debug("recovery: plan rejected (%s)", exc)
-        if self.polish:
-            sol = self._polish(plan, time_limit)
+        left = None if deadline is None else deadline - time.perf_counter()
+        if self.polish and (left is None or left > 0.5):  # the polish shares the same time budget
+            sol = self._polish(plan, left)
             if sol is not None:
                 out.append(sol)
         return out
@@ -567,7 +571,8 @@ def solve_lagrangian(
     emit = progress or log.info
     hooks = hooks or LagrangianHooks()
     layout = make_layout(inst)
-    lp = lp_relaxation(inst, layout)
+    # the warm start may use at most a quarter of the time limit
+    lp = lp_relaxation(inst, layout, time_limit=None if time_limit is None else 0.25 * time_limit)
     tracker.offer_bound(lp.bound)
     state = LagrangianState(inst=inst, layout=layout, lp_bound=lp.bound, z=lp.z.copy())
     emit(f"lagrangian {inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; "
@@ -590,6 +595,8 @@ def solve_lagrangian(
             if plan is None:
                 continue
             left = remaining()
+            if left is not None and left <= 0.0 and tracker.primal > -math.inf:
+                return  # out of time and a plan in hand: no more scoring
             for sol in recovery.score(plan, time_limit=None if left is None else max(left, 1.0)):
                 if tracker.offer_solution(sol):
                     prefer = ComputePlan.from_solution(sol)

@@ -17,22 +17,8 @@ import scipy.sparse as sp
 from instances.schema import Instance
 
 from .scip_arrays import ArrayModel
-
-ENERGY_FIELDS = (
-    "grid_import",
-    "grid_export",
-    "grid_importing",
-    "charge",
-    "discharge",
-    "bat_charging",
-    "soc",
-    "gen",
-    "gen_on",
-    "gen_start",
-    "renewable_used",
-    "ens",
-)
-BINARY_FIELDS = ("grid_importing", "bat_charging", "gen_on", "gen_start")
+from .solution import ENERGY_BINARY_FIELDS as BINARY_FIELDS
+from .solution import ENERGY_FIELDS
 
 
 def has_battery(inst: Instance) -> np.ndarray:

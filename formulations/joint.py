@@ -36,6 +36,20 @@ class Placements:
         return int(self.job.size)
 
 
+def compute_arrays(inst: Instance, pl: Placements, x: np.ndarray, y: np.ndarray,
+                   values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(job_site, job_start, served) of a value vector: placements with x > 0.5, routing y ≥ 0."""
+    job_site = np.full(inst.n_jobs, -1, dtype=np.int64)
+    job_start = np.full(inst.n_jobs, -1, dtype=np.int64)
+    chosen = np.flatnonzero(values[x] > 0.5) if pl.size else np.zeros(0, np.int64)
+    job_site[pl.job[chosen]] = pl.site[chosen]
+    job_start[pl.job[chosen]] = pl.start[chosen]
+    served = np.zeros(y.shape)
+    mask = y >= 0
+    served[mask] = np.maximum(values[y[mask]], 0.0)
+    return job_site, job_start, served
+
+
 def enumerate_placements(inst: Instance) -> Placements:
     """Every (job, allowed site, allowed start) triple, ordered by job, then site, then start."""
     jb = inst.jobs
@@ -119,15 +133,7 @@ class JointModel:
     def extract(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """Solution arrays of SOLUTION.md (jobs, inference, energy) from a value vector."""
         inst = self.inst
-        pl = self.placements
-        job_site = np.full(inst.n_jobs, -1, dtype=np.int64)
-        job_start = np.full(inst.n_jobs, -1, dtype=np.int64)
-        chosen = np.flatnonzero(values[self.x] > 0.5) if pl.size else np.zeros(0, np.int64)
-        job_site[pl.job[chosen]] = pl.site[chosen]
-        job_start[pl.job[chosen]] = pl.start[chosen]
-        served = np.zeros(self.y.shape)
-        mask = self.y >= 0
-        served[mask] = np.maximum(values[self.y[mask]], 0.0)
+        job_site, job_start, served = compute_arrays(inst, self.placements, self.x, self.y, values)
         unserved = np.maximum(values[self.u], 0.0) if self.u.size else np.zeros(self.u.shape)
         return {
             "job_site": job_site,
