@@ -21,44 +21,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if val < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {val}")
-    return val
+def _number(kind: type, minimum: float, strict: bool):
+    """An argparse type: ``kind`` (int or float) at least ``minimum`` (above it when ``strict``)."""
+    word = "an integer" if kind is int else "a number"
+    rule = f"> {minimum:g}" if strict else f">= {minimum:g}"
+
+    def parse(text: str):
+        try:
+            val = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {word}, got {text!r}") from None
+        if not (val > minimum if strict else val >= minimum):  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return val
+
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if val < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {val}")
-    return val
-
-
-def _positive_float(text: str) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not val > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return val
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not val >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return val
+_positive_int = _number(int, 1, strict=False)
+_nonneg_int = _number(int, 0, strict=False)
+_positive_float = _number(float, 0.0, strict=True)
+_nonneg_float = _number(float, 0.0, strict=False)
 
 
 SOLVE_METHODS = ("monolithic", "benders", "lagrangian", "greedy", "local-search")
