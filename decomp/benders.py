@@ -120,6 +120,49 @@ def plan_from_master(master: BendersMaster, values: np.ndarray) -> ComputePlan:
     return ComputePlan(job_site=job_site, job_start=job_start, served=served)
 
 
+def round_lp_plan(master: BendersMaster, values: np.ndarray) -> ComputePlan:
+    """A feasible plan from a fractional master solution (LP rounding).
+
+    Placements are taken greedily by decreasing x value (each job once, within GPU capacity over its
+    whole run), mandatory jobs left over take the first placement that fits, and the LP routing is
+    scaled down where it no longer fits beside the jobs.
+    """
+    inst, cb = master.inst, master.compute
+    pl = cb.placements
+    jb = inst.jobs
+    free = np.repeat(inst.sites.gpus[:, None].astype(np.float64), inst.n_periods, axis=1)
+    job_site = np.full(inst.n_jobs, -1, dtype=np.int64)
+    job_start = np.full(inst.n_jobs, -1, dtype=np.int64)
+    xv = values[cb.x] if pl.size else np.zeros(0)
+
+    def place(p: int) -> bool:
+        j, i, s = pl.job[p], pl.site[p], pl.start[p]
+        d, g = jb.duration[j], jb.gpus[j]
+        if job_site[j] >= 0 or free[i, s:s + d].min() < g:
+            return False
+        free[i, s:s + d] -= g
+        job_site[j], job_start[j] = i, s
+        return True
+
+    for p in np.argsort(-xv, kind="stable"):
+        if xv[p] < 0.05:
+            break
+        place(int(p))
+    for j in np.flatnonzero(jb.mandatory & (job_site < 0)):
+        for p in np.flatnonzero(pl.job == j):
+            if place(int(p)):
+                break
+    _, _, served = compute_arrays(inst, pl, cb.x, cb.y, values)
+    load = served.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fit = np.where(load > free, np.maximum(free, 0.0) / load, 1.0)
+    served *= fit[None] * (1 - 1e-12)
+    total = served.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        served *= np.where(total > inst.inference.demand, inst.inference.demand / total, 1.0)[:, None, :]
+    return ComputePlan(job_site=job_site, job_start=job_start, served=served)
+
+
 def _point_from_solution(inst: Instance, sol: Solution, allowance: np.ndarray) -> np.ndarray:
     """(S, 5, T) master point of a full solution (busy GPUs, its binaries, allowances)."""
     busy = ComputePlan.from_solution(sol).busy_gpus(inst)
@@ -181,6 +224,9 @@ class BendersSolver:
         """Score a plan exactly and keep it when it improves the incumbent."""
         if plan is None:
             return
+        rem = self.remaining()
+        if rem is not None and rem < 0.5 and self.state.incumbent is not None:
+            return  # out of time with a plan in hand: scoring another would overrun the limit
         key = plan.job_site.tobytes() + plan.job_start.tobytes() + np.round(plan.served, 6).tobytes()
         if key in self._seen_plans:
             return
@@ -239,6 +285,8 @@ class BendersSolver:
                 viol = self.pool.violation_of(cuts, point, theta)
             new = [c for c, v in zip(cuts, viol, strict=True) if v > 1e-7 * max(1.0, abs(c.constant))]
             self.pool.add(new, iteration=0)
+            if not new or rnd % 10 == 9:
+                self.offer(round_lp_plan(master, values), "LP rounding")
             self.record()
             if not new:
                 return
@@ -256,6 +304,8 @@ class BendersSolver:
             if self.out_of_time():
                 return SolveStatus.TIME_LIMIT
             master = build_benders_master(self.inst, self.pool.active(it, self.opt.cut_age_limit))
+            if self.out_of_time():
+                return SolveStatus.TIME_LIMIT
             # Early masters only need to point in a good direction: solve them loosely (a quarter of the
             # current gap, at most 5 %), tightening to a share of the requested gap as the bounds meet.
             final_gap = max(self.opt.gap * self.opt.master_gap_share, 1e-9)
