@@ -27,3 +27,15 @@ def test_api_doc_examples_run(tmp_path, monkeypatch, capsys):
     for line in out.splitlines():
         if line.startswith("Z = "):
             assert line in DOC.read_text(encoding="utf-8"), line
+
+
+def test_readme_library_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example writes energy-only.h5
+    readme = DOC.parents[1] / "README.md"
+    blocks = python_blocks(readme.read_text(encoding="utf-8"))
+    assert blocks
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(readme), "exec"), namespace)  # noqa: S102
+    assert (tmp_path / "energy-only.h5").exists()
+    assert namespace["scored"].objective <= namespace["best"].bound + 1e-6 * abs(namespace["best"].bound)
