@@ -16,12 +16,12 @@ other than limits).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,7 +116,8 @@ class SitePool:
         self._cluster = None
         self._parallel: Parallel | None = None
         self._ctx: contextlib.ExitStack | None = None
-        atexit.register(self.close)
+        # removes the temporary folder even if close() is never called, without keeping the pool alive
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
         self._start()
 
     def _start(self) -> None:
@@ -196,7 +197,7 @@ class SitePool:
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._cleanup()
 
     def __enter__(self) -> SitePool:
         return self
