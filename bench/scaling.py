@@ -105,7 +105,11 @@ def _solve_highs(inst, time_limit: float, gap: float, workdir: Path):
 
     SCIP writes ``OBJSENSE MAX``; HiGHS reads the sense with the model, so its primal objective and its
     dual bound are already in Z's sense (checked below: a minimization read would be negated back).
-    The final solution is mapped back by column name and rescored exactly from the arrays.
+    The file is written with SCIP's generic names: the joint model repeats some row names (``min_up_*``),
+    and an MPS reader matches rows by name, so the model's own names would merge distinct rows. Columns
+    keep SCIP's variable order; the objective coefficients are compared to make sure. HiGHS is also
+    interrupted from its callback at the time limit (it can overrun its own limit by more than 30 s at
+    100 sites). The final solution is rescored exactly from the arrays.
     """
     try:
         import highspy
@@ -118,7 +122,7 @@ def _solve_highs(inst, time_limit: float, gap: float, workdir: Path):
     t0 = time.perf_counter()
     jm = build_joint_model(inst)
     mps = workdir / "model.mps"
-    jm.model.writeProblem(str(mps))
+    jm.model.writeProblem(str(mps), genericnames=True, verbose=False)
     scip_offset = float(jm.model.getObjoffset())
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
@@ -126,6 +130,15 @@ def _solve_highs(inst, time_limit: float, gap: float, workdir: Path):
     lp = h.getLp()
     sign = 1.0 if lp.sense_ == highspy.ObjSense.kMaximize else -1.0
     offset_fix = scip_offset - sign * float(lp.offset_)
+    # generic column name x{k} is the k-th variable of SCIP's problem order (sorted by type), not id order
+    scip_vars = jm.am.variables()
+    id_of = {v.getIndex(): i for i, v in enumerate(scip_vars)}
+    problem_vars = jm.model.getVars()
+    col_id = np.array([id_of[problem_vars[int(n[1:])].getIndex()] for n in lp.col_names_], dtype=np.int64)
+    scip_cost = np.array([v.getObj() for v in scip_vars], dtype=np.float64)
+    if col_id.size != len(scip_vars) or not np.allclose(np.asarray(lp.col_cost_), scip_cost[col_id], rtol=1e-9,
+                                                          atol=1e-9):
+        raise RuntimeError("HiGHS read the MPS file with other columns than SCIP's model")
     size = {"n_vars": int(h.getNumCol()), "n_rows": int(h.getNumRow()), "n_nonzeros": int(h.getNumNz())}
     prep = time.perf_counter() - t0
     h.setOptionValue("time_limit", max(time_limit - prep, 1.0))
@@ -136,6 +149,8 @@ def _solve_highs(inst, time_limit: float, gap: float, workdir: Path):
 
     def on_event(ctype, _msg, dout, _din, _udata) -> None:
         now = time.perf_counter() - t0
+        if ctype == highspy.cb.HighsCallbackType.kCallbackMipInterrupt and now > time_limit:
+            _din.user_interrupt = True
         improving = ctype == highspy.cb.HighsCallbackType.kCallbackMipImprovingSolution
         if not improving and now - last[0] < 1.0:
             return
@@ -159,18 +174,16 @@ def _solve_highs(inst, time_limit: float, gap: float, workdir: Path):
         raise RuntimeError(f"HiGHS found no feasible solution ({status_text}, {wall:.1f} s)")
     dual = sign * float(info.mip_dual_bound) + offset_fix
     primal_highs = sign * float(info.objective_function_value) + offset_fix
-    names = list(lp.col_names_)
-    values = np.asarray(h.getSolution().col_value, dtype=np.float64)
-    by_name = dict(zip(names, values, strict=True))
-    scip_names = [v.name for v in jm.am.variables()]
-    ordered = np.array([by_name[n] for n in scip_names]) if names != scip_names else values
-    arrays = jm.extract(ordered)
+    values = np.zeros(len(scip_vars))
+    values[col_id] = np.asarray(h.getSolution().col_value, dtype=np.float64)
+    arrays = jm.extract(values)
     energy = arrays.pop("energy")
     no_bat = ~has_battery(jm.inst)
     energy["soc"][no_bat] = np.asarray(inst.sites.bat_soc0_mwh)[no_bat, None]
     status = {
         highspy.HighsModelStatus.kOptimal: SolveStatus.GAP_LIMIT,
         highspy.HighsModelStatus.kTimeLimit: SolveStatus.TIME_LIMIT,
+        highspy.HighsModelStatus.kInterrupt: SolveStatus.TIME_LIMIT,
     }.get(model_status, SolveStatus.INTERRUPTED)
     if math.isfinite(primal_highs):
         trace.append(wall, primal_highs, dual if math.isfinite(dual) else math.inf, int(info.mip_node_count))
@@ -178,7 +191,7 @@ def _solve_highs(inst, time_limit: float, gap: float, workdir: Path):
         inst, method="highs", status=status, bound=dual if math.isfinite(dual) else math.inf, certified=True,
         wall_seconds=wall, trace=trace, energy=energy, **arrays,
         extra={"highs_status": status_text, "highs_primal": primal_highs, "highs_mip_gap": float(info.mip_gap),
-               "prep_seconds": prep},
+               "prep_seconds": prep, "mps_names": "generic"},
     )
     return sol, size
 
@@ -514,13 +527,19 @@ def load_results(path: Path) -> list[dict[str, Any]]:
 def sweep(results: Path, sites: Sequence[int], periods: Sequence[int], seeds: Sequence[int],
           methods: Sequence[str], *, time_limit: float, gap: float = 1e-4, jobs: int = 2,
           grace: float | None = None, mem_limit_mb: float | None = None, retry_failed: bool = False,
-          echo: Callable[[str], None] = print) -> dict[str, int]:
-    """Run every (sites, periods, seed, method) not yet in ``results``; return counts of run/skipped."""
+          redo: bool = False, echo: Callable[[str], None] = print) -> dict[str, int]:
+    """Run every (sites, periods, seed, method) not yet in ``results``; return counts of run/skipped.
+
+    ``retry_failed`` runs again the stored runs that did not succeed; ``redo`` runs everything again and
+    replaces the stored runs (each one only when its new run has finished).
+    """
     results = Path(results)
     grace = max(30.0, 0.5 * time_limit) if grace is None else grace
     if mem_limit_mb is None:
         mem_limit_mb = 0.8 * available_memory_mb()
     done = stored_runs(results)
+    if redo:
+        done = set()
     if retry_failed and done:
         with h5py.File(results, "r") as f:
             done = {k for k in done if f[k].attrs.get("ok", False)}
@@ -575,6 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--grace", type=float, help="kill a run after time limit + grace s (default max(30, limit/2))")
     run.add_argument("--mem-limit-mb", type=float, help="kill a run above this resident MB (default 80 %% of free)")
     run.add_argument("--retry-failed", action="store_true", help="run again the stored runs that failed")
+    run.add_argument("--redo", action="store_true", help="run again (and replace) the selected stored runs")
     rep = sub.add_parser("report", help="markdown tables and PNG plots from a results file")
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, help="write the markdown here (default: print)")
@@ -612,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     counts = sweep(args.results, args.sites, args.periods, args.seeds, methods, time_limit=args.time_limit,
                    gap=args.gap, jobs=args.jobs, grace=args.grace, mem_limit_mb=args.mem_limit_mb,
-                   retry_failed=args.retry_failed)
+                   retry_failed=args.retry_failed, redo=args.redo)
     print(f"done in {time.perf_counter() - t0:.0f} s: {counts['run']} run ({counts['failed']} failed), "
           f"{counts['skipped']} already stored; results in {args.results}")
     return 0

@@ -270,5 +270,5 @@ def _min_up_down(am: ArrayModel, inst: Instance, gen_site: np.ndarray, on: np.nd
             else:
                 terms.append((_shift(on, int(length)), 1.0))
                 rhs = 1.0
-            rows[key].append(_rows(am, key, terms, mask, -np.inf, rhs))
+            rows[key].append(_rows(am, f"{key}{int(length)}", terms, mask, -np.inf, rhs))  # unique row names
     return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in rows.items()}
