@@ -23,7 +23,7 @@ import numpy as np
 
 from instances.errors import CarbonschedError
 from instances.schema import Instance
-from instances.storage import atomic_hdf5, write_array
+from instances.storage import atomic_hdf5, open_hdf5, write_array
 
 SCHEMA = "carbonsched-solution"
 SCHEMA_VERSION = 1
@@ -594,15 +594,7 @@ def _read_array(group: h5py.Group, group_name: str, name: str, kind: str, ndim: 
 
 
 def _load_unchecked(path: Path) -> Solution:
-    if not path.exists():
-        raise SolutionError("file not found")
-    if path.is_dir() or not h5py.is_hdf5(path):
-        raise SolutionError("not an HDF5 file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise SolutionError(f"cannot open HDF5 file ({exc})") from None
-    with f:
+    with open_hdf5(path, SolutionError) as f:
         attrs = {key: _attr_value(value) for key, value in f.attrs.items()}
         for key in ROOT_ATTRS:
             if key not in attrs:

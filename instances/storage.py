@@ -173,18 +173,22 @@ def load(path: str | os.PathLike) -> Instance:
         raise InstanceError(f"{path}: cannot read HDF5 file ({exc})") from None
 
 
-def _load_unchecked(path: Path) -> Instance:
+def open_hdf5(path: Path, error: type[Exception]) -> h5py.File:
+    """Open an HDF5 file for reading, or raise ``error`` with a one-line reason (missing, folder, not HDF5)."""
     if not path.exists():
-        raise InstanceError("file not found")
+        raise error("file not found")
     if path.is_dir():
-        raise InstanceError("is a directory, not an HDF5 file")
+        raise error("is a directory, not an HDF5 file")
     if not h5py.is_hdf5(path):
-        raise InstanceError("not an HDF5 file")
+        raise error("not an HDF5 file")
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
-        raise InstanceError(f"cannot open HDF5 file ({exc})") from None
-    with f:
+        raise error(f"cannot open HDF5 file ({exc})") from None
+
+
+def _load_unchecked(path: Path) -> Instance:
+    with open_hdf5(path, InstanceError) as f:
         attrs = {k: _read_attr(k, v) for k, v in f.attrs.items()}
         if "schema" in attrs and attrs["schema"] != SCHEMA:
             raise InstanceError(f"attribute 'schema': must be '{SCHEMA}' (got {attrs['schema']!r})")
