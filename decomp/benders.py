@@ -245,7 +245,9 @@ class BendersSolver:
         res = pool.map("benders-lp", make_site_lp, "solve",
                        {i: ((points[i],), {}) for i in range(self.inst.n_sites)})
         self.state.subproblem_seconds += time.perf_counter() - t
-        return [res[i] for i in range(self.inst.n_sites)]
+        results = [res[i] for i in range(self.inst.n_sites)]
+        self.hooks.post_subproblems(self, self.state, results)
+        return results
 
     # ------------------------------------------------------------------ phases
     def root_loop(self, pool: SitePool) -> None:

@@ -85,6 +85,11 @@ def test_a_hook_offering_a_better_plan_changes_the_incumbent():
 
     class OfferOptimum(DecompositionHooks):
         calls = 0
+        subproblem_rounds = 0
+
+        def post_subproblems(self, solver, state, results):
+            assert len(results) == inst.n_sites
+            OfferOptimum.subproblem_rounds += 1
 
         def post_iteration(self, solver, state):
             OfferOptimum.calls += 1
@@ -94,6 +99,7 @@ def test_a_hook_offering_a_better_plan_changes_the_incumbent():
     empty = ComputePlan.empty(inst)
     sol = solve_benders(inst, gap=GAP, initial=empty, hooks=OfferOptimum(), max_iterations=1, root_rounds=1)
     assert OfferOptimum.calls >= 1
+    assert OfferOptimum.subproblem_rounds >= 1
     assert sol.objective == pytest.approx(opt.objective, rel=1e-9, abs=1e-6)
     assert check_solution(inst, sol).ok
 
