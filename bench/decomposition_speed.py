@@ -26,7 +26,7 @@ from formulations.checker import check_solution
 from formulations.solution import Solution
 from instances.generator import generate
 
-METHODS = ("monolithic", "benders", "lagrangian")
+METHODS = ("monolithic", "benders", "lagrangian", "scip-benders")
 
 
 def time_to_gap(sol: Solution, target: float) -> float:
@@ -46,6 +46,10 @@ def run_method(method: str, inst, time_limit: float, jobs: int) -> Solution:
         from formulations.monolithic import solve_monolithic
 
         return solve_monolithic(inst, time_limit=time_limit, gap=1e-4)
+    if method == "scip-benders":
+        from decomp.scip_benders import solve_scip_benders
+
+        return solve_scip_benders(inst, time_limit=time_limit, gap=1e-4)
     from decomp.parallel import ParallelConfig
 
     config = ParallelConfig(n_jobs=jobs)

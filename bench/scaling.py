@@ -16,7 +16,8 @@ stored, so an interrupted sweep resumes where it stopped.
 
 Methods: ``monolithic`` (the joint MILP in SCIP), ``highs`` (HiGHS on the same joint model, read from the
 MPS file SCIP writes; needs the optional ``peers`` extra), ``benders`` and ``lagrangian`` (the
-decompositions, ``--jobs`` workers). Every final solution goes through the checker; a run whose solution
+decompositions, ``--jobs`` workers) and ``scip-benders`` (SCIP's built-in Benders on the Benders split).
+Every final solution goes through the checker; a run whose solution
 fails the checker is recorded as failed.
 """
 
@@ -40,7 +41,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-METHODS: tuple[str, ...] = ("monolithic", "highs", "benders", "lagrangian")
+METHODS: tuple[str, ...] = ("monolithic", "highs", "benders", "lagrangian", "scip-benders")
 #: Prefix of the lines a child writes to stdout for the parent (everything else is relayed as is).
 PROGRESS_TAG = "@@progress "
 #: Staging area for a run being written; moved to its final path when complete.
@@ -205,6 +206,10 @@ def _solve(method: str, inst, time_limit: float, gap: float, jobs: int, workdir:
 
         sol = solve_monolithic(inst, time_limit=time_limit, gap=gap, progress=_emit)
         return sol, {}
+    if method == "scip-benders":
+        from decomp.scip_benders import solve_scip_benders
+
+        return solve_scip_benders(inst, time_limit=time_limit, gap=gap, progress=_emit), {}
     from decomp.parallel import ParallelConfig
 
     config = ParallelConfig(n_jobs=jobs)

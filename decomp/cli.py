@@ -44,7 +44,7 @@ _positive_float = _number(float, 0.0, strict=True)
 _nonneg_float = _number(float, 0.0, strict=False)
 
 
-SOLVE_METHODS = ("monolithic", "benders", "lagrangian", "greedy", "local-search")
+SOLVE_METHODS = ("monolithic", "benders", "lagrangian", "scip-benders", "greedy", "local-search")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +175,10 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
         sol = solve_monolithic(inst, time_limit=args.time_limit, gap=args.gap, threads=args.threads, seed=args.seed,
                                progress=progress, initial=initial)
+    elif args.method == "scip-benders":
+        from .scip_benders import solve_scip_benders
+
+        sol = solve_scip_benders(inst, time_limit=args.time_limit, gap=args.gap, seed=args.seed, progress=progress)
     elif args.method == "greedy":
         from .heuristics import solve_greedy
 

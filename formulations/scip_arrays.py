@@ -54,6 +54,7 @@ class _ScipC:
         self.chg_obj = fn("SCIPchgVarObj", _V, _V, _D)
         self.chg_lb = fn("SCIPchgVarLb", _V, _V, _D)
         self.chg_ub = fn("SCIPchgVarUb", _V, _V, _D)
+        self.chg_name = fn("SCIPchgVarName", _V, _V, ctypes.c_char_p)
 
 
 #: Blocks at least this large are created by numba-compiled loops once those are compiled; smaller ones
@@ -439,6 +440,18 @@ class ArrayModel:
                 self.model.chgLhs(flat[r], float(np.broadcast_to(lhs, rows.shape)[q]))
             if rhs is not None:
                 self.model.chgRhs(flat[r], float(np.broadcast_to(rhs, rows.shape)[q]))
+
+    def rename_vars(self, ids: np.ndarray, names: list[str]) -> None:
+        """Give variables new names (before solving); SCIP's default Benders links variables by name."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if len(names) != ids.size:
+            raise ValueError(f"{ids.size} variables but {len(names)} names")
+        if self._c is None:
+            raise RuntimeError("renaming variables needs SCIP's C API (scip_c() found no libscip)")
+        for p, name in zip(self._var_ptrs()[ids], names, strict=True):
+            if self._c.chg_name(self._scip, int(p), name.encode()) != 1:
+                raise RuntimeError(f"SCIP refused to rename a variable to {name!r}")
+        self._vars_cache = None
 
     def set_var_data(self, ids: np.ndarray, *, obj=None, lb=None, ub=None) -> None:
         """Change objective coefficients or bounds in place (after ``freeTransform``)."""
