@@ -26,7 +26,7 @@ from formulations.checker import check_solution
 from formulations.solution import Solution
 from instances.generator import generate
 
-METHODS = ("monolithic", "benders", "lagrangian", "scip-benders")
+METHODS = ("monolithic", "benders", "lagrangian", "lagrangian-close", "scip-benders")
 
 
 def time_to_gap(sol: Solution, target: float) -> float:
@@ -59,7 +59,9 @@ def run_method(method: str, inst, time_limit: float, jobs: int) -> Solution:
         return solve_benders(inst, time_limit=time_limit, gap=1e-4, config=config)
     from decomp.lagrangian import solve_lagrangian
 
-    return solve_lagrangian(inst, time_limit=time_limit, gap=1e-4, config=config)
+    # lagrangian: the decomposition alone; lagrangian-close: with its default closing phase (auto)
+    return solve_lagrangian(inst, time_limit=time_limit, gap=1e-4, config=config,
+                            close=None if method == "lagrangian-close" else False)
 
 
 def _fmt(x: float) -> str:

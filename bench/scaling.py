@@ -232,7 +232,9 @@ def _solve(method: str, inst, time_limit: float, gap: float, jobs: int, workdir:
                 _emit(state.seconds, primal, state.bound, state.iteration)
                 return None
 
-        return solve_lagrangian(inst, time_limit=time_limit, gap=gap, config=config, hooks=_LagProgress()), {}
+        # close=False: the study measures the decomposition itself, not its B&B closing phase
+        return solve_lagrangian(inst, time_limit=time_limit, gap=gap, config=config, hooks=_LagProgress(),
+                                close=False), {}
     if method == "fail":  # a method that always fails, for the tests of the failure path
         raise RuntimeError("deliberate failure (test method)")
     raise ValueError(f"unknown method {method!r}")

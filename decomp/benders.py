@@ -45,6 +45,7 @@ from instances.schema import Instance
 from .cuts import CutPool
 from .hooks import DecompositionHooks
 from .parallel import ParallelConfig, SitePool
+from .rounding import round_fractional_plan
 
 LogFn = Callable[[str], None]
 
@@ -121,46 +122,21 @@ def plan_from_master(master: BendersMaster, values: np.ndarray) -> ComputePlan:
 
 
 def round_lp_plan(master: BendersMaster, values: np.ndarray) -> ComputePlan:
-    """A feasible plan from a fractional master solution (LP rounding).
+    """A feasible plan from a fractional master solution (:func:`decomp.rounding.round_fractional_plan`)."""
+    cb = master.compute
+    return round_fractional_plan(master.inst, cb.placements, cb.x, cb.y, values)
 
-    Placements are taken greedily by decreasing x value (each job once, within GPU capacity over its
-    whole run), mandatory jobs left over take the first placement that fits, and the LP routing is
-    scaled down where it no longer fits beside the jobs.
-    """
-    inst, cb = master.inst, master.compute
-    pl = cb.placements
-    jb = inst.jobs
-    free = np.repeat(inst.sites.gpus[:, None].astype(np.float64), inst.n_periods, axis=1)
-    job_site = np.full(inst.n_jobs, -1, dtype=np.int64)
-    job_start = np.full(inst.n_jobs, -1, dtype=np.int64)
-    xv = values[cb.x] if pl.size else np.zeros(0)
 
-    def place(p: int) -> bool:
-        j, i, s = pl.job[p], pl.site[p], pl.start[p]
-        d, g = jb.duration[j], jb.gpus[j]
-        if job_site[j] >= 0 or free[i, s:s + d].min() < g:
-            return False
-        free[i, s:s + d] -= g
-        job_site[j], job_start[j] = i, s
-        return True
-
-    for p in np.argsort(-xv, kind="stable"):
-        if xv[p] < 0.05:
-            break
-        place(int(p))
-    for j in np.flatnonzero(jb.mandatory & (job_site < 0)):
-        for p in np.flatnonzero(pl.job == j):
-            if place(int(p)):
-                break
-    _, _, served = compute_arrays(inst, pl, cb.x, cb.y, values)
-    load = served.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fit = np.where(load > free, np.maximum(free, 0.0) / load, 1.0)
-    served *= fit[None] * (1 - 1e-12)
-    total = served.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        served *= np.where(total > inst.inference.demand, inst.inference.demand / total, 1.0)[:, None, :]
-    return ComputePlan(job_site=job_site, job_start=job_start, served=served)
+def _solve_master_lp(lp) -> float | None:
+    """Re-solve the master LP (dual simplex from the last basis); on an LP-solver error, once more with the
+    primal simplex. None if both fail (SoPlex reports numerical trouble on some long-horizon masters)."""
+    for dual in (True, False):
+        try:
+            return float(lp.solve(dual=dual))
+        except Exception as exc:  # noqa: BLE001 - PySCIPOpt raises a bare Exception for SCIP_LPERROR
+            if "LP" not in str(exc):
+                raise
+    return None
 
 
 def _point_from_solution(inst: Instance, sol: Solution, allowance: np.ndarray) -> np.ndarray:
@@ -269,8 +245,12 @@ class BendersSolver:
             t = time.perf_counter()
             if self.opt.time_limit is not None:
                 lp.setRealParam(SCIP_LPPARAM.LPTILIM, max(self.remaining(), 0.01))
-            bound = float(lp.solve())
+            bound = _solve_master_lp(lp)
             st.master_seconds += time.perf_counter() - t
+            if bound is None:
+                self.log(f"root {rnd:4d}: the master LP failed in both simplex variants (numerics); "
+                          "the MILP master takes over with the cuts so far")
+                return
             if not lp.isOptimal():
                 return
             values = np.asarray(lp.getPrimal(), dtype=np.float64)

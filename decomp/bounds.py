@@ -67,6 +67,18 @@ class BoundTracker:
         """Append a trace row (seconds, best primal, best bound, iteration)."""
         self._rows.append((self.seconds, self.primal, self.bound, int(iteration)))
 
+    def extend(self, trace: Trace | None, *, offset: float, iteration: int) -> None:
+        """Append another phase's trace rows (its seconds shifted by ``offset``), merged with the best so far.
+
+        A row's primal is the better of the phase's and the incumbent's, its bound the tighter of the
+        phase's and the best proven bound; neither the phase's bound nor its solutions are adopted here.
+        """
+        if trace is None:
+            return
+        for s, p, d in zip(trace.seconds, trace.primal, trace.dual, strict=True):
+            self._rows.append((offset + float(s), max(self.primal, float(p)), min(self.bound, float(d)),
+                               int(iteration)))
+
     def trace(self) -> Trace:
         """The unified trace of the rows recorded so far."""
         if not self._rows:

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parallel backend of a decomposition (default loky: joblib's process pool)")
     solve.add_argument("--scheduler", help="Dask scheduler address (with --backend dask; default: a local cluster)")
     solve.add_argument("--initial", help="a solution file whose compute plan is the first incumbent")
+    solve.add_argument("--close", default="auto", choices=("auto", "yes", "no"),
+                       help="lagrangian: finish with the joint MILP seeded with the incumbent when the gap is "
+                            "still open (auto: on instances of at most 1000 site-periods; default auto)")
     solve.add_argument("-o", "--output", required=True, help="solution HDF5 file to write")
     solve.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -199,8 +202,9 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         else:
             from .lagrangian import solve_lagrangian
 
+            close = {"auto": None, "yes": True, "no": False}[args.close]
             sol = solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                   progress=log, seed=args.seed)
+                                   close=close, progress=log, seed=args.seed)
     sol.save(out)
     report = check_solution(inst, sol)
     print(f"status {sol.status.value}  Z = {sol.objective:.2f} $  bound = {sol.bound:.2f} $  gap = {sol.gap:.3%}  "

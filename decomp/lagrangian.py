@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from pyscipopt import SCIP_PARAMSETTING
 from scipy.optimize import linprog
 
 from formulations.diagnose import diagnose_mandatory
@@ -46,10 +45,13 @@ from instances.schema import Instance
 
 from .bounds import BoundTracker
 from .parallel import ParallelConfig, SitePool
+from .rounding import round_fractional_plan
 
 log = logging.getLogger("carbonsched.lagrangian")
 
 METHODS = ("bundle", "subgradient")
+#: ``close=None`` runs the closing phase on instances with at most this many sites × periods.
+CLOSE_AUTO_MAX_SITE_PERIODS = 1000
 
 
 # ============================================================================ multipliers
@@ -130,15 +132,18 @@ class LPRelaxation:
     bound: float
     z: np.ndarray
     seconds: float
+    plan: ComputePlan | None = None
 
 
 def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = None) -> LPRelaxation:
-    """Solve the LP relaxation of the joint model in SCIP (presolve, cuts, heuristics off).
+    """Solve the LP relaxation of the joint model with HiGHS's interior-point method (through scipy).
 
-    The duals of ``job_once``, ``demand`` and ``carbon`` rows (``getDualsolLinear``, negated because
-    SCIP reports them for its internal minimization) are the warm start of the multipliers; the LP
-    optimum is itself a valid upper bound on Z. Past ``time_limit`` seconds the warm start is skipped
-    (zero multipliers, no LP bound).
+    The duals of the ``job_once``, ``demand`` and ``carbon`` rows (∂Z/∂rhs, from HiGHS's marginals of
+    the minimization of −Z) are the warm start of the multipliers; the LP optimum is itself a valid upper
+    bound on Z. Interior point with crossover, because at 100 sites SCIP's dual simplex on this LP does not
+    finish in minutes while HiGHS's IPM takes seconds (docs/decomposition.md). Past ``time_limit`` seconds
+    the warm start is skipped (zero multipliers, no LP bound). The LP solution rounded
+    (:func:`decomp.rounding.round_fractional_plan`) is the first candidate plan of the primal recovery.
 
     Raises
     ------
@@ -146,35 +151,39 @@ def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = Non
         The LP is infeasible: the mandatory jobs cannot all be placed.
     """
     t0 = time.perf_counter()
-    jm = build_joint_model(inst, name=f"{inst.name}-lp")
-    m = jm.model
-    for v in jm.am.variables():
-        if v.vtype() != "CONTINUOUS":
-            m.chgVarType(v, "C")
-    m.setPresolve(SCIP_PARAMSETTING.OFF)
-    m.setHeuristics(SCIP_PARAMSETTING.OFF)
-    m.setSeparating(SCIP_PARAMSETTING.OFF)
-    m.setParam("propagating/maxroundsroot", 0)
-    m.setParam("propagating/maxrounds", 0)
-    configure(m, time_limit=None if time_limit is None else max(time_limit - (time.perf_counter() - t0), 0.0),
-              gap=0.0)
-    m.optimize()
-    if m.getStatus() in ("infeasible", "inforunbd"):
-        raise diagnose_mandatory(inst)
+    jm = build_joint_model(inst, name=f"{inst.name}-lp", record=True)
+    a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
+    eq = lhs == rhs
+    up = ~eq & np.isfinite(rhs)
+    lo = ~eq & np.isfinite(lhs)
     z = np.zeros(layout.size)
-    if m.getStatus() == "optimal":
-        conss = {c.name: c for c in m.getConss()}
-        J, KT = layout.n_jobs, layout.n_classes * layout.n_periods
-        for j in range(J if "job_once" in jm.rows else 0):
-            z[j] = -m.getDualsolLinear(conss[f"job_once_{j}"])
-        for r in range(KT if "demand" in jm.rows else 0):
-            z[J + r] = -m.getDualsolLinear(conss[f"demand_{r}"])
-        if "carbon" in jm.rows:
-            z[-1] = -m.getDualsolLinear(conss["carbon_0"])
-        bound = float(m.getObjVal())
-    else:
-        bound = math.inf
-    return LPRelaxation(bound=bound, z=layout.project(z), seconds=time.perf_counter() - t0)
+    left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
+    if left is not None and left <= 0.0:
+        return LPRelaxation(bound=math.inf, z=layout.project(z), seconds=time.perf_counter() - t0)
+    options = {"presolve": True, "disp": False}
+    if left is not None:
+        options["time_limit"] = max(left, 0.01)
+    res = linprog(-obj, A_ub=sp.vstack([a[up], -a[lo]], format="csr"), b_ub=np.concatenate([rhs[up], -lhs[lo]]),
+                  A_eq=a[eq], b_eq=rhs[eq], bounds=np.column_stack([lb, ub]), method="highs-ipm", options=options)
+    if res.status == 2:
+        raise diagnose_mandatory(inst)
+    if res.status != 0:
+        return LPRelaxation(bound=math.inf, z=layout.project(z), seconds=time.perf_counter() - t0)
+    # row duals of the maximization: ∂Z/∂(row side) = −∂(−Z)/∂b; a "≥ lhs" part was passed as −row ≤ −lhs
+    n_up = int(up.sum())
+    dual = np.zeros(a.shape[0])
+    dual[eq] = -res.eqlin.marginals
+    dual[up] -= res.ineqlin.marginals[:n_up]
+    dual[lo] += res.ineqlin.marginals[n_up:]
+    J, KT = layout.n_jobs, layout.n_classes * layout.n_periods
+    if "job_once" in jm.rows:
+        z[:J] = dual[jm.rows["job_once"]]
+    if "demand" in jm.rows:
+        z[J:J + KT] = dual[jm.rows["demand"]]
+    if "carbon" in jm.rows:
+        z[-1] = dual[jm.rows["carbon"]][0]
+    plan = round_fractional_plan(inst, jm.placements, jm.x, jm.y, res.x)
+    return LPRelaxation(bound=float(-res.fun), z=layout.project(z), seconds=time.perf_counter() - t0, plan=plan)
 
 
 # ============================================================================ oracle
@@ -518,6 +527,8 @@ def solve_lagrangian(
     hooks: LagrangianHooks | None = None,
     seed: int = 0,
     initial: ComputePlan | None = None,
+    close: bool | None = None,
+    close_share: float = 0.5,
 ) -> Solution:
     """Solve ``inst`` by Lagrangian decomposition (sites in parallel), with a valid bound throughout.
 
@@ -550,13 +561,21 @@ def solve_lagrangian(
         SCIP seed shift of every solve.
     initial : ComputePlan, optional
         A plan scored before the first iteration: the first incumbent, and the repair's fallback.
+    close : bool, optional
+        After the multiplier loop, if the gap is still above ``gap``, run the *closing phase*: the joint
+        MILP in SCIP seeded with the incumbent, its dual bound kept alongside the Lagrangian one. Default
+        (None): only on instances with at most :data:`CLOSE_AUTO_MAX_SITE_PERIODS` site-periods, where
+        SCIP's branch and bound is known to make progress; the Lagrangian dual itself cannot close a
+        duality gap (docs/decomposition.md).
+    close_share : float
+        Share of ``time_limit`` reserved for the closing phase when it is enabled.
 
     Returns
     -------
     Solution
-        Method ``lagrangian``; ``bound`` is the best of the Lagrangian and LP-relaxation bounds,
-        ``certified`` true when it is finite. ``extra`` holds ``lagrangian_bound``, ``lp_bound``,
-        ``iterations``.
+        Method ``lagrangian``; ``bound`` is the best of the Lagrangian, LP-relaxation and (if run)
+        closing-phase bounds, ``certified`` true when it is finite. ``extra`` holds ``lagrangian_bound``,
+        ``lp_bound``, ``iterations``, ``closing_seconds`` and ``gap_before_closing``.
 
     Raises
     ------
@@ -567,6 +586,13 @@ def solve_lagrangian(
     """
     if method not in METHODS:
         raise InputError(f"method: must be one of {', '.join(METHODS)} (got {method!r})")
+    if not 0.0 <= close_share < 1.0:
+        raise InputError(f"close_share: must be in [0, 1) (got {close_share!r})")
+    if close is None:
+        close = inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
+    full_limit = time_limit
+    if close and time_limit is not None:
+        time_limit = (1.0 - close_share) * time_limit  # the multiplier loop's share
     tracker = BoundTracker()
     emit = progress or log.info
     hooks = hooks or LagrangianHooks()
@@ -606,6 +632,9 @@ def solve_lagrangian(
         first = evaluate(inst, initial, method="lagrangian", time_limit=remaining())
         if tracker.offer_solution(first):
             prefer = ComputePlan.from_solution(first)
+        tracker.record(0)
+    if lp.plan is not None:
+        recover(None, lp.plan)  # the rounded LP solution: often the first incumbent on large instances
         tracker.record(0)
     pool = SitePool(inst, config or ParallelConfig())
     it = 0
@@ -666,19 +695,59 @@ def solve_lagrangian(
     if tracker.incumbent is None:
         raise NoSolutionError(f"lagrangian: no feasible plan found before the solve stopped ({status.value})")
     tracker.record(it)
+    gap_before_closing, closing_seconds = tracker.gap, 0.0
+    if close and status is not SolveStatus.INTERRUPTED and tracker.gap > gap:
+        left = None if full_limit is None else full_limit - tracker.seconds
+        if left is None or left > 1.0:
+            status, closing_seconds = _closing_phase(inst, tracker, it, time_limit=left, gap=gap, seed=seed,
+                                                     emit=emit)
+            state.seconds, state.bound, state.incumbent = tracker.seconds, tracker.bound, tracker.incumbent
     best = tracker.incumbent
     sol = Solution.from_arrays(
         inst, method="lagrangian", status=status, job_site=best.job_site, job_start=best.job_start,
         served=best.served, unserved=best.unserved, energy=best.energy, bound=tracker.bound,
         certified=math.isfinite(tracker.bound), wall_seconds=tracker.seconds, trace=tracker.trace(),
         extra={"lagrangian_bound": state.lagrangian_bound, "lp_bound": lp.bound, "iterations": it,
-               "multiplier_method": method},
+               "multiplier_method": method, "closing_seconds": closing_seconds,
+               "gap_before_closing": gap_before_closing},
     )
     emit(f"lagrangian {status.value}: Z = {sol.objective:.2f}  bound = {sol.bound:.2f}  "
          f"(Lagrangian {state.lagrangian_bound:.2f}, LP {lp.bound:.2f})  "
          f"gap {_pct(compute_gap(sol.objective, sol.bound))}  {sol.wall_seconds:.1f} s")
     hooks.post_solve(state, sol)
     return sol
+
+
+def _closing_phase(inst: Instance, tracker: BoundTracker, iteration: int, *, time_limit: float | None,
+                   gap: float, seed: int, emit: Callable[[str], None]) -> tuple[SolveStatus, float]:
+    """Joint MILP seeded with the incumbent; its trace rows join ``tracker``'s (bounds: the best of both).
+
+    Returns the final status and the phase's wall time, s.
+    """
+    from formulations.monolithic import solve_monolithic
+
+    start = tracker.seconds
+    emit(f"closing phase: joint MILP in SCIP seeded with the incumbent ({_pct(tracker.gap).strip()} gap, "
+         f"{'no limit' if time_limit is None else f'{time_limit:.1f} s'})")
+    plan = ComputePlan.from_solution(tracker.incumbent)
+    try:
+        sol = solve_monolithic(inst, time_limit=time_limit, gap=gap, seed=seed, initial=plan,
+                               method="lagrangian")
+    except NoSolutionError:  # SCIP refused the seed and found nothing in time: keep what we have
+        emit("closing phase: no solution from the joint MILP; keeping the Lagrangian incumbent")
+        return SolveStatus.TIME_LIMIT, tracker.seconds - start
+    tracker.extend(sol.trace, offset=start, iteration=iteration)
+    tracker.offer_solution(sol)
+    tracker.offer_bound(sol.bound)
+    tracker.record(iteration)
+    seconds = tracker.seconds - start
+    emit(f"closing phase: {sol.status.value} after {seconds:.1f} s; Z {tracker.primal:.2f}  "
+         f"bound {tracker.bound:.2f}  gap {_pct(tracker.gap).strip()}")
+    if sol.status is SolveStatus.INTERRUPTED:
+        return SolveStatus.INTERRUPTED, seconds
+    if tracker.gap <= gap:
+        return (SolveStatus.OPTIMAL if tracker.gap <= 1e-9 else SolveStatus.GAP_LIMIT), seconds
+    return SolveStatus.TIME_LIMIT, seconds
 
 
 def _pct(g: float) -> str:

@@ -226,7 +226,7 @@ def add_compute_block(am: ArrayModel, inst: Instance, sites: np.ndarray | None =
     return ComputeBlock(placements=pl, x=x, y=y, u=u, busy=busy, rows=rows)
 
 
-def build_joint_model(inst: Instance, *, name: str | None = None) -> JointModel:
+def build_joint_model(inst: Instance, *, name: str | None = None, record: bool = False) -> JointModel:
     """Build the joint MILP of MODEL.md for ``inst`` (maximize Z).
 
     Ablations are applied to the instance beforehand (see :mod:`formulations.baselines`), so this
@@ -238,8 +238,10 @@ def build_joint_model(inst: Instance, *, name: str | None = None) -> JointModel:
         A validated instance.
     name : str, optional
         SCIP problem name (default: the instance name).
+    record : bool
+        Keep the model data, so that ``jm.am.recorded_arrays()`` gives it as arrays (LP relaxation).
     """
-    am = ArrayModel(name or inst.name, maximize=True)
+    am = ArrayModel(name or inst.name, maximize=True, record=record)
     cb = add_compute_block(am, inst)
     rows = dict(cb.rows)
     # 4–8. energy side of every site, load from U

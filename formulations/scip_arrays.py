@@ -380,6 +380,23 @@ class ArrayModel:
         self.n_nonzeros += int(vals.size)
         return ids
 
+    def recorded_arrays(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The recorded model as arrays ``(A, lhs, rhs, lb, ub, obj)``: rows ``lhs ≤ A x ≤ rhs``, ±inf for none.
+
+        Columns and rows are in id order; integrality is not part of it. Requires ``record=True``.
+        """
+        if self._record is None:
+            raise RuntimeError("recorded_arrays() needs an ArrayModel built with record=True")
+        rec = self._record
+        cat = lambda key: np.concatenate(rec[key]) if rec[key] else np.zeros(0)  # noqa: E731
+        unbounded = lambda a: np.where(a >= SCIP_INF, np.inf, np.where(a <= -SCIP_INF, -np.inf, a))  # noqa: E731
+        blocks = [sp.csr_matrix((vals, cols, indptr), shape=(indptr.size - 1, self.n_vars))
+                  for indptr, cols, vals, _, _ in rec["rows"]]
+        a = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, self.n_vars))
+        lhs = unbounded(np.concatenate([r[3] for r in rec["rows"]])) if blocks else np.zeros(0)
+        rhs = unbounded(np.concatenate([r[4] for r in rec["rows"]])) if blocks else np.zeros(0)
+        return a, lhs, rhs, unbounded(cat("lb")), unbounded(cat("ub")), cat("obj")
+
     def lp_relaxation(self):
         """The recorded model as a ``pyscipopt.LP`` (SCIP's LP interface): integrality dropped.
 

@@ -187,10 +187,28 @@ class SiteMILP:
         if self.y_ids.size:
             served[self.y_mask] = np.maximum(vals[self.y_ids], 0.0)
         emissions = float(vals[self.imp_ids] @ self.imp_co2 + vals[self.gen_ids] @ self.gen_co2)
-        value = float(m.getPrimalbound())
+        value = _down(float(m.getPrimalbound()))
+        bound = _up(bound)
+        served = np.round(served, 9)
+        emissions = round(emissions, 9)
         mult = float(mu @ job_count + (pi * served).sum() + lam_c * emissions)
         return SiteResult(self.site, value, bound, value + mult, job_count, job_start, served, emissions,
                           status, time.perf_counter() - t0, int(m.getNNodes()))
+
+
+#: Results are snapped to this grid ($): a model re-solved in place and a fresh build of it differ by
+#: float noise (~1e-12 $, SCIP carries state across ``freeTransform``), and which worker holds a site's
+#: model varies between runs; snapping keeps 1 worker, N workers and Dask bit-identical. Bounds are
+#: rounded up and values down, so the Lagrangian bound and the cuts stay valid.
+RESULT_GRID = 1e-6
+
+
+def _up(v: float) -> float:
+    return math.ceil(v / RESULT_GRID) * RESULT_GRID if math.isfinite(v) else v
+
+
+def _down(v: float) -> float:
+    return math.floor(v / RESULT_GRID) * RESULT_GRID if math.isfinite(v) else v
 
 
 def make_site_milp(inst: Instance, site: int, *, seed: int = 0) -> SiteMILP:

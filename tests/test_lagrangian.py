@@ -15,6 +15,7 @@ from formulations.monolithic import solve_monolithic
 from formulations.plan import ComputePlan
 from formulations.site_milp import SiteMILP
 from instances import generate
+from instances.errors import InputError
 
 from .conftest import build_small_instance
 
@@ -53,7 +54,7 @@ def _assert_valid(inst, sol, opt: float) -> None:
 def test_bound_valid_and_solution_checked(seed):
     inst = _tiny(seed)
     opt = _optimum(inst)
-    sol = solve_lagrangian(inst, iteration_limit=12, progress=lambda line: None)
+    sol = solve_lagrangian(inst, iteration_limit=12, progress=lambda line: None, close=False)
     _assert_valid(inst, sol, opt)
 
 
@@ -62,14 +63,14 @@ def test_bound_valid_and_solution_checked(seed):
 def test_bound_valid_under_subproblem_limits(limits):
     inst = _tiny(5, periods=8, jobs=5)
     opt = _optimum(inst)
-    sol = solve_lagrangian(inst, iteration_limit=8, progress=lambda line: None, **limits)
+    sol = solve_lagrangian(inst, iteration_limit=8, progress=lambda line: None, close=False, **limits)
     _assert_valid(inst, sol, opt)
 
 
 def test_subgradient_method():
     inst = _tiny(7)
     opt = _optimum(inst)
-    sol = solve_lagrangian(inst, iteration_limit=10, method="subgradient", progress=lambda line: None)
+    sol = solve_lagrangian(inst, iteration_limit=10, method="subgradient", progress=lambda line: None, close=False)
     _assert_valid(inst, sol, opt)
     assert sol.extra["multiplier_method"] == "subgradient"
 
@@ -92,7 +93,7 @@ def _edge_cases():
 def test_edge_cases(name):
     inst = _edge_cases()[name]
     opt = _optimum(inst)
-    sol = solve_lagrangian(inst, iteration_limit=10, progress=lambda line: None)
+    sol = solve_lagrangian(inst, iteration_limit=10, progress=lambda line: None, close=False)
     _assert_valid(inst, sol, opt)
     if name in ("budget", "binding-budget"):
         assert sol.emissions_t <= inst.carbon_budget_t + 1e-6 * max(1.0, inst.carbon_budget_t)
@@ -123,7 +124,7 @@ def test_site_subproblem_deterministic_and_in_place():
 
 def test_same_results_one_or_two_workers():
     inst = _tiny(4)
-    kw = dict(iteration_limit=6, progress=lambda line: None)
+    kw = dict(iteration_limit=6, progress=lambda line: None, close=False)
     one = solve_lagrangian(inst, config=ParallelConfig(n_jobs=1), **kw)
     two = solve_lagrangian(inst, config=ParallelConfig(n_jobs=2), **kw)
     assert one.objective == two.objective
@@ -135,7 +136,7 @@ def test_same_results_one_or_two_workers():
 def test_same_results_on_dask():
     pytest.importorskip("dask.distributed")
     inst = _tiny(4)
-    kw = dict(iteration_limit=6, progress=lambda line: None)
+    kw = dict(iteration_limit=6, progress=lambda line: None, close=False)
     one = solve_lagrangian(inst, **kw)
     dask = solve_lagrangian(inst, config=ParallelConfig(n_jobs=2, backend="dask"), **kw)
     assert one.objective == dask.objective
@@ -168,12 +169,12 @@ def test_hooks_and_interrupt():
     inst = _tiny(6)
     inst.jobs.mandatory[:] = False
     hooks = _Recorder()
-    sol = solve_lagrangian(inst, iteration_limit=3, hooks=hooks, progress=lambda line: None)
+    sol = solve_lagrangian(inst, iteration_limit=3, hooks=hooks, progress=lambda line: None, close=False)
     assert hooks.pre == 3 and hooks.post == 3 and hooks.done is sol
     assert check_solution(inst, sol).ok
 
     stop = _Recorder(interrupt_at=2)
-    sol = solve_lagrangian(inst, iteration_limit=10, hooks=stop, progress=lambda line: None)
+    sol = solve_lagrangian(inst, iteration_limit=10, hooks=stop, progress=lambda line: None, close=False)
     assert sol.status.value == "interrupted"
     assert check_solution(inst, sol).ok
 
@@ -181,8 +182,31 @@ def test_hooks_and_interrupt():
 def test_log_lines():
     inst = _tiny(8)
     lines: list[str] = []
-    solve_lagrangian(inst, iteration_limit=2, progress=lines.append)
+    solve_lagrangian(inst, iteration_limit=2, progress=lines.append, close=False)
     assert any("LP relaxation bound" in line for line in lines)
     its = [line for line in lines if line.startswith("it ")]
     assert len(its) == 2 and all("bound" in line and "incumbent" in line and "gap" in line and "sub" in line
                                   for line in its)
+
+
+def test_closing_phase_reaches_the_optimum_with_a_valid_bound():
+    inst = _tiny(9, periods=8, jobs=5)
+    opt = _optimum(inst)
+    lines: list[str] = []
+    sol = solve_lagrangian(inst, iteration_limit=2, gap=1e-6, close=True, progress=lines.append)
+    _assert_valid(inst, sol, opt)
+    assert sol.extra["gap_before_closing"] > 1e-6, "the instance must leave a gap for the closing phase to close"
+    assert sol.extra["closing_seconds"] > 0 and any(line.startswith("closing phase") for line in lines)
+    assert sol.gap <= 1e-6 and math.isclose(sol.objective, opt, rel_tol=1e-6, abs_tol=1e-6)
+    assert np.all(np.diff(sol.trace.seconds) >= 0)
+    assert np.all(np.diff(sol.trace.dual) <= 0) and np.all(np.diff(sol.trace.primal) >= 0)
+
+
+def test_closing_phase_off_and_auto():
+    inst = _tiny(9, periods=8, jobs=5)
+    off = solve_lagrangian(inst, iteration_limit=2, gap=1e-6, close=False, progress=lambda line: None)
+    assert off.extra["closing_seconds"] == 0.0
+    auto = solve_lagrangian(inst, iteration_limit=2, gap=1e-6, progress=lambda line: None)  # small: auto closes
+    assert auto.extra["closing_seconds"] > 0.0 and auto.gap <= off.gap
+    with pytest.raises(InputError, match="close_share"):
+        solve_lagrangian(inst, close=True, close_share=1.0)
