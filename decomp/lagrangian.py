@@ -50,6 +50,8 @@ from .rounding import round_fractional_plan
 log = logging.getLogger("carbonsched.lagrangian")
 
 METHODS = ("bundle", "subgradient")
+#: Share of the time limit that scoring and polishing one candidate plan may take.
+RECOVERY_SHARE = 0.2
 #: ``close=None`` runs the closing phase on instances with at most this many sites × periods.
 CLOSE_AUTO_MAX_SITE_PERIODS = 1000
 
@@ -623,7 +625,10 @@ def solve_lagrangian(
             left = remaining()
             if left is not None and left <= 0.0 and tracker.primal > -math.inf:
                 return  # out of time and a plan in hand: no more scoring
-            for sol in recovery.score(plan, time_limit=None if left is None else max(left, 1.0)):
+            # scoring and polishing one plan may take at most RECOVERY_SHARE of the limit (at 100 sites the
+            # polish alone can otherwise eat the budget the multipliers need)
+            budget = None if left is None else max(min(left, RECOVERY_SHARE * time_limit), 1.0)
+            for sol in recovery.score(plan, time_limit=budget):
                 if tracker.offer_solution(sol):
                     prefer = ComputePlan.from_solution(sol)
 
@@ -647,7 +652,9 @@ def solve_lagrangian(
             if left is not None:
                 sub_tl = max(left, 0.05) if sub_tl is None else min(sub_tl, max(left, 0.05))
             mu, pi, lam_c = layout.split(z)
-            calls = {i: ((mu, pi, lam_c), {"time_limit": sub_tl, "gap": subproblem_gap,
+            # a worker solves its sites one after another: each gets what is left before the common deadline
+            deadline = None if left is None else time.time() + max(left, 0.05)
+            calls = {i: ((mu, pi, lam_c), {"time_limit": sub_tl, "deadline": deadline, "gap": subproblem_gap,
                                            "node_limit": subproblem_node_limit}) for i in sites}
             results = pool.map("lagrangian-site", make_site_milp, "solve", calls, options={"seed": seed})
             ov = oracle_value(inst, layout, z, results)

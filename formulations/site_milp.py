@@ -129,7 +129,7 @@ class SiteMILP:
 
     # ------------------------------------------------------------------ solve
     def solve(self, mu: np.ndarray, pi: np.ndarray, lam_c: float, *, time_limit: float | None = None,
-              gap: float | None = None, node_limit: int | None = None) -> SiteResult:
+              gap: float | None = None, node_limit: int | None = None, deadline: float | None = None) -> SiteResult:
         """Solve the subproblem for multipliers (μ, π, λ_C).
 
         Parameters
@@ -146,12 +146,18 @@ class SiteMILP:
             SCIP relative gap limit (default 0: solved to optimality).
         node_limit : int, optional
             SCIP node limit.
+        deadline : float, optional
+            Wall-clock time (``time.time()``, s since the epoch) by which the solve must end; it tightens
+            ``time_limit`` when a worker solves several sites in a row.
 
         Returns
         -------
         SiteResult
         """
         t0 = time.perf_counter()
+        if deadline is not None:
+            left = max(deadline - time.time(), 0.01)
+            time_limit = left if time_limit is None else min(time_limit, left)
         am, m = self.am, self.am.model
         if self._solved:
             m.freeTransform()
