@@ -27,15 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from pyscipopt import SCIP_LPPARAM
 
 from formulations.baselines import energy_only_plan
 from formulations.benders_master import BendersMaster, Cut, build_benders_master
 from formulations.diagnose import diagnose_mandatory
 from formulations.evaluate import evaluate
+from formulations.highs_lp import HighsLP
 from formulations.joint import compute_arrays
+from formulations.lp_relaxation import solve_lp_relaxation
 from formulations.plan import ComputePlan
-from formulations.scip_arrays import add_csr_rows
 from formulations.scip_run import configure, run_scip
 from formulations.site_lp import make_site_lp
 from formulations.solution import Solution, SolveStatus, Trace, compute_gap
@@ -74,6 +74,12 @@ class BendersOptions:
         MILP master iterations.
     initial : ComputePlan or None
         A plan to start from (its exact value is the first incumbent; default the energy-only plan).
+    lp_warm_start : bool
+        Solve the joint LP relaxation first (:func:`formulations.lp_relaxation.solve_lp_relaxation`):
+        its optimum is a valid bound, its rounded solution a candidate plan, and its energy-side values
+        the first separation point and stability center of the root cut loop.
+    lp_share : float
+        Share of the time limit the LP warm start may take (skipped past it).
     """
 
     time_limit: float | None = None
@@ -85,6 +91,8 @@ class BendersOptions:
     cut_age_limit: int = 8
     max_iterations: int = 200
     initial: ComputePlan | None = None
+    lp_warm_start: bool = True
+    lp_share: float = 0.25
 
 
 @dataclass
@@ -127,18 +135,6 @@ def round_lp_plan(master: BendersMaster, values: np.ndarray) -> ComputePlan:
     return round_fractional_plan(master.inst, cb.placements, cb.x, cb.y, values)
 
 
-def _solve_master_lp(lp) -> float | None:
-    """Re-solve the master LP (dual simplex from the last basis); on an LP-solver error, once more with the
-    primal simplex. None if both fail (SoPlex reports numerical trouble on some long-horizon masters)."""
-    for dual in (True, False):
-        try:
-            return float(lp.solve(dual=dual))
-        except Exception as exc:  # noqa: BLE001 - PySCIPOpt raises a bare Exception for SCIP_LPERROR
-            if "LP" not in str(exc):
-                raise
-    return None
-
-
 def _point_from_solution(inst: Instance, sol: Solution, allowance: np.ndarray) -> np.ndarray:
     """(S, 5, T) master point of a full solution (busy GPUs, its binaries, allowances)."""
     busy = ComputePlan.from_solution(sol).busy_gpus(inst)
@@ -173,6 +169,7 @@ class BendersSolver:
         self.state = BendersState()
         self.trace = Trace()
         self.pool = CutPool(inst.n_sites, inst.n_periods)
+        self.core: np.ndarray | None = None  # stability center of the root loop (the joint LP point)
         self.t0 = time.perf_counter()
         self._seen_plans: set[bytes] = set()
 
@@ -226,34 +223,52 @@ class BendersSolver:
         return results
 
     # ------------------------------------------------------------------ phases
+    def lp_warm_start(self, pool: SitePool) -> None:
+        """Joint LP relaxation: bound, rounded plan, and cuts at its (S, 5, T) point, which becomes the core."""
+        st = self.state
+        limit = None if self.opt.time_limit is None else self.opt.lp_share * self.opt.time_limit
+        lp = solve_lp_relaxation(self.inst, time_limit=limit)
+        if not lp.optimal:
+            self.log(f"LP warm start skipped (not solved within {limit:.1f} s)" if limit is not None
+                     else "LP warm start skipped (LP not solved)")
+            return
+        st.bound = min(st.bound, lp.bound)
+        jm = lp.jm
+        self.offer(round_fractional_plan(self.inst, jm.placements, jm.x, jm.y, lp.values), "joint LP rounding")
+        take = lambda a: np.where(a >= 0, lp.values[np.maximum(a, 0)], 0.0)  # noqa: E731
+        point = np.zeros((self.inst.n_sites, 5, self.inst.n_periods))
+        point[:, 0] = take(jm.busy)
+        point[:, 1] = take(jm.energy.ids["bat_charging"])
+        point[:, 2] = take(jm.energy.ids["grid_importing"])
+        point[:, 3] = take(jm.energy.ids["gen_on"])
+        point[:, 4, 0] = lp.site_emissions()
+        results = self.separate(pool, point)
+        self.pool.add([Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)], iteration=-1)
+        self.core = point
+        self.log(f"LP warm start: bound {lp.bound:.2f} in {lp.seconds:.1f} s; cuts at the LP point")
+
     def root_loop(self, pool: SitePool) -> None:
         """Cut loop on the LP relaxation of the master, with in-out stabilization.
 
-        The master LP lives in SCIP's LP interface, so each round re-solves from the previous basis
-        after the new cut rows are appended.
+        The master LP lives in HiGHS (:class:`formulations.highs_lp.HighsLP`), so each round re-solves
+        from the previous basis after the new cut rows are appended.
         """
         st = self.state
         st.phase = "root"
         master = build_benders_master(self.inst, self.pool.active(0, self.opt.cut_age_limit), record=True)
-        lp = master.am.lp_relaxation()
-        core = None
+        lp = HighsLP(*master.am.recorded_arrays(), maximize=True)
+        core = self.core
         alpha = self.opt.stabilization
         for rnd in range(self.opt.root_rounds):
             if self.out_of_time():
                 return
             st.iteration = rnd
             t = time.perf_counter()
-            if self.opt.time_limit is not None:
-                lp.setRealParam(SCIP_LPPARAM.LPTILIM, max(self.remaining(), 0.01))
-            bound = _solve_master_lp(lp)
+            bound = lp.solve(None if self.opt.time_limit is None else self.remaining())
             st.master_seconds += time.perf_counter() - t
-            if bound is None:
-                self.log(f"root {rnd:4d}: the master LP failed in both simplex variants (numerics); "
-                          "the MILP master takes over with the cuts so far")
+            if bound is None:  # time limit, or numerical trouble: the MILP master goes on with the cuts so far
                 return
-            if not lp.isOptimal():
-                return
-            values = np.asarray(lp.getPrimal(), dtype=np.float64)
+            values = lp.primal()
             point = master.point(values)
             theta = values[master.theta]
             st.bound = min(st.bound, bound)
@@ -274,7 +289,7 @@ class BendersSolver:
                 return
             core = point if core is None else 0.5 * core + 0.5 * point
             mat, rhs = master.cut_rows(new)
-            add_csr_rows(lp, mat.indptr, mat.indices, mat.data, np.full(rhs.size, -np.inf), rhs)
+            lp.add_rows(mat, np.full(rhs.size, -np.inf), rhs)
 
     def milp_loop(self, pool: SitePool) -> SolveStatus:
         st = self.state
@@ -347,7 +362,10 @@ class BendersSolver:
                 allowance = _solution_allowance(inst, st.incumbent)
                 results = self.separate(pool, _point_from_solution(inst, st.incumbent, allowance))
                 self.pool.add([Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)], iteration=-1)
-            self.record()
+            self.record()  # the initial plan is the first trace row
+            if self.opt.lp_warm_start:
+                self.lp_warm_start(pool)
+                self.record()
             self.root_loop(pool)
             if st.gap > self.opt.gap:
                 status = self.milp_loop(pool)

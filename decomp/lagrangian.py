@@ -32,9 +32,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from formulations.diagnose import diagnose_mandatory
 from formulations.evaluate import evaluate
 from formulations.joint import JointModel, build_joint_model, enumerate_placements
+from formulations.lp_relaxation import solve_lp_relaxation
 from formulations.monolithic import solution_from_model
 from formulations.plan import ComputePlan, PlanError
 from formulations.scip_run import configure
@@ -138,54 +138,32 @@ class LPRelaxation:
 
 
 def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = None) -> LPRelaxation:
-    """Solve the LP relaxation of the joint model with HiGHS's interior-point method (through scipy).
+    """The joint LP relaxation (:func:`formulations.lp_relaxation.solve_lp_relaxation`) as a warm start.
 
-    The duals of the ``job_once``, ``demand`` and ``carbon`` rows (∂Z/∂rhs, from HiGHS's marginals of
-    the minimization of −Z) are the warm start of the multipliers; the LP optimum is itself a valid upper
-    bound on Z. Interior point with crossover, because at 100 sites SCIP's dual simplex on this LP does not
-    finish in minutes while HiGHS's IPM takes seconds (docs/decomposition.md). Past ``time_limit`` seconds
-    the warm start is skipped (zero multipliers, no LP bound). The LP solution rounded
+    The duals ∂Z/∂rhs of the ``job_once``, ``demand`` and ``carbon`` rows are the first multipliers; the
+    LP optimum is itself a valid upper bound on Z; the LP solution rounded
     (:func:`decomp.rounding.round_fractional_plan`) is the first candidate plan of the primal recovery.
+    Past ``time_limit`` seconds the warm start is skipped (zero multipliers, no LP bound).
 
     Raises
     ------
     InfeasibleError
         The LP is infeasible: the mandatory jobs cannot all be placed.
     """
-    t0 = time.perf_counter()
-    jm = build_joint_model(inst, name=f"{inst.name}-lp", record=True)
-    a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
-    eq = lhs == rhs
-    up = ~eq & np.isfinite(rhs)
-    lo = ~eq & np.isfinite(lhs)
+    lp = solve_lp_relaxation(inst, time_limit=time_limit)
     z = np.zeros(layout.size)
-    left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
-    if left is not None and left <= 0.0:
-        return LPRelaxation(bound=math.inf, z=layout.project(z), seconds=time.perf_counter() - t0)
-    options = {"presolve": True, "disp": False}
-    if left is not None:
-        options["time_limit"] = max(left, 0.01)
-    res = linprog(-obj, A_ub=sp.vstack([a[up], -a[lo]], format="csr"), b_ub=np.concatenate([rhs[up], -lhs[lo]]),
-                  A_eq=a[eq], b_eq=rhs[eq], bounds=np.column_stack([lb, ub]), method="highs-ipm", options=options)
-    if res.status == 2:
-        raise diagnose_mandatory(inst)
-    if res.status != 0:
-        return LPRelaxation(bound=math.inf, z=layout.project(z), seconds=time.perf_counter() - t0)
-    # row duals of the maximization: ∂Z/∂(row side) = −∂(−Z)/∂b; a "≥ lhs" part was passed as −row ≤ −lhs
-    n_up = int(up.sum())
-    dual = np.zeros(a.shape[0])
-    dual[eq] = -res.eqlin.marginals
-    dual[up] -= res.ineqlin.marginals[:n_up]
-    dual[lo] += res.ineqlin.marginals[n_up:]
+    if not lp.optimal:
+        return LPRelaxation(bound=math.inf, z=layout.project(z), seconds=lp.seconds)
+    jm = lp.jm
     J, KT = layout.n_jobs, layout.n_classes * layout.n_periods
     if "job_once" in jm.rows:
-        z[:J] = dual[jm.rows["job_once"]]
+        z[:J] = lp.row_duals[jm.rows["job_once"]]
     if "demand" in jm.rows:
-        z[J:J + KT] = dual[jm.rows["demand"]]
+        z[J:J + KT] = lp.row_duals[jm.rows["demand"]]
     if "carbon" in jm.rows:
-        z[-1] = dual[jm.rows["carbon"]][0]
-    plan = round_fractional_plan(inst, jm.placements, jm.x, jm.y, res.x)
-    return LPRelaxation(bound=float(-res.fun), z=layout.project(z), seconds=time.perf_counter() - t0, plan=plan)
+        z[-1] = lp.row_duals[jm.rows["carbon"]][0]
+    plan = round_fractional_plan(inst, jm.placements, jm.x, jm.y, lp.values)
+    return LPRelaxation(bound=lp.bound, z=layout.project(z), seconds=lp.seconds, plan=plan)
 
 
 # ============================================================================ oracle
