@@ -15,7 +15,7 @@ stored, so an interrupted sweep resumes where it stopped.
     python -m bench.scaling report scaling.h5 --out scaling.md --img-dir docs/img
 
 Methods: ``monolithic`` (the joint MILP in SCIP), ``highs`` (HiGHS on the same joint model, read from the
-MPS file SCIP writes), ``benders`` and ``lagrangian`` (the
+MPS file SCIP writes; needs the optional ``peers`` extra), ``benders`` and ``lagrangian`` (the
 decompositions, ``--jobs`` workers) and ``scip-benders`` (SCIP's built-in Benders on the Benders split).
 Every final solution goes through the checker; a run whose solution
 fails the checker is recorded as failed.
@@ -56,7 +56,7 @@ def run_key(n_sites: int, n_periods: int, seed: int, method: str) -> str:
 
 
 def highs_available() -> bool:
-    """Whether :mod:`highspy` can be imported (a dependency; checked so a broken install is named)."""
+    """Whether :mod:`highspy` can be imported (the optional ``peers`` extra)."""
     try:
         import highspy  # noqa: F401
     except ImportError:
@@ -115,7 +115,7 @@ def _solve_highs(inst, time_limit: float, gap: float, workdir: Path):
     try:
         import highspy
     except ImportError as exc:  # recorded as a failed run with this message
-        raise RuntimeError("highspy is not installed (it is a dependency: pip install highspy>=1.7)") from exc
+        raise RuntimeError("highspy is not installed: pip install 'carbonsched[peers]' (highspy>=1.7)") from exc
     from formulations.energy import has_battery
     from formulations.joint import build_joint_model
     from formulations.solution import Solution, SolveStatus, Trace
@@ -634,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)  # a terminated sweep ends its current run too
     methods = list(args.methods)
     if "highs" in methods and not highs_available():
-        print("highs: highspy is not importable (pip install 'highspy>=1.7'); skipping the HiGHS runs")
+        print("highs: highspy is not installed (pip install 'carbonsched[peers]'); skipping the HiGHS runs")
         methods.remove("highs")
     t0 = time.perf_counter()
     counts = sweep(args.results, args.sites, args.periods, args.seeds, methods, time_limit=args.time_limit,

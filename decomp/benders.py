@@ -27,15 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from pyscipopt import SCIP_LPPARAM
 
 from formulations.baselines import energy_only_plan
 from formulations.benders_master import BendersMaster, Cut, build_benders_master
 from formulations.diagnose import diagnose_mandatory
 from formulations.evaluate import evaluate
-from formulations.highs_lp import HighsLP
 from formulations.joint import compute_arrays
 from formulations.lp_relaxation import solve_lp_relaxation
 from formulations.plan import ComputePlan
+from formulations.scip_arrays import add_csr_rows
 from formulations.scip_run import configure, run_scip
 from formulations.site_lp import make_site_lp
 from formulations.solution import Solution, SolveStatus, Trace, compute_gap
@@ -133,6 +134,18 @@ def round_lp_plan(master: BendersMaster, values: np.ndarray) -> ComputePlan:
     """A feasible plan from a fractional master solution (:func:`decomp.rounding.round_fractional_plan`)."""
     cb = master.compute
     return round_fractional_plan(master.inst, cb.placements, cb.x, cb.y, values)
+
+
+def _solve_master_lp(lp) -> float | None:
+    """Re-solve the master LP (dual simplex from the last basis); on an LP-solver error, once more with the
+    primal simplex. None if both fail (SoPlex reported numerical trouble on a 168-period master)."""
+    for dual in (True, False):
+        try:
+            return float(lp.solve(dual=dual))
+        except Exception as exc:  # noqa: BLE001 - PySCIPOpt raises a bare Exception for SCIP_LPERROR
+            if "LP" not in str(exc):
+                raise
+    return None
 
 
 def _point_from_solution(inst: Instance, sol: Solution, allowance: np.ndarray) -> np.ndarray:
@@ -251,13 +264,13 @@ class BendersSolver:
     def root_loop(self, pool: SitePool) -> None:
         """Cut loop on the LP relaxation of the master, with in-out stabilization.
 
-        The master LP lives in HiGHS (:class:`formulations.highs_lp.HighsLP`), so each round re-solves
-        from the previous basis after the new cut rows are appended.
+        The master LP lives in SCIP's LP interface, so each round re-solves from the previous basis
+        after the new cut rows are appended.
         """
         st = self.state
         st.phase = "root"
         master = build_benders_master(self.inst, self.pool.active(0, self.opt.cut_age_limit), record=True)
-        lp = HighsLP(*master.am.recorded_arrays(), maximize=True)
+        lp = master.am.lp_relaxation()
         core = self.core
         alpha = self.opt.stabilization
         for rnd in range(self.opt.root_rounds):
@@ -265,11 +278,17 @@ class BendersSolver:
                 return
             st.iteration = rnd
             t = time.perf_counter()
-            bound = lp.solve(None if self.opt.time_limit is None else self.remaining())
+            if self.opt.time_limit is not None:
+                lp.setRealParam(SCIP_LPPARAM.LPTILIM, max(self.remaining(), 0.01))
+            bound = _solve_master_lp(lp)
             st.master_seconds += time.perf_counter() - t
-            if bound is None:  # time limit, or numerical trouble: the MILP master goes on with the cuts so far
+            if bound is None:
+                self.log(f"root {rnd:4d}: the master LP failed in both simplex variants (numerics); "
+                         "the MILP master takes over with the cuts so far")
                 return
-            values = lp.primal()
+            if not lp.isOptimal():
+                return
+            values = np.asarray(lp.getPrimal(), dtype=np.float64)
             point = master.point(values)
             theta = values[master.theta]
             st.bound = min(st.bound, bound)
@@ -290,7 +309,7 @@ class BendersSolver:
                 return
             core = point if core is None else 0.5 * core + 0.5 * point
             mat, rhs = master.cut_rows(new)
-            lp.add_rows(mat, np.full(rhs.size, -np.inf), rhs)
+            add_csr_rows(lp, mat.indptr, mat.indices, mat.data, np.full(rhs.size, -np.inf), rhs)
 
     def milp_loop(self, pool: SitePool) -> SolveStatus:
         st = self.state
