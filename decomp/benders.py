@@ -136,10 +136,16 @@ def round_lp_plan(master: BendersMaster, values: np.ndarray) -> ComputePlan:
     return round_fractional_plan(master.inst, cb.placements, cb.x, cb.y, values)
 
 
-def _solve_master_lp(lp) -> float | None:
+def _solve_master_lp(lp, remaining: Callable[[], float] | None = None) -> float | None:
     """Re-solve the master LP (dual simplex from the last basis); on an LP-solver error, once more with the
-    primal simplex. None if both fail (SoPlex reported numerical trouble on a 168-period master)."""
+    primal simplex. None if both fail (SoPlex reported numerical trouble on a 168-period master) or no time
+    is left. ``remaining()`` gives the seconds left; each attempt gets only those."""
     for dual in (True, False):
+        if remaining is not None:
+            left = remaining()
+            if left <= 0.0:
+                return None
+            lp.setRealParam(SCIP_LPPARAM.LPTILIM, max(left, 0.01))
         try:
             return float(lp.solve(dual=dual))
         except Exception as exc:  # noqa: BLE001 - PySCIPOpt raises a bare Exception for SCIP_LPERROR
@@ -278,9 +284,7 @@ class BendersSolver:
                 return
             st.iteration = rnd
             t = time.perf_counter()
-            if self.opt.time_limit is not None:
-                lp.setRealParam(SCIP_LPPARAM.LPTILIM, max(self.remaining(), 0.01))
-            bound = _solve_master_lp(lp)
+            bound = _solve_master_lp(lp, self.remaining if self.opt.time_limit is not None else None)
             st.master_seconds += time.perf_counter() - t
             if bound is None:
                 self.log(f"root {rnd:4d}: the master LP failed in both simplex variants (numerics); "
