@@ -86,3 +86,25 @@ EDGE_CASES = {
     "bare_sites": bare_sites,
     "tiny_handmade": tiny_handmade,
 }
+
+
+def assert_exact_against_monolithic(inst: Instance, solve, gap: float):
+    """Run ``solve(inst)`` and check it against ``solve_monolithic(inst, gap=0)``.
+
+    The solution passes the checker and is certified; its dual bound is ≥ the optimum at every trace
+    point; its objective is within ``gap`` (relative, SOLUTION.md) of the optimum. Returns (sol, opt).
+    """
+    from formulations.checker import check_solution
+    from formulations.monolithic import solve_monolithic
+
+    opt = solve_monolithic(inst, gap=0.0)
+    sol = solve(inst)
+    report = check_solution(inst, sol)
+    assert report.ok, report.format()
+    assert sol.certified
+    tol = 1e-6 * max(1.0, abs(opt.objective))
+    assert (sol.trace.dual >= opt.objective - tol).all(), (sol.trace.dual.min(), opt.objective)
+    assert sol.bound >= opt.objective - tol
+    assert sol.objective <= opt.objective + tol
+    assert opt.objective - sol.objective <= gap * max(1.0, abs(opt.objective)) + tol
+    return sol, opt

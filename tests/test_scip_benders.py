@@ -7,28 +7,18 @@ import pytest
 from decomp.scip_benders import site_energy_subproblem, solve_scip_benders
 from formulations.benders_master import build_benders_master
 from formulations.checker import check_solution
-from formulations.monolithic import solve_monolithic
 from formulations.solution import Solution
 from instances import load, make_instance, save
 from instances.errors import InfeasibleError
 
-from .edge_cases import EDGE_CASES, random_small
+from .edge_cases import EDGE_CASES, assert_exact_against_monolithic, random_small
 from .test_cli import run_cli
 
 GAP = 1e-4
 
 
 def assert_matches_monolithic(inst):
-    opt = solve_monolithic(inst, gap=0.0)
-    sol = solve_scip_benders(inst, gap=GAP, time_limit=120)
-    report = check_solution(inst, sol)
-    assert report.ok, report.format()
-    assert sol.certified
-    tol = 1e-6 * max(1.0, abs(opt.objective))
-    assert (sol.trace.dual >= opt.objective - tol).all(), (sol.trace.dual.min(), opt.objective)
-    assert sol.bound >= opt.objective - tol
-    assert sol.objective <= opt.objective + tol
-    assert opt.objective - sol.objective <= GAP * max(1.0, abs(opt.objective)) + tol
+    assert_exact_against_monolithic(inst, lambda i: solve_scip_benders(i, gap=GAP, time_limit=120), GAP)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
