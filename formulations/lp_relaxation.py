@@ -50,12 +50,16 @@ class JointLP:
     row_duals: np.ndarray
     seconds: float
 
+    def values_at(self, ids: np.ndarray) -> np.ndarray:
+        """LP values at an id array of any shape, 0 where the id is −1 (no such variable)."""
+        return np.where(ids >= 0, self.values[np.maximum(ids, 0)], 0.0)
+
     def site_emissions(self) -> np.ndarray:
         """(S,) emissions of each site in the LP solution, t CO2."""
-        inst, ids, v = self.jm.inst, self.jm.energy.ids, self.values
+        inst, ids = self.jm.inst, self.jm.energy.ids
         s, dt = inst.sites, inst.period_hours
-        take = lambda a: np.where(a >= 0, v[np.maximum(a, 0)], 0.0)  # noqa: E731
-        return dt * ((s.grid_co2 * take(ids["grid_import"])).sum(axis=1) + s.gen_co2 * take(ids["gen"]).sum(axis=1))
+        return dt * ((s.grid_co2 * self.values_at(ids["grid_import"])).sum(axis=1)
+                     + s.gen_co2 * self.values_at(ids["gen"]).sum(axis=1))
 
 
 def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None) -> JointLP:
