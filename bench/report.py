@@ -118,6 +118,16 @@ def tables(runs: list[dict[str, Any]]) -> str:
     return out
 
 
+def _save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write as PNG (100 dpi) and close a figure; returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _methods(runs: list[dict[str, Any]]) -> list[str]:
     present = {r["method"] for r in runs}
     return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
@@ -155,11 +165,7 @@ def plot_gap_over_time(runs: list[dict[str, Any]], img_dir: Path, prefix: str) -
         ax.set_title(f"S = {n_sites}, T = {n_periods}, seed {seed}", fontsize=9)
         if drawn:
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = img_dir / f"{prefix}_gap_S{n_sites}_T{n_periods}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save_figure(fig, img_dir / f"{prefix}_gap_S{n_sites}_T{n_periods}.png"))
     return paths
 
 
@@ -191,11 +197,7 @@ def plot_against_sites(runs: list[dict[str, Any]], img_dir: Path, prefix: str) -
         ax.set_title(f"T = {periods}; runs that never reached 1 % are not drawn", fontsize=9)
         if ax.get_lines():
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = img_dir / f"{prefix}_t1_vs_sites_T{periods}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save_figure(fig, img_dir / f"{prefix}_t1_vs_sites_T{periods}.png"))
 
         fig, ax = plt.subplots(figsize=(6, 4))
         for method in _methods(sub):
@@ -207,11 +209,7 @@ def plot_against_sites(runs: list[dict[str, Any]], img_dir: Path, prefix: str) -
         ax.set_ylabel("peak resident memory, MB (process + workers)")
         ax.set_title(f"T = {periods}", fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = img_dir / f"{prefix}_memory_T{periods}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save_figure(fig, img_dir / f"{prefix}_memory_T{periods}.png"))
     return paths
 
 

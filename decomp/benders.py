@@ -78,7 +78,7 @@ class BendersOptions:
     lp_warm_start : bool
         Solve the joint LP relaxation first (:func:`formulations.lp_relaxation.solve_lp_relaxation`):
         its optimum is a valid bound, its rounded solution a candidate plan, and its energy-side values
-        the first separation point and stability center of the root cut loop.
+        the stability center of the root cut loop (no cuts are separated at that fractional point).
     lp_share : float
         Share of the time limit the LP warm start may take (skipped past it).
     """
