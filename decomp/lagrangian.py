@@ -17,7 +17,10 @@ is an LP solved by HiGHS (``scipy.optimize.linprog``), or by the Polyak subgradi
 best solution gives an affine minorant of its z_i (its value as a function of the multipliers), which
 are the master's cuts. A Lagrangian heuristic repairs the sites' job choices into one plan, scores it
 exactly with :func:`formulations.evaluate.evaluate`, and polishes the placement by re-optimizing routing
-and dispatch of the joint model with the placements fixed. See ``docs/decomposition.md``.
+and dispatch of the joint model with the placements fixed; a restricted MILP over the pool of placements
+the sites (and the LP's reduced costs) have proposed recombines choices across iterations. Site solves
+get the previous solution as a start and are balanced over the workers by their last solve times. See
+``docs/decomposition.md``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,17 @@ log = logging.getLogger("carbonsched.lagrangian")
 METHODS = ("bundle", "subgradient")
 #: Share of the time limit that scoring and polishing one candidate plan may take.
 RECOVERY_SHARE = 0.2
+#: Share of the time limit one restricted MILP over the pool may take.
+POOL_SHARE = 0.05
+#: The pool is searched again once it has grown by this share since the last search.
+POOL_GROWTH = 0.1
+#: Share of the time limit kept for a last restricted MILP after the multiplier loop (the pool is largest then).
+POOL_FINAL_SHARE = 0.2
+#: The restricted MILP stops at this relative gap (of the restricted problem; its bound is not used).
+POOL_GAP = 1e-4
+#: The restricted MILP's first pool: LP support plus placements whose LP reduced cost is within this share of
+#: the job's value of zero (docs/decomposition.md: 183 of 2,343 placements on ``small``).
+POOL_REDUCED_COST = 0.01
 #: ``close=None`` runs the closing phase on instances with at most this many sites × periods.
 CLOSE_AUTO_MAX_SITE_PERIODS = 1000
 
@@ -135,6 +149,7 @@ class LPRelaxation:
     z: np.ndarray
     seconds: float
     plan: ComputePlan | None = None
+    pool: np.ndarray | None = None
 
 
 def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = None) -> LPRelaxation:
@@ -163,7 +178,9 @@ def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = Non
     if "carbon" in jm.rows:
         z[-1] = lp.row_duals[jm.rows["carbon"]][0]
     plan = round_fractional_plan(inst, jm.placements, jm.x, jm.y, lp.values)
-    return LPRelaxation(bound=lp.bound, z=layout.project(z), seconds=lp.seconds, plan=plan)
+    value = np.abs(inst.jobs.value[jm.placements.job])
+    pool = (lp.values[jm.x] > 1e-6) | (lp.reduced_costs[jm.x] >= -POOL_REDUCED_COST * value)
+    return LPRelaxation(bound=lp.bound, z=layout.project(z), seconds=lp.seconds, plan=plan, pool=pool)
 
 
 # ============================================================================ oracle
@@ -219,7 +236,7 @@ class BoxBundle:
     fraction ``m`` of the predicted decrease; the box then grows, otherwise it shrinks.
     """
 
-    def __init__(self, inst: Instance, layout: Layout, sites: list[int], *, radius: float = 0.05,
+    def __init__(self, inst: Instance, layout: Layout, sites: list[int], *, radius: float = 0.005,
                  m: float = 0.1, shrink: float = 0.7, min_radius: float = 1e-4, max_radius: float = 10.0) -> None:
         self.inst, self.layout, self.sites = inst, layout, sites
         self.radius, self.m, self.shrink = radius, m, shrink
@@ -228,6 +245,7 @@ class BoxBundle:
         self.center: np.ndarray | None = None
         self.center_value = math.inf
         self.cuts: dict[int, list[tuple[float, np.ndarray]]] = {i: [] for i in sites}
+        self._seen: dict[int, dict[bytes, int]] = {i: {} for i in sites}  # usage → index in cuts[i]
         self.predicted = math.inf
         self.serious = 0
 
@@ -235,7 +253,7 @@ class BoxBundle:
         """Add the cuts of ``ov`` and update the center; True on a serious step."""
         for i, res in ov.results.items():
             if math.isfinite(res.value):
-                self.cuts[i].append(site_cut(self.layout, res))
+                self._add_cut(i, *site_cut(self.layout, res))
         if self.center is None:
             self.center, self.center_value = ov.z.copy(), ov.upper
             return True
@@ -249,6 +267,16 @@ class BoxBundle:
         if decrease < 0:  # L went up: the model was too optimistic this far out
             self.radius = max(self.radius * self.shrink, self.min_radius)
         return False
+
+    def _add_cut(self, site: int, base: float, coef: np.ndarray) -> None:
+        """Add θ_i ≥ base + coef·z unless the same solution (same coupling activities) is already a cut."""
+        key = coef.tobytes()
+        q = self._seen[site].get(key)
+        if q is None:
+            self._seen[site][key] = len(self.cuts[site])
+            self.cuts[site].append((base, coef))
+        elif base > self.cuts[site][q][0]:
+            self.cuts[site][q] = (base, coef)
 
     def next_point(self) -> np.ndarray:
         """Solve the master in the box; sets ``predicted`` (decrease the model predicts, $)."""
@@ -327,7 +355,7 @@ class Subgradient:
 
 # ============================================================================ primal recovery
 class Recovery:
-    """Lagrangian heuristic: repair the sites' choices into one plan, score it, polish it.
+    """Lagrangian heuristic: repair the sites' choices into one plan, score it, polish it, search the pool.
 
     Jobs are taken mandatory first, then by decreasing value; each takes the first placement that
     fits the GPUs left, among the placements chosen by the site subproblems (cheapest estimated
@@ -335,9 +363,16 @@ class Recovery:
     sites' routing, scaled down to fit the free GPUs and the demand. The plan is scored exactly by
     :func:`evaluate`; then the joint model with these placements fixed is solved (routing and
     dispatch re-optimized, global budget respected) — the *polish*.
+
+    The *pool* collects every placement a site subproblem has chosen at any multipliers, the
+    incumbent's, and (from the warm start) the LP's near-zero reduced-cost placements. The *restricted
+    MILP* is the joint model with every other placement fixed to 0, seeded with the incumbent: a
+    MILP over the columns the Lagrangian has generated, which recombines placements across iterations
+    where the repair only follows one iteration's choices.
     """
 
-    def __init__(self, inst: Instance, *, polish: bool = True, seed: int = 0) -> None:
+    def __init__(self, inst: Instance, *, polish: bool = True, seed: int = 0,
+                 pool: np.ndarray | None = None) -> None:
         self.inst = inst
         self.pl = enumerate_placements(inst)
         self.tried: set[bytes] = set()
@@ -345,6 +380,8 @@ class Recovery:
         self.seed = seed
         self._jm: JointModel | None = None
         self._polished = False
+        self.pool = np.zeros(self.pl.size, dtype=bool) if pool is None else pool.copy()
+        self._searched = -1  # pool size at the last restricted MILP
         s = inst.sites
         # $ per busy GPU and period at grid marginal prices (a crude ranking only)
         self.gpu_mw = (s.pue * ((s.gpu_busy_kw - s.gpu_idle_kw) / 1000.0)[:, None])
@@ -420,23 +457,65 @@ class Recovery:
                 out.append(sol)
         return out
 
-    def _polish(self, plan: ComputePlan, time_limit: float | None) -> Solution | None:
+    def add_to_pool(self, job_site: np.ndarray, job_start: np.ndarray) -> int:
+        """Add the placements of one job → (site, start) assignment (−1: unplaced); returns how many are new."""
+        jobs = np.flatnonzero(job_site >= 0)
+        idx = self.pl.index_of(jobs, job_site[jobs], job_start[jobs])
+        idx = idx[idx >= 0]
+        new = int((~self.pool[idx]).sum())
+        self.pool[idx] = True
+        return new
+
+    def add_results(self, results: dict[int, SiteResult]) -> int:
+        """Add the placements the site subproblems chose; returns how many are new."""
+        return sum(self.add_to_pool(np.where(r.job_start >= 0, r.site, -1), r.job_start) for r in results.values())
+
+    def search_pool(self, incumbent: Solution | None, *, time_limit: float | None,
+                    growth: float = POOL_GROWTH) -> Solution | None:
+        """The restricted MILP over the pool, seeded with ``incumbent``; None if the pool is unchanged.
+
+        The pool only grows; the search runs again once it has grown by the share ``growth`` (0: any new
+        placement).
+        """
+        if incumbent is not None:
+            self.add_to_pool(incumbent.job_site, incumbent.job_start)
+        size = int(self.pool.sum())
+        if size == 0 or size == self._searched or (self._searched > 0 and size < (1.0 + growth) * self._searched):
+            return None
+        self._searched = size
+        jm = self._joint_model()
+        if jm.placements.size:
+            jm.am.set_var_data(jm.x, lb=0.0, ub=self.pool.astype(np.float64))
+        if incumbent is not None:
+            jm.am.add_solution(jm.values_of(incumbent))
+        sol = self._solve(jm, time_limit, gap=POOL_GAP)
+        if sol is not None and incumbent is not None and sol.objective <= incumbent.objective:
+            return None
+        return sol
+
+    def _joint_model(self) -> JointModel:
+        """The joint model shared by the polish and the restricted MILP, ready for in-place changes."""
         if self._jm is None:
-            self._jm = build_joint_model(self.inst, name=f"{self.inst.name}-polish")
-        jm = self._jm
-        m = jm.model
-        if self._polished:
-            m.freeTransform()
+            self._jm = build_joint_model(self.inst, name=f"{self.inst.name}-recovery")
+        elif self._polished:
+            self._jm.model.freeTransform()
         self._polished = True
+        return self._jm
+
+    def _solve(self, jm: JointModel, time_limit: float | None, gap: float = 1e-6) -> Solution | None:
+        configure(jm.model, time_limit=time_limit, gap=gap, seed=self.seed)
+        jm.model.optimize()
+        if jm.model.getNSols() == 0:
+            return None
+        return solution_from_model(jm, self.inst, method="lagrangian", status="optimal")
+
+    def _polish(self, plan: ComputePlan, time_limit: float | None) -> Solution | None:
+        jm = self._joint_model()
         pl = jm.placements
         fixed = ((plan.job_site[pl.job] == pl.site) & (plan.job_start[pl.job] == pl.start)).astype(np.float64)
         if pl.size:
             jm.am.set_var_data(jm.x, lb=fixed, ub=fixed)
-        configure(m, time_limit=time_limit, gap=1e-6, seed=self.seed)
-        m.optimize()
-        if m.getNSols() == 0:
-            return None
-        return solution_from_model(jm, self.inst, method="lagrangian", status="optimal")
+        return self._solve(jm, time_limit)
 
     def close(self) -> None:
         self._jm = None
@@ -571,8 +650,9 @@ def solve_lagrangian(
     if close is None:
         close = inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
     full_limit = time_limit
-    if close and time_limit is not None:
-        time_limit = (1.0 - close_share) * time_limit  # the multiplier loop's share
+    loop_end = None if time_limit is None else (1.0 - (close_share if close else 0.0)) * time_limit
+    if time_limit is not None:  # the multiplier loop's share (the closing phase has the rest)
+        time_limit = loop_end
     tracker = BoundTracker()
     emit = progress or log.info
     hooks = hooks or LagrangianHooks()
@@ -584,7 +664,7 @@ def solve_lagrangian(
     emit(f"lagrangian {inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; "
          f"method {method}, LP relaxation bound {lp.bound:.2f} ({lp.seconds:.2f} s)")
     sites = list(range(inst.n_sites))
-    recovery = Recovery(inst, polish=polish, seed=seed)
+    recovery = Recovery(inst, polish=polish, seed=seed, pool=lp.pool)
     stepper: BoxBundle | Subgradient = (BoxBundle(inst, layout, sites) if method == "bundle"
                                         else Subgradient(layout))
     status = SolveStatus.ITERATION_LIMIT
@@ -609,6 +689,12 @@ def solve_lagrangian(
             for sol in recovery.score(plan, time_limit=budget):
                 if tracker.offer_solution(sol):
                     prefer = ComputePlan.from_solution(sol)
+        left = remaining()
+        if polish and (left is None or left > 1.0):
+            budget = None if left is None else min(left, POOL_SHARE * time_limit)
+            sol = recovery.search_pool(tracker.incumbent, time_limit=budget)
+            if sol is not None and tracker.offer_solution(sol):
+                prefer = ComputePlan.from_solution(sol)
 
     if initial is not None:
         # the plan as given is the first incumbent (first trace row); repairs and polish come later
@@ -620,6 +706,9 @@ def solve_lagrangian(
         recover(None, lp.plan)  # the rounded LP solution: often the first incumbent on large instances
         tracker.record(0)
     pool = SitePool(inst, config or ParallelConfig())
+    site_seconds: dict[int, float] | None = None  # last solve time per site, balances the workers
+    starts: dict[int, np.ndarray] = {}  # last best solution per site: the next solve's start
+    searched_last = False  # the last pool search (POOL_FINAL_SHARE) has run
     it = 0
     try:
         while True:
@@ -633,8 +722,14 @@ def solve_lagrangian(
             # a worker solves its sites one after another: each gets what is left before the common deadline
             deadline = None if left is None else time.time() + max(left, 0.05)
             calls = {i: ((mu, pi, lam_c), {"time_limit": sub_tl, "deadline": deadline, "gap": subproblem_gap,
-                                           "node_limit": subproblem_node_limit}) for i in sites}
-            results = pool.map("lagrangian-site", make_site_milp, "solve", calls, options={"seed": seed})
+                                           "node_limit": subproblem_node_limit,
+                                           "start": starts.get(i)})
+                     for i in sites}
+            results = pool.map("lagrangian-site", make_site_milp, "solve", calls, options={"seed": seed},
+                               cost=site_seconds)
+            site_seconds = {i: r.seconds for i, r in results.items()}
+            starts.update({i: r.values for i, r in results.items() if r.values.size})
+            recovery.add_results(results)
             ov = oracle_value(inst, layout, z, results)
             it += 1
             tracker.offer_bound(ov.upper)
@@ -643,6 +738,17 @@ def solve_lagrangian(
             last = it >= iteration_limit
             if it == 1 or last or (it - 1) % max(recovery_every, 1) == 0:
                 recover(ov)
+            left = remaining()
+            halfway = left is not None and left <= 0.5 * time_limit
+            if polish and not searched_last and halfway:
+                # one long search once the pool has grown for half the loop; then the loop goes on
+                searched_last = True
+                budget = min(POOL_FINAL_SHARE * full_limit, max(left - 0.5, 0.5))
+                sol = recovery.search_pool(tracker.incumbent, time_limit=budget, growth=0.0)
+                if sol is not None and tracker.offer_solution(sol):
+                    prefer = ComputePlan.from_solution(sol)
+                    emit(f"restricted MILP over {int(recovery.pool.sum())} placements: incumbent "
+                         f"{tracker.primal:.2f}")
             state.seconds, state.bound, state.incumbent, state.oracle = tracker.seconds, tracker.bound, \
                 tracker.incumbent, ov
             offered = hooks.post_iteration(state)
@@ -651,7 +757,8 @@ def solve_lagrangian(
                 state.incumbent = tracker.incumbent
             tracker.record(it)
             emit(f"it {it:4d} {tracker.seconds:8.2f}s  bound {tracker.bound:14.2f}  L {ov.upper:14.2f}  "
-                 f"incumbent {tracker.primal:14.2f}  gap {_pct(tracker.gap)}  sub {ov.site_seconds:6.2f}s")
+                 f"incumbent {tracker.primal:14.2f}  gap {_pct(tracker.gap)}  sub {ov.site_seconds:6.2f}s  "
+                 f"pool {int(recovery.pool.sum())}")
             if tracker.gap <= gap:
                 status = SolveStatus.OPTIMAL if tracker.gap <= 1e-9 else SolveStatus.GAP_LIMIT
                 break
@@ -675,11 +782,11 @@ def solve_lagrangian(
         status = SolveStatus.INTERRUPTED
     finally:
         pool.close()
-        recovery.close()
     state.seconds, state.bound, state.incumbent = tracker.seconds, tracker.bound, tracker.incumbent
     if tracker.incumbent is None:
         raise NoSolutionError(f"lagrangian: no feasible plan found before the solve stopped ({status.value})")
     tracker.record(it)
+    recovery.close()
     gap_before_closing, closing_seconds = tracker.gap, 0.0
     if close and status is not SolveStatus.INTERRUPTED and tracker.gap > gap:
         left = None if full_limit is None else full_limit - tracker.seconds

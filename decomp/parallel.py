@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,8 @@ from instances.schema import Instance
 from instances.storage import load, save
 
 BACKENDS = ("loky", "dask", "sequential")
+#: With per-site cost estimates, sites are packed into at most this many chunks per worker.
+CHUNKS_PER_WORKER = 4
 
 # ----------------------------------------------------------------------- worker-side state
 _INSTANCES: dict[str, Instance] = {}
@@ -138,9 +140,10 @@ class SitePool:
                                              dashboard_address=None)
                 self._client = Client(self._cluster)
             self._ctx.enter_context(parallel_config(backend="dask"))
-            self._parallel = Parallel(n_jobs=-1)
+            self._parallel = Parallel(n_jobs=-1, batch_size=1)
         else:
-            self._parallel = Parallel(n_jobs=cfg.n_jobs, backend="loky")
+            # one chunk per dispatch: chunks are already sized, and a worker that is done takes the next one
+            self._parallel = Parallel(n_jobs=cfg.n_jobs, backend="loky", batch_size=1)
         self._ctx.enter_context(self._parallel)
 
     @property
@@ -151,14 +154,32 @@ class SitePool:
             return max(1, len(self._client.scheduler_info().get("workers", {})))
         return self.config.n_jobs
 
-    def chunks(self, sites: Sequence[int]) -> list[list[int]]:
-        """Sites split into contiguous chunks, one per worker (deterministic)."""
+    def chunks(self, sites: Sequence[int], cost: Mapping[int, float] | None = None) -> list[list[int]]:
+        """Sites split into chunks, one task each (deterministic for given ``cost``).
+
+        Without ``cost``: contiguous chunks, one per worker. With ``cost`` (estimated seconds per site, e.g.
+        the last solve's): longest-processing-time packing into up to :data:`CHUNKS_PER_WORKER` chunks per
+        worker, the heaviest chunk first, so that workers that finish early take the next chunk. With
+        contiguous chunks a few slow sites on one worker set the pace; at 10 sites that made one worker
+        sit idle for half of each Lagrangian iteration (docs/decomposition.md).
+        """
         sites = list(sites)
-        parts = np.array_split(np.arange(len(sites)), min(self.n_workers, max(len(sites), 1)))
-        return [[sites[i] for i in p] for p in parts if len(p)]
+        workers = min(self.n_workers, max(len(sites), 1))
+        if cost is None:
+            parts = np.array_split(np.arange(len(sites)), workers)
+            return [[sites[i] for i in p] for p in parts if len(p)]
+        n_chunks = min(len(sites), CHUNKS_PER_WORKER * workers)
+        load = [0.0] * n_chunks
+        chunks: list[list[int]] = [[] for _ in range(n_chunks)]
+        for site in sorted(sites, key=lambda s: (-float(cost.get(s, 0.0)), s)):
+            q = min(range(n_chunks), key=lambda c: (load[c], c))
+            chunks[q].append(site)
+            load[q] += float(cost.get(site, 0.0))
+        order = sorted(range(n_chunks), key=lambda c: (-load[c], c))
+        return [chunks[c] for c in order if chunks[c]]
 
     def map(self, kind: str, factory: Callable, method: str, calls: dict[int, tuple[tuple, dict]],
-            options: dict | None = None) -> dict[int, Any]:
+            options: dict | None = None, cost: Mapping[int, float] | None = None) -> dict[int, Any]:
         """Run ``solver.method(*args, **kwargs)`` for each site of ``calls``; results by site.
 
         Parameters
@@ -172,6 +193,10 @@ class SitePool:
             Method name to call.
         calls : dict
             site -> (args, kwargs).
+        options : dict, optional
+            Keyword arguments of ``factory``.
+        cost : mapping, optional
+            Estimated seconds per site, to balance the workers' load (see :meth:`chunks`).
         """
         options = options or {}
         sites = sorted(calls)
@@ -181,7 +206,7 @@ class SitePool:
             _worker_instance(self.token, self.path)  # keep the driver's cache bound to this pool
             return dict(res)
         tasks = [delayed(_run_chunk)(self.token, self.path, kind, factory, options, method,
-                                     [(s, *calls[s]) for s in chunk]) for chunk in self.chunks(sites)]
+                                     [(s, *calls[s]) for s in chunk]) for chunk in self.chunks(sites, cost)]
         out: dict[int, Any] = {}
         for part in self._parallel(tasks):
             out.update(part)

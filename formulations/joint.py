@@ -35,6 +35,21 @@ class Placements:
     def size(self) -> int:
         return int(self.job.size)
 
+    def index_of(self, job: np.ndarray, site: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Placement index of each (job, site, start) triple, −1 where it is not a candidate placement.
+
+        Relies on the (job, site, start) order of :func:`enumerate_placements`.
+        """
+        job, site, start = (np.asarray(a, dtype=np.int64) for a in (job, site, start))
+        if self.size == 0:
+            return np.full(job.shape, -1, dtype=np.int64)
+        n_site = int(max(self.site.max(), site.max(initial=0))) + 1
+        n_start = int(max(self.start.max(), start.max(initial=0))) + 1
+        keys = (self.job * n_site + self.site) * n_start + self.start
+        query = (job * n_site + site) * n_start + start
+        pos = np.minimum(np.searchsorted(keys, query), self.size - 1)
+        return np.where((keys[pos] == query) & (start >= 0) & (site >= 0), pos, -1)
+
 
 def compute_arrays(inst: Instance, pl: Placements, x: np.ndarray, y: np.ndarray,
                    values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -39,6 +39,8 @@ class JointLP:
         LP solution by variable id.
     row_duals : (m,) float
         ∂Z/∂(row side) by row id, $ per unit of the row.
+    reduced_costs : (n,) float
+        ∂Z/∂(variable) at the duals, by variable id, $ per unit (≤ 0 for a variable at its lower bound).
     seconds : float
         Wall time including the model build, s.
     """
@@ -48,6 +50,7 @@ class JointLP:
     bound: float
     values: np.ndarray
     row_duals: np.ndarray
+    reduced_costs: np.ndarray
     seconds: float
 
     def values_at(self, ids: np.ndarray) -> np.ndarray:
@@ -81,7 +84,7 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None) -> J
     jm = build_joint_model(inst, name=f"{inst.name}-lp", record=True)
     a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
     n, m = a.shape[1], a.shape[0]
-    failed = JointLP(jm, False, math.inf, np.zeros(n), np.zeros(m), 0.0)
+    failed = JointLP(jm, False, math.inf, np.zeros(n), np.zeros(m), np.zeros(n), 0.0)
     left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
     if left is not None and left <= 0.0:
         failed.seconds = time.perf_counter() - t0
@@ -105,4 +108,6 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None) -> J
     dual[eq] = -res.eqlin.marginals
     dual[up] -= res.ineqlin.marginals[:n_up]
     dual[lo] += res.ineqlin.marginals[n_up:]
-    return JointLP(jm, True, float(-res.fun), np.asarray(res.x, dtype=np.float64), dual, time.perf_counter() - t0)
+    reduced = obj - a.T @ dual
+    return JointLP(jm, True, float(-res.fun), np.asarray(res.x, dtype=np.float64), dual, reduced,
+                   time.perf_counter() - t0)

@@ -89,12 +89,7 @@ def solve_monolithic(
 
 def seed_scip(jm: JointModel, sol: Solution) -> float | None:
     """Hand a full solution to SCIP as a starting incumbent; its objective if SCIP accepted it."""
-    model = jm.model
-    start = model.createSol()
-    for var, val in zip(jm.am.variables(), jm.values_of(sol), strict=True):
-        if val != 0.0:
-            model.setSolVal(start, var, float(val))
-    accepted = model.addSol(start, free=True)
+    accepted = jm.am.add_solution(jm.values_of(sol))
     return sol.objective if accepted else None
 
 

@@ -55,6 +55,10 @@ class _ScipC:
         self.chg_lb = fn("SCIPchgVarLb", _V, _V, _D)
         self.chg_ub = fn("SCIPchgVarUb", _V, _V, _D)
         self.chg_name = fn("SCIPchgVarName", _V, _V, ctypes.c_char_p)
+        self.create_sol = fn("SCIPcreateSol", _V, _V, _V)
+        self.transform_prob = fn("SCIPtransformProb", _V)
+        self.set_sol_vals = fn("SCIPsetSolVals", _V, _V, ctypes.c_int, _V, _V)
+        self.add_sol_free = fn("SCIPaddSolFree", _V, _V, _V)
 
 
 #: Blocks at least this large are created by numba-compiled loops once those are compiled; smaller ones
@@ -433,6 +437,40 @@ class ArrayModel:
             return out
         sol = solution if solution is not None else self.model.getBestSol()
         return np.array([self.model.getSolVal(sol, v) for v in self.variables()], dtype=np.float64)
+
+    def transform(self) -> None:
+        """Move to SCIP's transformed stage (no presolving yet), where start solutions bypass the storage
+        limit ``limits/maxorigsol`` of the original problem; a no-op without SCIP's C API."""
+        if self._c is not None and self._c.transform_prob(self._scip) != 1:
+            raise RuntimeError("SCIP could not transform the problem")
+
+    def add_solution(self, values: np.ndarray) -> bool:
+        """Offer a full assignment (id order) to SCIP as a start solution; True if SCIP stored it.
+
+        SCIP checks the solution when the solve starts; one that is infeasible for the current model is
+        dropped then. Call before ``optimize`` (after ``freeTransform`` when re-solving in place).
+        """
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        if values.shape != (self.n_vars,):
+            raise ValueError(f"expected {self.n_vars} values, got shape {values.shape}")
+        if self._c is not None:
+            sol = ctypes.c_void_p()
+            if self._c.create_sol(self._scip, ctypes.byref(sol), None) != 1:
+                raise RuntimeError("SCIP refused to create a solution")
+            ptrs = np.ascontiguousarray(self._var_ptrs())
+            if self.n_vars and self._c.set_sol_vals(self._scip, sol, self.n_vars, ptrs.ctypes.data,
+                                                    values.ctypes.data) != 1:
+                raise RuntimeError("SCIP refused the solution values")
+            stored = ctypes.c_uint(0)
+            if self._c.add_sol_free(self._scip, ctypes.byref(sol), ctypes.byref(stored)) != 1:
+                raise RuntimeError("SCIP refused the solution")
+            return bool(stored.value)
+        m = self.model
+        sol = m.createSol()
+        for v, x in zip(self.variables(), values, strict=True):
+            if x != 0.0:
+                m.setSolVal(sol, v, float(x))
+        return bool(m.addSol(sol, free=True))
 
     # ------------------------------------------------------------------ in-place updates
     def _row_ptrs(self) -> np.ndarray:

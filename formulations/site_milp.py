@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from pyscipopt import SCIP_PARAMSETTING
 
 from instances.schema import Instance
 
@@ -34,6 +35,11 @@ from .scip_arrays import ArrayModel
 from .scip_run import STATUS_MAP, configure
 
 SCIP_INF = 1e20
+#: Site subproblems with at most this many periods use SCIP's fast separation as well as fast presolving.
+#: Both are measured per horizon in docs/decomposition.md. At 24 periods they make the site solves 2–4×
+#: faster than SCIP's defaults. At 168 periods fast separation makes them slower (root cuts close most of
+#: the gap there), so only presolving is fast.
+FAST_SEPARATION_MAX_PERIODS = 48
 
 
 @dataclass
@@ -64,6 +70,8 @@ class SiteResult:
         Wall time of the solve, s.
     nodes : int
         Branch-and-bound nodes.
+    values : (n,) float
+        The best solution, every variable of the site model (the next solve's ``start``).
     """
 
     site: int
@@ -77,6 +85,7 @@ class SiteResult:
     status: str
     seconds: float
     nodes: int
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class SiteMILP:
@@ -108,6 +117,15 @@ class SiteMILP:
             am.add_rows("job_here", a, -np.inf, 1.0)
         eb: EnergyBlock = add_energy_block(am, inst, sites, busy_gpu_ids=cb.busy)
         self.am, self.cb, self.eb = am, cb, eb
+        # re-solved many times under changing objectives: SCIP's default presolve and separation effort
+        # costs more than it saves here (see FAST_SEPARATION_MAX_PERIODS)
+        am.model.setPresolve(SCIP_PARAMSETTING.FAST)
+        # SCIP keeps up to 10 solutions across freeTransform() and re-offers them at the next solve, which
+        # makes the search (nodes, ties between optima, the solution pool) depend on the solve history; the
+        # parallel layer may rebuild a site's model in another worker, so history must not matter
+        am.model.setParam("limits/maxorigsol", 0)
+        if T <= FAST_SEPARATION_MAX_PERIODS:
+            am.model.setSeparating(SCIP_PARAMSETTING.FAST)
         self.x_job, self.x_start = pl.job, pl.start
         self.x_obj = inst.jobs.value[pl.job].astype(np.float64)
         ym = cb.y[:, self.site, :] >= 0  # (K,T)
@@ -129,7 +147,8 @@ class SiteMILP:
 
     # ------------------------------------------------------------------ solve
     def solve(self, mu: np.ndarray, pi: np.ndarray, lam_c: float, *, time_limit: float | None = None,
-              gap: float | None = None, node_limit: int | None = None, deadline: float | None = None) -> SiteResult:
+              gap: float | None = None, node_limit: int | None = None, deadline: float | None = None,
+              start: np.ndarray | None = None) -> SiteResult:
         """Solve the subproblem for multipliers (μ, π, λ_C).
 
         Parameters
@@ -149,6 +168,9 @@ class SiteMILP:
         deadline : float, optional
             Wall-clock time (``time.time()``, s since the epoch) by which the solve must end; it tightens
             ``time_limit`` when a worker solves several sites in a row.
+        start : (n,) float, optional
+            A solution of this site model (``SiteResult.values`` of an earlier solve) offered to SCIP as a
+            start. The caller passes it, not the model's memory, so the solve depends only on its arguments.
 
         Returns
         -------
@@ -173,6 +195,10 @@ class SiteMILP:
             am.set_var_data(self.gen_ids, obj=self.gen_obj - lam_c * self.gen_co2)
         configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed)
         m.setParam("limits/nodes", -1 if node_limit is None else int(node_limit))
+        if start is not None:
+            # offered in the transformed problem, where limits/maxorigsol = 0 does not discard it
+            am.transform()
+            am.add_solution(start)
         m.optimize()
         self._solved = True
         status = STATUS_MAP.get(m.getStatus(), m.getStatus())
@@ -194,12 +220,11 @@ class SiteMILP:
             served[self.y_mask] = np.maximum(vals[self.y_ids], 0.0)
         emissions = float(vals[self.imp_ids] @ self.imp_co2 + vals[self.gen_ids] @ self.gen_co2)
         value = _down(float(m.getPrimalbound()))
-        bound = _up(bound)
         served = np.round(served, 9)
         emissions = round(emissions, 9)
         mult = float(mu @ job_count + (pi * served).sum() + lam_c * emissions)
-        return SiteResult(self.site, value, bound, value + mult, job_count, job_start, served, emissions,
-                          status, time.perf_counter() - t0, int(m.getNNodes()))
+        return SiteResult(self.site, value, _up(bound), value + mult, job_count, job_start, served, emissions,
+                          status, time.perf_counter() - t0, int(m.getNNodes()), values=vals)
 
 
 #: Results are snapped to this grid ($): a model re-solved in place and a fresh build of it differ by

@@ -222,3 +222,95 @@ def test_closing_phase_off_and_auto():
     assert auto.extra["closing_seconds"] > 0.0 and auto.gap <= off.gap
     with pytest.raises(InputError, match="close_share"):
         solve_lagrangian(inst, close=True, close_share=1.0)
+
+
+def test_site_subproblem_depends_only_on_its_arguments():
+    """A site model re-solved in place after other solves equals a fresh model given the same start.
+
+    The parallel layer may move a site to another worker, which builds a fresh model; SCIP must not carry
+    solutions from earlier solves (limits/maxorigsol = 0), and the start travels with the call.
+    """
+    inst = generate(sites=3, periods=12, jobs=8, classes=2, seed=11)
+    lay = make_layout(inst)
+    rng = np.random.default_rng(1)
+    zs = [lay.split(lay.project(rng.normal(size=lay.size) * lay.scale * 0.2)) for _ in range(4)]
+    for site in range(inst.n_sites):
+        kept = SiteMILP(inst, site)
+        start = None
+        for z in zs:
+            here = kept.solve(*z, start=start)
+            fresh = SiteMILP(inst, site).solve(*z, start=start)
+            assert (here.value, here.bound, here.nodes) == (fresh.value, fresh.bound, fresh.nodes)
+            assert np.array_equal(here.job_start, fresh.job_start) and np.array_equal(here.served, fresh.served)
+            assert here.values.shape == (kept.am.n_vars,)
+            start = here.values
+
+
+def test_restricted_milp_over_the_pool():
+    from decomp.lagrangian import Recovery, lp_relaxation
+    from formulations.evaluate import evaluate
+
+    inst = generate(sites=3, periods=8, jobs=6, classes=2, seed=7)
+    opt = _optimum(inst)
+    lay = make_layout(inst)
+    lp = lp_relaxation(inst, lay)
+    assert lp.pool is not None and lp.pool.any()
+    rec = Recovery(inst, pool=lp.pool)
+    first = evaluate(inst, lp.plan, method="lagrangian")
+    sol = rec.search_pool(first, time_limit=30)
+    best = first if sol is None else sol
+    assert best.objective >= first.objective and best.objective <= opt + TOL * max(1.0, abs(opt))
+    report = check_solution(inst, best)
+    assert report.ok, report.format()
+    chosen = rec.pl.index_of(np.arange(inst.n_jobs), best.job_site, best.job_start)
+    assert rec.pool[chosen[chosen >= 0]].all()  # only pool placements are used
+    assert rec.search_pool(best, time_limit=30) is None  # unchanged pool: no second search
+    # the whole placement set as the pool: the restricted MILP is the joint model and finds the optimum
+    rec.pool[:] = True
+    full = rec.search_pool(best, time_limit=60, growth=0.0)
+    assert full is None or check_solution(inst, full).ok
+    assert (full or best).objective == pytest.approx(opt, rel=2e-4)
+    rec.close()
+
+
+def test_placement_index_lookup():
+    from formulations.joint import enumerate_placements
+
+    inst = generate(sites=3, periods=8, jobs=6, classes=2, seed=7)
+    pl = enumerate_placements(inst)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(pl.size, size=min(20, pl.size), replace=False)
+    assert np.array_equal(pl.index_of(pl.job[pick], pl.site[pick], pl.start[pick]), pick)
+    assert pl.index_of(np.array([0]), np.array([0]), np.array([-1]))[0] == -1  # unplaced
+    assert pl.index_of(np.array([0]), np.array([0]), np.array([inst.n_periods + 5]))[0] == -1  # no such start
+
+
+def test_site_chunks_balance_the_load():
+    from decomp.parallel import SitePool
+
+    inst = _tiny(4)
+    with SitePool(inst, ParallelConfig(n_jobs=2)) as pool:
+        sites = list(range(10))
+        assert pool.chunks(sites) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]  # no estimate: contiguous
+        cost = {i: float(c) for i, c in enumerate([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 3.0, 0.4, 3.2, 2.8])}
+        chunks = pool.chunks(sites, cost)
+        assert sorted(s for c in chunks for s in c) == sites
+        assert chunks == pool.chunks(sites, cost)  # deterministic
+        loads = [sum(cost[s] for s in c) for c in chunks]
+        assert loads == sorted(loads, reverse=True)  # heaviest chunk dispatched first
+        assert len(chunks) <= 8 and max(loads) == pytest.approx(3.2)  # no chunk above the heaviest site
+
+
+def test_lp_reduced_costs_certify_the_lp_optimum():
+    from formulations.lp_relaxation import solve_lp_relaxation
+
+    inst = generate(sites=3, periods=8, jobs=6, classes=2, seed=7)
+    lp = solve_lp_relaxation(inst)
+    _, _, _, lb, ub, obj = lp.jm.am.recorded_arrays()
+    x, rc = lp.values, lp.reduced_costs
+    tol = 1e-6 * max(1.0, float(np.abs(obj).max()))
+    at_lb, at_ub = np.isclose(x, lb, atol=1e-7), np.isclose(x, ub, atol=1e-7)
+    assert np.all(rc[at_lb & ~at_ub] <= tol)  # raising a variable at its lower bound cannot improve Z
+    assert np.all(rc[at_ub & ~at_lb] >= -tol)
+    assert np.all(np.abs(rc[~at_lb & ~at_ub]) <= tol)
+    assert not np.allclose(rc, 0.0)  # the test has something to check

@@ -46,3 +46,34 @@ def test_model_sizes_are_counted(inst):
     assert jm.am.n_rows == jm.model.getNConss()
     assert jm.am.n_nonzeros > jm.am.n_rows
     assert len(jm.am.variables()) == jm.am.n_vars
+
+
+@pytest.mark.parametrize("c_api", [True, False])
+def test_start_solution_is_offered_and_used(inst, monkeypatch, c_api):
+    """A full solution offered before the solve is SCIP's first incumbent, through the C API or PySCIPOpt."""
+    import numpy as np
+
+    from formulations.joint import build_joint_model
+
+    if not c_api:
+        monkeypatch.setenv("CARBONSCHED_NO_CTYPES", "1")
+        scip_arrays.scip_c.cache_clear()
+    try:
+        reference = build_joint_model(inst)
+        reference.model.hideOutput()
+        reference.model.optimize()
+        best = reference.am.values()
+        seeded = build_joint_model(inst)
+        seeded.model.hideOutput()
+        with pytest.raises(ValueError, match="expected"):
+            seeded.am.add_solution(best[:-1])
+        assert seeded.am.add_solution(best)
+        assert seeded.model.getNSols() == 1  # stored before the solve
+        seeded.model.setParam("limits/nodes", 1)
+        seeded.model.optimize()
+        assert seeded.model.getPrimalbound() >= reference.model.getPrimalbound() - 1e-6
+        assert np.isfinite(seeded.am.values()).all()
+    finally:
+        if not c_api:
+            monkeypatch.delenv("CARBONSCHED_NO_CTYPES")
+            scip_arrays.scip_c.cache_clear()
