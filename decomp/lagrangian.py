@@ -59,8 +59,10 @@ RECOVERY_SHARE = 0.2
 POOL_SHARE = 0.05
 #: The pool is searched again once it has grown by this share since the last search.
 POOL_GROWTH = 0.1
-#: Share of the time limit kept for a last restricted MILP after the multiplier loop (the pool is largest then).
-POOL_FINAL_SHARE = 0.2
+#: Seconds per restricted MILP when the solve has no time limit.
+POOL_UNLIMITED_SECONDS = 60.0
+#: Share of the time limit one longer restricted MILP may take, run when half the multiplier loop's time is used.
+POOL_LONG_SHARE = 0.2
 #: The restricted MILP stops at this relative gap (of the restricted problem; its bound is not used).
 POOL_GAP = 1e-4
 #: The restricted MILP's first pool: LP support plus placements whose LP reduced cost is within this share of
@@ -691,7 +693,8 @@ def solve_lagrangian(
                     prefer = ComputePlan.from_solution(sol)
         left = remaining()
         if polish and (left is None or left > 1.0):
-            budget = None if left is None else min(left, POOL_SHARE * time_limit)
+            # without a time limit the search is still capped: a restricted MILP at 100 sites can run for hours
+            budget = POOL_UNLIMITED_SECONDS if left is None else min(left, POOL_SHARE * time_limit)
             sol = recovery.search_pool(tracker.incumbent, time_limit=budget)
             if sol is not None and tracker.offer_solution(sol):
                 prefer = ComputePlan.from_solution(sol)
@@ -708,7 +711,7 @@ def solve_lagrangian(
     pool = SitePool(inst, config or ParallelConfig())
     site_seconds: dict[int, float] | None = None  # last solve time per site, balances the workers
     starts: dict[int, np.ndarray] = {}  # last best solution per site: the next solve's start
-    searched_last = False  # the last pool search (POOL_FINAL_SHARE) has run
+    long_search_done = False  # the one longer pool search (POOL_LONG_SHARE) has run
     it = 0
     try:
         while True:
@@ -740,10 +743,10 @@ def solve_lagrangian(
                 recover(ov)
             left = remaining()
             halfway = left is not None and left <= 0.5 * time_limit
-            if polish and not searched_last and halfway:
+            if polish and not long_search_done and halfway:
                 # one long search once the pool has grown for half the loop; then the loop goes on
-                searched_last = True
-                budget = min(POOL_FINAL_SHARE * full_limit, max(left - 0.5, 0.5))
+                long_search_done = True
+                budget = min(POOL_LONG_SHARE * full_limit, max(left - 0.5, 0.5))
                 sol = recovery.search_pool(tracker.incumbent, time_limit=budget, growth=0.0)
                 if sol is not None and tracker.offer_solution(sol):
                     prefer = ComputePlan.from_solution(sol)
