@@ -459,18 +459,16 @@ class Recovery:
                 out.append(sol)
         return out
 
-    def add_to_pool(self, job_site: np.ndarray, job_start: np.ndarray) -> int:
-        """Add the placements of one job → (site, start) assignment (−1: unplaced); returns how many are new."""
+    def add_to_pool(self, job_site: np.ndarray, job_start: np.ndarray) -> None:
+        """Add the placements of one job → (site, start) assignment (−1: unplaced)."""
         jobs = np.flatnonzero(job_site >= 0)
         idx = self.pl.index_of(jobs, job_site[jobs], job_start[jobs])
-        idx = idx[idx >= 0]
-        new = int((~self.pool[idx]).sum())
-        self.pool[idx] = True
-        return new
+        self.pool[idx[idx >= 0]] = True
 
-    def add_results(self, results: dict[int, SiteResult]) -> int:
-        """Add the placements the site subproblems chose; returns how many are new."""
-        return sum(self.add_to_pool(np.where(r.job_start >= 0, r.site, -1), r.job_start) for r in results.values())
+    def add_results(self, results: dict[int, SiteResult]) -> None:
+        """Add the placements the site subproblems chose."""
+        for r in results.values():
+            self.add_to_pool(np.where(r.job_start >= 0, r.site, -1), r.job_start)
 
     def search_pool(self, incumbent: Solution | None, *, time_limit: float | None,
                     growth: float = POOL_GROWTH) -> Solution | None:
@@ -652,9 +650,8 @@ def solve_lagrangian(
     if close is None:
         close = inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
     full_limit = time_limit
-    loop_end = None if time_limit is None else (1.0 - (close_share if close else 0.0)) * time_limit
-    if time_limit is not None:  # the multiplier loop's share (the closing phase has the rest)
-        time_limit = loop_end
+    if close and time_limit is not None:
+        time_limit = (1.0 - close_share) * time_limit  # the multiplier loop's share
     tracker = BoundTracker()
     emit = progress or log.info
     hooks = hooks or LagrangianHooks()
@@ -694,10 +691,14 @@ def solve_lagrangian(
         left = remaining()
         if polish and (left is None or left > 1.0):
             # without a time limit the search is still capped: a restricted MILP at 100 sites can run for hours
-            budget = POOL_UNLIMITED_SECONDS if left is None else min(left, POOL_SHARE * time_limit)
-            sol = recovery.search_pool(tracker.incumbent, time_limit=budget)
-            if sol is not None and tracker.offer_solution(sol):
-                prefer = ComputePlan.from_solution(sol)
+            search_pool(POOL_UNLIMITED_SECONDS if left is None else min(left, POOL_SHARE * time_limit))
+
+    def search_pool(budget: float, growth: float = POOL_GROWTH) -> None:
+        nonlocal prefer
+        sol = recovery.search_pool(tracker.incumbent, time_limit=budget, growth=growth)
+        if sol is not None and tracker.offer_solution(sol):
+            prefer = ComputePlan.from_solution(sol)
+            emit(f"restricted MILP over {int(recovery.pool.sum())} placements: incumbent {tracker.primal:.2f}")
 
     if initial is not None:
         # the plan as given is the first incumbent (first trace row); repairs and polish come later
@@ -746,12 +747,7 @@ def solve_lagrangian(
             if polish and not long_search_done and halfway:
                 # one long search once the pool has grown for half the loop; then the loop goes on
                 long_search_done = True
-                budget = min(POOL_LONG_SHARE * full_limit, max(left - 0.5, 0.5))
-                sol = recovery.search_pool(tracker.incumbent, time_limit=budget, growth=0.0)
-                if sol is not None and tracker.offer_solution(sol):
-                    prefer = ComputePlan.from_solution(sol)
-                    emit(f"restricted MILP over {int(recovery.pool.sum())} placements: incumbent "
-                         f"{tracker.primal:.2f}")
+                search_pool(min(POOL_LONG_SHARE * full_limit, max(left - 0.5, 0.5)), growth=0.0)
             state.seconds, state.bound, state.incumbent, state.oracle = tracker.seconds, tracker.bound, \
                 tracker.incumbent, ov
             offered = hooks.post_iteration(state)
