@@ -781,11 +781,11 @@ def solve_lagrangian(
         status = SolveStatus.INTERRUPTED
     finally:
         pool.close()
+        recovery.close()
     state.seconds, state.bound, state.incumbent = tracker.seconds, tracker.bound, tracker.incumbent
     if tracker.incumbent is None:
         raise NoSolutionError(f"lagrangian: no feasible plan found before the solve stopped ({status.value})")
     tracker.record(it)
-    recovery.close()
     gap_before_closing, closing_seconds = tracker.gap, 0.0
     if close and status is not SolveStatus.INTERRUPTED and tracker.gap > gap:
         left = None if full_limit is None else full_limit - tracker.seconds

@@ -36,9 +36,9 @@ from .scip_run import STATUS_MAP, configure
 
 SCIP_INF = 1e20
 #: Site subproblems with at most this many periods use SCIP's fast separation as well as fast presolving.
-#: Both are measured per horizon in docs/decomposition.md. At 24 periods they make the site solves 2–4×
-#: faster than SCIP's defaults. At 168 periods fast separation makes them slower (root cuts close most of
-#: the gap there), so only presolving is fast.
+#: Both are measured per horizon in docs/benchmarks.md (``bench.site_subproblem_speed``). At 24 periods
+#: they make the site solves 3–4× faster than SCIP's defaults. At 168 periods fast separation makes them
+#: slower (root cuts close most of the gap there), so only presolving is fast.
 FAST_SEPARATION_MAX_PERIODS = 48
 
 
