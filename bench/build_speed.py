@@ -18,8 +18,8 @@ where the time goes.
 
 Run from the repository root::
 
-    python -m bench.build_speed                      # default three sizes, 3 pairs each
-    python -m bench.build_speed --sizes 20x24 45x168 --repeats 5 --out /tmp/table.md
+    python -m carbonsched.bench.build_speed                      # default three sizes, 3 pairs each
+    python -m carbonsched.bench.build_speed --sizes 20x24 45x168 --repeats 5 --out /tmp/table.md
 
 This is a benchmark, not a test: nothing here asserts a speed.
 """
@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The goal of the issue: build time at most this multiple of SCIP's own MPS read.
 RATIO_GOAL = 1.5
 
@@ -127,7 +126,7 @@ class SizeResult:
 # ---------------------------------------------------------------------------------- the two sides
 def build(inst: Any) -> Any:
     """Side A: build the joint model of ``inst`` (returns the ``JointModel``)."""
-    from formulations.joint import build_joint_model
+    from carbonsched.formulations.joint import build_joint_model
 
     return build_joint_model(inst)
 
@@ -230,10 +229,9 @@ def child_peak(side: str, size_json: str, mps_path: str) -> None:
         The MPS file (read side).
     """
     import pyscipopt  # noqa: F401  (same imports on both sides before the baseline)
-
-    from formulations.joint import build_joint_model  # noqa: F401
-    from formulations.scip_arrays import compile_build_kernels
-    from instances.generator import generate
+    from carbonsched.formulations.joint import build_joint_model  # noqa: F401
+    from carbonsched.formulations.scip_arrays import compile_build_kernels
+    from carbonsched.instances.generator import generate
 
     if side == "build":
         compile_build_kernels()  # the steady state the timings measure; compiling is not model memory
@@ -255,11 +253,8 @@ def child_peak(side: str, size_json: str, mps_path: str) -> None:
 def measure_peak(side: str, spec: SizeSpec, mps_path: str) -> float:
     """Peak RSS increase (MB) of one side, in a fresh Python process."""
     args = f"{side!r}, {json.dumps(spec.__dict__)!r}, {mps_path!r}"
-    code = f"from bench.build_speed import child_peak; child_peak({args})"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                         check=True)
+    code = f"from carbonsched.bench.build_speed import child_peak; child_peak({args})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(json.loads(out.stdout.strip().splitlines()[-1])["increase_mb"])
 
 
@@ -287,7 +282,7 @@ def run_size(spec: SizeSpec, repeats: int, workdir: Path, *, memory: bool = True
     -------
     SizeResult
     """
-    from instances.generator import generate
+    from carbonsched.instances.generator import generate
 
     res = SizeResult(spec)
     res.gen_s, inst = _timed(lambda: generate(**spec.generator_kwargs()))
@@ -350,8 +345,8 @@ def profile_build(spec: SizeSpec) -> str:
     str
         Text report.
     """
-    from formulations import scip_arrays
-    from instances.generator import generate
+    from carbonsched.formulations import scip_arrays
+    from carbonsched.instances.generator import generate
 
     inst = generate(**spec.generator_kwargs())
     build(inst)  # warm
@@ -481,7 +476,7 @@ def parse_size(text: str) -> SizeSpec:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the benchmark and print (optionally write) the markdown table."""
-    ap = argparse.ArgumentParser(prog="python -m bench.build_speed", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.build_speed", description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", type=parse_size, default=list(DEFAULT_SIZES),
                     help="sizes as [label=]SxT[xJ[xK]] (default: 20x24 110x24 45x168, ~50k/300k/1M nonzeros)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved build/read pairs per size (default 3)")
@@ -499,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"SCIP {pyscipopt.Model().version()}, {os.cpu_count()} CPUs", flush=True)
     t_start = time.perf_counter()
     results = []
-    from formulations.scip_arrays import compile_build_kernels
+    from carbonsched.formulations.scip_arrays import compile_build_kernels
 
     t_compile = time.perf_counter()
     compiled = compile_build_kernels()

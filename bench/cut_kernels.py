@@ -1,6 +1,6 @@
 """Micro-benchmark of the numba kernels of the Benders cut pool against their numpy references.
 
-    python -m bench.cut_kernels
+    python -m carbonsched.bench.cut_kernels
 
 Both sides run in this process, interleaved, after a warm-up call that compiles the kernels; the
 table gives medians and the speed-up numpy / numba.
@@ -13,8 +13,7 @@ import sys
 import time
 
 import numpy as np
-
-from decomp.cuts import (
+from carbonsched.decomp.cuts import (
     busy_coefficients_on_placements,
     busy_coefficients_on_placements_reference,
     cut_values,

@@ -7,7 +7,7 @@ script reads the time at which the certified gap (bound − primal)/max(1, |prim
 0.1 %, and prints one markdown table with the ratios decomposition / monolithic; every final solution
 goes through the checker. The traces are written to an HDF5 file for plots (``--plot`` draws them).
 
-    python -m bench.decomposition_speed --sites 10 30 100 --time-limit 120 --jobs 2
+    python -m carbonsched.bench.decomposition_speed --sites 10 30 100 --time-limit 120 --jobs 2
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
-from formulations.checker import check_solution
-from formulations.solution import Solution
-from instances.generator import generate
+from carbonsched.formulations.checker import check_solution
+from carbonsched.formulations.solution import Solution
+from carbonsched.instances.generator import generate
 
 METHODS = ("monolithic", "benders", "lagrangian", "lagrangian-close", "scip-benders")
 
@@ -43,21 +42,21 @@ def time_to_gap(sol: Solution, target: float) -> float:
 
 def run_method(method: str, inst, time_limit: float, jobs: int) -> Solution:
     if method == "monolithic":
-        from formulations.monolithic import solve_monolithic
+        from carbonsched.formulations.monolithic import solve_monolithic
 
         return solve_monolithic(inst, time_limit=time_limit, gap=1e-4)
     if method == "scip-benders":
-        from decomp.scip_benders import solve_scip_benders
+        from carbonsched.decomp.scip_benders import solve_scip_benders
 
         return solve_scip_benders(inst, time_limit=time_limit, gap=1e-4)
-    from decomp.parallel import ParallelConfig
+    from carbonsched.decomp.parallel import ParallelConfig
 
     config = ParallelConfig(n_jobs=jobs)
     if method == "benders":
-        from decomp.benders import solve_benders
+        from carbonsched.decomp.benders import solve_benders
 
         return solve_benders(inst, time_limit=time_limit, gap=1e-4, config=config)
-    from decomp.lagrangian import solve_lagrangian
+    from carbonsched.decomp.lagrangian import solve_lagrangian
 
     # lagrangian: the decomposition alone; lagrangian-close: with its default closing phase (auto)
     return solve_lagrangian(inst, time_limit=time_limit, gap=1e-4, config=config,
@@ -106,7 +105,7 @@ def plot_traces(traces: dict, sites: Sequence[int], methods: Sequence[str], path
 
 def replot(h5: Path, png: Path) -> None:
     """Redraw the plot from a traces file written by an earlier run."""
-    from formulations.solution import Trace
+    from carbonsched.formulations.solution import Trace
 
     traces, sites, methods = {}, [], []
     with h5py.File(h5, "r") as f:
@@ -122,7 +121,7 @@ def replot(h5: Path, png: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.decomposition_speed", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.decomposition_speed", description=__doc__.splitlines()[0])
     ap.add_argument("--sites", type=int, nargs="+", default=[10, 30, 100])
     ap.add_argument("--time-limit", type=float, default=120.0, help="seconds per method and size")
     ap.add_argument("--jobs", type=int, default=2, help="workers for the decompositions")

@@ -21,9 +21,9 @@ and then one energy dispatch, each under the limit).
 
 Run from the repository root::
 
-    python -m bench.paper_reproduction                 # full run, markdown on stdout (~10 min, 2 cores)
-    python -m bench.paper_reproduction --quick         # smoke run: seeds 0-1, 3 sweep points, no larger
-    python -m bench.paper_reproduction --out /tmp/repro.md --json /tmp/repro.json
+    python -m carbonsched.bench.paper_reproduction                 # full run, markdown on stdout (~10 min, 2 cores)
+    python -m carbonsched.bench.paper_reproduction --quick         # smoke run: seeds 0-1, 3 sweep points, no larger
+    python -m carbonsched.bench.paper_reproduction --out /tmp/repro.md --json /tmp/repro.json
 
 Progress goes to stderr. This is a benchmark, not a test: it asserts validity, never a finding.
 """
@@ -97,7 +97,7 @@ class Case:
         instances.schema.Instance
             The generated instance, with ``renewable_mw`` scaled by ``renewable_scale`` (on a copy).
         """
-        from instances import generate
+        from carbonsched.instances import generate
 
         if self.preset is None:
             inst = generate(sites=self.sites, seed=self.seed, name=f"sites{self.sites}-seed{self.seed}")
@@ -218,9 +218,9 @@ def run_case(case: Case) -> CaseResult:
     InvalidSolutionError
         A solution failed the checker (the message holds the checker's report).
     """
-    from formulations.checker import check_solution
-    from formulations.compare import format_comparison, run_comparison
-    from instances.summary import summarize
+    from carbonsched.formulations.checker import check_solution
+    from carbonsched.formulations.compare import format_comparison, run_comparison
+    from carbonsched.instances.summary import summarize
 
     t0 = time.perf_counter()
     inst = case.instance()
@@ -447,7 +447,7 @@ def plan_cases(quick: bool, time_limit: float, seeds: Sequence[int], factors: Se
     -------
     tuple of three lists of Case
     """
-    from formulations.baselines import STRATEGIES
+    from carbonsched.formulations.baselines import STRATEGIES
 
     del quick
     seed_cases = [Case(f"paper-s{s}", "paper", s, strategies=STRATEGIES, time_limit=time_limit) for s in seeds]
@@ -483,7 +483,7 @@ def run_all(cases: Sequence[Case], jobs: int) -> dict[str, CaseResult]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
-    ap = argparse.ArgumentParser(prog="python -m bench.paper_reproduction", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.paper_reproduction", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: seeds 0-1, sweep 0/1/4, no larger settings, 20 s per MILP")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds per MILP (default 60, quick 20)")
@@ -521,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = done["paper-s0"]
     parts = [
         "# Paper reproduction: results",
-        f"Command: `python -m bench.paper_reproduction{' --quick' if args.quick else ''}` "
+        f"Command: `python -m carbonsched.bench.paper_reproduction{' --quick' if args.quick else ''}` "
         f"(time limit {time_limit:g} s per MILP, {args.jobs} worker processes). Wall time {wall:.0f} s. "
         f"Python {platform.python_version()}, PySCIPOpt {pyscipopt.__version__}. Every solution passed the "
         "checker (no-carbon without constraint 9).",

@@ -1,4 +1,4 @@
-"""Markdown tables and PNG plots from a scaling results file (``python -m bench.scaling report``).
+"""Markdown tables and PNG plots from a scaling results file (``python -m carbonsched.bench.scaling report``).
 
 The tables: one row per run (final primal, bound, certified gap, time to 1 % and 0.1 % certified gap,
 wall time, peak memory, model size, error), and for the decompositions the cost of an iteration read from
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from bench.scaling import METHODS, certified_gap, load_results, time_to_gap
+from carbonsched.bench.scaling import METHODS, certified_gap, load_results, time_to_gap
 
 DECOMPOSITIONS: tuple[str, ...] = ("benders", "lagrangian")
 
@@ -220,7 +219,7 @@ def write_report(results: Path, *, img_dir: Path = Path("docs/img"), prefix: str
     Parameters
     ----------
     results : Path
-        A results file written by ``python -m bench.scaling run``.
+        A results file written by ``python -m carbonsched.bench.scaling run``.
     img_dir : Path
         Where the PNGs go (created if needed).
     prefix : str

@@ -10,9 +10,9 @@ stored, so an interrupted sweep resumes where it stopped.
 
 ``report`` turns a results file into markdown tables and PNG plots.
 
-    python -m bench.scaling run --results scaling.h5 --sites 3 10 30 100 --periods 24 --seeds 0 \\
+    python -m carbonsched.bench.scaling run --results scaling.h5 --sites 3 10 30 100 --periods 24 --seeds 0 \\
         --methods monolithic highs benders lagrangian --time-limit 60 --jobs 2
-    python -m bench.scaling report scaling.h5 --out scaling.md --img-dir docs/img
+    python -m carbonsched.bench.scaling report scaling.h5 --out scaling.md --img-dir docs/img
 
 Methods: ``monolithic`` (the joint MILP in SCIP), ``highs`` (HiGHS on the same joint model, read from the
 MPS file SCIP writes; needs the optional ``peers`` extra), ``benders`` and ``lagrangian`` (the
@@ -88,7 +88,7 @@ def _emit(seconds: float, primal: float, dual: float, iteration: int, **extra: A
 
 def _model_size(inst) -> dict[str, int]:
     """Variables, rows and nonzeros of the joint MILP of ``inst`` (build is fast: tenths of a second)."""
-    from formulations.joint import build_joint_model
+    from carbonsched.formulations.joint import build_joint_model
 
     jm = build_joint_model(inst)
     return _scip_size(jm.model)
@@ -116,9 +116,9 @@ def _solve_highs(inst, time_limit: float, gap: float, workdir: Path):
         import highspy
     except ImportError as exc:  # recorded as a failed run with this message
         raise RuntimeError("highspy is not installed: pip install 'carbonsched[peers]' (highspy>=1.7)") from exc
-    from formulations.energy import has_battery
-    from formulations.joint import build_joint_model
-    from formulations.solution import Solution, SolveStatus, Trace
+    from carbonsched.formulations.energy import has_battery
+    from carbonsched.formulations.joint import build_joint_model
+    from carbonsched.formulations.solution import Solution, SolveStatus, Trace
 
     t0 = time.perf_counter()
     jm = build_joint_model(inst)
@@ -202,20 +202,20 @@ def _solve(method: str, inst, time_limit: float, gap: float, jobs: int, workdir:
     if method == "highs":
         return _solve_highs(inst, time_limit, gap, workdir)
     if method == "monolithic":
-        from formulations.monolithic import solve_monolithic
+        from carbonsched.formulations.monolithic import solve_monolithic
 
         sol = solve_monolithic(inst, time_limit=time_limit, gap=gap, progress=_emit)
         return sol, {}
     if method == "scip-benders":
-        from decomp.scip_benders import solve_scip_benders
+        from carbonsched.decomp.scip_benders import solve_scip_benders
 
         return solve_scip_benders(inst, time_limit=time_limit, gap=gap, progress=_emit), {}
-    from decomp.parallel import ParallelConfig
+    from carbonsched.decomp.parallel import ParallelConfig
 
     config = ParallelConfig(n_jobs=jobs)
     if method == "benders":
-        from decomp.benders import solve_benders
-        from decomp.hooks import DecompositionHooks
+        from carbonsched.decomp.benders import solve_benders
+        from carbonsched.decomp.hooks import DecompositionHooks
 
         class _Progress(DecompositionHooks):
             def post_iteration(self, solver: Any, state: Any):
@@ -224,7 +224,7 @@ def _solve(method: str, inst, time_limit: float, gap: float, jobs: int, workdir:
 
         return solve_benders(inst, time_limit=time_limit, gap=gap, config=config, hooks=_Progress()), {}
     if method == "lagrangian":
-        from decomp.lagrangian import LagrangianHooks, solve_lagrangian
+        from carbonsched.decomp.lagrangian import LagrangianHooks, solve_lagrangian
 
         class _LagProgress(LagrangianHooks):
             def post_iteration(self, state: Any):
@@ -237,13 +237,15 @@ def _solve(method: str, inst, time_limit: float, gap: float, jobs: int, workdir:
                                 close=False), {}
     if method == "fail":  # a method that always fails, for the tests of the failure path
         raise RuntimeError("deliberate failure (test method)")
+    if method == "hang":  # a method that overruns any limit, for the tests of the kill path
+        time.sleep(3600.0)
     raise ValueError(f"unknown method {method!r}")
 
 
 def child_main(args: argparse.Namespace) -> int:
     """Entry point of one run in its own process: solve, check, write ``args.out`` (npz + json)."""
-    from formulations.checker import check_solution
-    from instances.generator import generate
+    from carbonsched.formulations.checker import check_solution
+    from carbonsched.instances.generator import generate
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -349,16 +351,14 @@ def run_child(method: str, n_sites: int, n_periods: int, seed: int, *, time_limi
     """
     with tempfile.TemporaryDirectory(prefix="scaling-run-") as tmp:
         out = Path(tmp) / "result"
-        cmd = [sys.executable, "-m", "bench.scaling", "_child", "--method", method, "--sites", str(n_sites),
+        cmd = [sys.executable, "-m", "carbonsched.bench.scaling", "_child", "--method", method, "--sites", str(n_sites),
                "--periods", str(n_periods), "--seed", str(seed), "--time-limit", str(time_limit),
                "--gap", str(gap), "--jobs", str(jobs), "--out", str(out)]
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONUNBUFFERED"] = "1"
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                start_new_session=True, env=env, cwd=root)
+                                start_new_session=True, env=env, cwd=tmp)
         os.set_blocking(proc.stdout.fileno(), False)
         rows: list[dict[str, Any]] = []
         tail: list[str] = []
@@ -587,7 +587,7 @@ def _terminate(signum: int, _frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``run``, ``report`` and the internal ``_child`` subcommands."""
-    ap = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.scaling", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="sweep sizes × seeds × methods into one HDF5 results file (resumable)")
     run.add_argument("--results", type=Path, default=Path("scaling.h5"))
@@ -622,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "_child":
         return child_main(args)
     if args.command == "report":
-        from bench.report import write_report
+        from carbonsched.bench.report import write_report
 
         text = write_report(args.results, img_dir=args.img_dir, prefix=args.img_prefix, link_dir=args.img_link)
         if args.out is None:

@@ -16,8 +16,8 @@ row. Every variant must reach the same optimal values; the script checks that.
 
 Run from the repository root::
 
-    python -m bench.site_subproblem_speed --presets paper small medium
-    python -m bench.site_subproblem_speed --sizes 5x168 --time-limit 30
+    python -m carbonsched.bench.site_subproblem_speed --presets paper small medium
+    python -m carbonsched.bench.site_subproblem_speed --sizes 5x168 --time-limit 30
 
 This is a benchmark, not a test: nothing here asserts a speed.
 """
@@ -28,12 +28,11 @@ import argparse
 import math
 
 import numpy as np
+from carbonsched.decomp.lagrangian import lp_relaxation, make_layout
+from carbonsched.formulations.site_milp import FAST_SEPARATION_MAX_PERIODS, SiteMILP
+from carbonsched.instances import generate
+from carbonsched.instances.schema import Instance
 from pyscipopt import SCIP_PARAMSETTING
-
-from decomp.lagrangian import lp_relaxation, make_layout
-from formulations.site_milp import FAST_SEPARATION_MAX_PERIODS, SiteMILP
-from instances import generate
-from instances.schema import Instance
 
 VARIANTS = ("default", "fast-presolve", "shipped", "shipped-no-start")
 
@@ -68,7 +67,7 @@ def run_variant(inst: Instance, variant: str, points, time_limit: float | None) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.site_subproblem_speed", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.site_subproblem_speed", description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="*", default=["paper", "small", "medium"])
     ap.add_argument("--sizes", nargs="*", default=[], help="SxT instances (jobs 8·S, classes 4)")
     ap.add_argument("--points", type=int, default=3, help="multiplier vectors per site")

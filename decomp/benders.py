@@ -27,21 +27,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from carbonsched.errors import CarbonschedError, NoSolutionError
+from carbonsched.formulations.baselines import energy_only_plan
+from carbonsched.formulations.benders_master import BendersMaster, Cut, build_benders_master
+from carbonsched.formulations.diagnose import diagnose_mandatory
+from carbonsched.formulations.evaluate import evaluate
+from carbonsched.formulations.joint import compute_arrays
+from carbonsched.formulations.lp_relaxation import solve_lp_relaxation
+from carbonsched.formulations.plan import ComputePlan
+from carbonsched.formulations.scip_arrays import add_csr_rows
+from carbonsched.formulations.scip_run import configure, run_scip
+from carbonsched.formulations.site_lp import make_site_lp
+from carbonsched.formulations.solution import Solution, SolveStatus, Trace, compute_gap
+from carbonsched.instances.schema import Instance
 from pyscipopt import SCIP_LPPARAM
-
-from formulations.baselines import energy_only_plan
-from formulations.benders_master import BendersMaster, Cut, build_benders_master
-from formulations.diagnose import diagnose_mandatory
-from formulations.evaluate import evaluate
-from formulations.joint import compute_arrays
-from formulations.lp_relaxation import solve_lp_relaxation
-from formulations.plan import ComputePlan
-from formulations.scip_arrays import add_csr_rows
-from formulations.scip_run import configure, run_scip
-from formulations.site_lp import make_site_lp
-from formulations.solution import Solution, SolveStatus, Trace, compute_gap
-from instances.errors import CarbonschedError, NoSolutionError
-from instances.schema import Instance
 
 from .cuts import CutPool
 from .hooks import DecompositionHooks

@@ -11,8 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from formulations.solution import Solution, Trace, compute_gap
+from carbonsched.formulations.solution import Solution, Trace, compute_gap
 
 
 @dataclass

@@ -114,7 +114,7 @@ class CutPool:
 
     def active(self, iteration: int, age_limit: int) -> list:
         """Cuts for the next master: recently tight, new, or violated at the last point."""
-        from formulations.benders_master import Cut
+        from carbonsched.formulations.benders_master import Cut
 
         keep = (iteration - self.last_tight <= age_limit) | self._violated
         T5 = self.width

@@ -33,18 +33,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from carbonsched.errors import InputError, NoSolutionError
+from carbonsched.formulations.evaluate import evaluate
+from carbonsched.formulations.joint import JointModel, build_joint_model, enumerate_placements
+from carbonsched.formulations.lp_relaxation import solve_lp_relaxation
+from carbonsched.formulations.monolithic import solution_from_model
+from carbonsched.formulations.plan import ComputePlan, PlanError
+from carbonsched.formulations.scip_run import configure
+from carbonsched.formulations.site_milp import SiteResult, make_site_milp
+from carbonsched.formulations.solution import Solution, SolveStatus, compute_gap
+from carbonsched.instances.schema import Instance
 from scipy.optimize import linprog
-
-from formulations.evaluate import evaluate
-from formulations.joint import JointModel, build_joint_model, enumerate_placements
-from formulations.lp_relaxation import solve_lp_relaxation
-from formulations.monolithic import solution_from_model
-from formulations.plan import ComputePlan, PlanError
-from formulations.scip_run import configure
-from formulations.site_milp import SiteResult, make_site_milp
-from formulations.solution import Solution, SolveStatus, compute_gap
-from instances.errors import InputError, NoSolutionError
-from instances.schema import Instance
 
 from .bounds import BoundTracker
 from .parallel import ParallelConfig, SitePool
@@ -815,7 +814,7 @@ def _closing_phase(inst: Instance, tracker: BoundTracker, iteration: int, *, tim
 
     Returns the final status and the phase's wall time, s.
     """
-    from formulations.monolithic import solve_monolithic
+    from carbonsched.formulations.monolithic import solve_monolithic
 
     start = tracker.seconds
     emit(f"closing phase: joint MILP in SCIP seeded with the incumbent ({_pct(tracker.gap).strip()} gap, "

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from carbonsched.errors import InputError
+from carbonsched.instances.schema import Instance
+from carbonsched.instances.storage import load, save
 from joblib import Parallel, delayed, parallel_config
-
-from instances.errors import InputError
-from instances.schema import Instance
-from instances.storage import load, save
 
 BACKENDS = ("loky", "dask", "sequential")
 #: With per-site cost estimates, sites are packed into at most this many chunks per worker.

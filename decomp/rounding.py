@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-
-from formulations.joint import Placements, compute_arrays
-from formulations.plan import ComputePlan
-from instances.schema import Instance
+from carbonsched.formulations.joint import Placements, compute_arrays
+from carbonsched.formulations.plan import ComputePlan
+from carbonsched.instances.schema import Instance
 
 #: Placements with a smaller LP value are not tried in the greedy pass (mandatory jobs still are).
 MIN_FRACTION = 0.05

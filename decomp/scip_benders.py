@@ -31,16 +31,15 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-
-from formulations.benders_master import BendersMaster, build_benders_master
-from formulations.diagnose import diagnose_mandatory
-from formulations.energy import add_energy_block
-from formulations.evaluate import evaluate
-from formulations.scip_arrays import ArrayModel
-from formulations.scip_run import ProgressFn, configure, run_scip
-from formulations.solution import Solution, SolveStatus, Trace, compute_gap
-from instances.errors import NoSolutionError
-from instances.schema import Instance
+from carbonsched.errors import NoSolutionError
+from carbonsched.formulations.benders_master import BendersMaster, build_benders_master
+from carbonsched.formulations.diagnose import diagnose_mandatory
+from carbonsched.formulations.energy import add_energy_block
+from carbonsched.formulations.evaluate import evaluate
+from carbonsched.formulations.scip_arrays import ArrayModel
+from carbonsched.formulations.scip_run import ProgressFn, configure, run_scip
+from carbonsched.formulations.solution import Solution, SolveStatus, Trace, compute_gap
+from carbonsched.instances.schema import Instance
 
 from .benders import plan_from_master
 

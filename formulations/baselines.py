@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
-from instances.errors import InfeasibleError
-from instances.schema import Instance
+from carbonsched.errors import InfeasibleError
+from carbonsched.instances.schema import Instance
 
 from .evaluate import evaluate
 from .monolithic import solve_monolithic

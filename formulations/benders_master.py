@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-
-from instances.schema import Instance
+from carbonsched.instances.schema import Instance
 
 from .energy import _min_up_down, _rows, _shift, has_battery, has_generator
 from .joint import ComputeBlock, add_compute_block

@@ -51,8 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from instances.schema import Instance
+from carbonsched.instances.schema import Instance
 
 from .solution import (
     BREAKDOWN_TERMS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from instances.schema import Instance
+from carbonsched.instances.schema import Instance
 
 from .baselines import STRATEGIES, run_strategy
 from .solution import BREAKDOWN_TERMS, Solution

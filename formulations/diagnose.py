@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-
-from instances.errors import InfeasibleError
-from instances.schema import Instance
+from carbonsched.errors import InfeasibleError
+from carbonsched.instances.schema import Instance
 
 from .joint import enumerate_placements, running_matrix
 from .scip_arrays import ArrayModel

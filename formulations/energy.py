@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-
-from instances.schema import Instance
+from carbonsched.instances.schema import Instance
 
 from .scip_arrays import ArrayModel
 from .solution import ENERGY_BINARY_FIELDS as BINARY_FIELDS

@@ -22,9 +22,8 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-
-from instances.errors import NoSolutionError
-from instances.schema import Instance
+from carbonsched.errors import NoSolutionError
+from carbonsched.instances.schema import Instance
 
 from .energy import add_energy_block, idle_energy_arrays, it_power_mw
 from .plan import ComputePlan, check_plan
@@ -235,7 +234,7 @@ def evaluate(
     else:
         own_pool = None
         if pool is None and config is not None and (config.n_jobs > 1 or config.backend == "dask"):
-            from decomp.parallel import SitePool
+            from carbonsched.decomp.parallel import SitePool
 
             pool = own_pool = SitePool(inst, config)
         try:

@@ -34,9 +34,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-
-from instances.errors import NoSolutionError
-from instances.schema import Instance
+from carbonsched.errors import NoSolutionError
+from carbonsched.instances.schema import Instance
 
 from .energy import idle_energy_arrays, it_power_mw
 from .evaluate import SiteEnergySolver, site_energy_model, solve_sites_separately

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-
-from instances.schema import Instance
+from carbonsched.instances.schema import Instance
 
 from .energy import EnergyBlock, add_energy_block
 from .scip_arrays import ArrayModel

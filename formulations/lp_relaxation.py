@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from carbonsched.instances.schema import Instance
 from scipy.optimize import linprog
-
-from instances.schema import Instance
 
 from .diagnose import diagnose_mandatory
 from .joint import JointModel, build_joint_model

@@ -6,9 +6,8 @@ import math
 import time
 
 import numpy as np
-
-from instances.errors import InfeasibleError, NoSolutionError
-from instances.schema import Instance
+from carbonsched.errors import InfeasibleError, NoSolutionError
+from carbonsched.instances.schema import Instance
 
 from .diagnose import diagnose_mandatory
 from .evaluate import evaluate

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from instances.errors import CarbonschedError
-from instances.schema import Instance
+from carbonsched.errors import CarbonschedError
+from carbonsched.instances.schema import Instance
 
 #: Absolute tolerance (GPUs) of MODEL.md's feasibility rule, scaled by max(1, |rhs|).
 TOL = 1e-6

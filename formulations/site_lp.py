@@ -23,9 +23,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from carbonsched.instances.schema import Instance
 from pyscipopt import LP, SCIP_LPPARAM
-
-from instances.schema import Instance
 
 from .energy import has_battery, has_generator
 

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from carbonsched.instances.schema import Instance
 from pyscipopt import SCIP_PARAMSETTING
-
-from instances.schema import Instance
 
 from .energy import EnergyBlock, add_energy_block
 from .joint import ComputeBlock, add_compute_block

@@ -20,10 +20,9 @@ from typing import Any
 
 import h5py
 import numpy as np
-
-from instances.errors import CarbonschedError
-from instances.schema import Instance
-from instances.storage import atomic_hdf5, open_hdf5, write_array
+from carbonsched.errors import CarbonschedError
+from carbonsched.instances.schema import Instance
+from carbonsched.instances.storage import atomic_hdf5, open_hdf5, write_array
 
 SCHEMA = "carbonsched-solution"
 SCHEMA_VERSION = 1

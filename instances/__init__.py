@@ -1,7 +1,8 @@
 """Instances: the data model of INSTANCE.md, HDF5 storage, validation, generator and shipped files."""
 
+from carbonsched.errors import CarbonschedError, InputError, InstanceError
+
 from .build import make_instance
-from .errors import CarbonschedError, InputError, InstanceError
 from .generator import PRESETS, generate
 from .network import build_network, latency_matrix
 from .schema import FIELDS, Inference, Instance, Jobs, Sites

@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from carbonsched.errors import InputError
 
 from .build import SITE_DEFAULTS
-from .errors import InputError
 from .network import build_network, great_circle_km, latency_matrix, site_node, user_node
 from .regions import MODELS, REGIONS, region_index, region_table, user_region_index, user_region_table
 from .schema import Inference, Instance, Jobs, Sites

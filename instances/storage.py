@@ -10,8 +10,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from carbonsched.errors import InstanceError
 
-from .errors import InstanceError
 from .schema import (
     GROUP_CLASSES,
     GROUPS,

@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from carbonsched.errors import InstanceError
 
-from .errors import InstanceError
 from .schema import FIELDS, ROOT_ATTRS, SCHEMA, SCHEMA_VERSION, FieldSpec, Instance
 
 _RULE_TEXT = {

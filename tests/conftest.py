@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from instances import Instance, make_instance
+from carbonsched.instances import Instance, make_instance
 
 T, S, J, K = 4, 3, 4, 2
 

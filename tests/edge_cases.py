@@ -7,8 +7,7 @@ in well under a second.
 from __future__ import annotations
 
 import numpy as np
-
-from instances import Instance, generate, make_instance
+from carbonsched.instances import Instance, generate, make_instance
 
 
 def random_small(seed: int) -> Instance:
@@ -94,8 +93,8 @@ def assert_exact_against_monolithic(inst: Instance, solve, gap: float):
     The solution passes the checker and is certified; its dual bound is ≥ the optimum at every trace
     point; its objective is within ``gap`` (relative, SOLUTION.md) of the optimum. Returns (sol, opt).
     """
-    from formulations.checker import check_solution
-    from formulations.monolithic import solve_monolithic
+    from carbonsched.formulations.checker import check_solution
+    from carbonsched.formulations.monolithic import solve_monolithic
 
     opt = solve_monolithic(inst, gap=0.0)
     sol = solve(inst)

@@ -7,19 +7,18 @@ import math
 
 import numpy as np
 import pytest
+from carbonsched.decomp.heuristics import solve_greedy, solve_local_search
+from carbonsched.decomp.hooks import DecompositionHooks
+from carbonsched.decomp.lagrangian import LagrangianHooks, solve_lagrangian
+from carbonsched.formulations import ComputePlan, PlanError, build_joint_model, check_solution, evaluate
+from carbonsched.formulations.baselines import energy_only_plan
+from carbonsched.formulations.evaluator import Evaluator, MoveJob, SetPlan, ShiftRouting, SwapJobs
+from carbonsched.formulations.heuristics_api import plan_to_scip_solution
+from carbonsched.formulations.monolithic import solve_monolithic
+from carbonsched.formulations.scip_run import configure
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyscipopt import SCIP_HEURTIMING, SCIP_RESULT, Heur
-
-from decomp.heuristics import solve_greedy, solve_local_search
-from decomp.hooks import DecompositionHooks
-from decomp.lagrangian import LagrangianHooks, solve_lagrangian
-from formulations import ComputePlan, PlanError, build_joint_model, check_solution, evaluate
-from formulations.baselines import energy_only_plan
-from formulations.evaluator import Evaluator, MoveJob, SetPlan, ShiftRouting, SwapJobs
-from formulations.heuristics_api import plan_to_scip_solution
-from formulations.monolithic import solve_monolithic
-from formulations.scip_run import configure
 
 from .conftest import build_small_instance
 from .edge_cases import EDGE_CASES, random_small
@@ -57,7 +56,7 @@ def test_evaluate_of_the_optimal_plan_is_the_optimum(name):
 
 
 def test_evaluate_without_budget_solves_sites_apart_and_in_parallel():
-    from decomp.parallel import ParallelConfig
+    from carbonsched.decomp.parallel import ParallelConfig
 
     inst = build_small_instance()  # C = inf
     assert math.isinf(inst.carbon_budget_t)
@@ -189,7 +188,7 @@ def test_initial_plan_is_the_first_incumbent_of_monolithic():
 
 
 def test_initial_plan_is_the_first_incumbent_of_benders():
-    from decomp.benders import solve_benders
+    from carbonsched.decomp.benders import solve_benders
 
     inst, plan, z0 = _seed_case()
     sol = _checked(inst, solve_benders(inst, gap=1e-4, initial=plan))
@@ -220,7 +219,7 @@ def test_a_lagrangian_hook_offering_a_better_plan_changes_the_incumbent():
 
 
 def test_a_benders_hook_offering_a_better_plan_changes_the_incumbent():
-    from decomp.benders import solve_benders
+    from carbonsched.decomp.benders import solve_benders
 
     inst = random_small(6)
     opt = solve_monolithic(inst, gap=0.0)

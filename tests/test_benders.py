@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from decomp.benders import solve_benders
-from decomp.cuts import (
+from carbonsched.decomp.benders import solve_benders
+from carbonsched.decomp.cuts import (
     busy_coefficients_on_placements,
     busy_coefficients_on_placements_reference,
     cut_values,
     cut_values_reference,
 )
-from decomp.hooks import DecompositionHooks
-from decomp.parallel import ParallelConfig
-from formulations.checker import check_solution
-from formulations.monolithic import solve_monolithic
-from formulations.plan import ComputePlan
+from carbonsched.decomp.hooks import DecompositionHooks
+from carbonsched.decomp.parallel import ParallelConfig
+from carbonsched.formulations.checker import check_solution
+from carbonsched.formulations.monolithic import solve_monolithic
+from carbonsched.formulations.plan import ComputePlan
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .edge_cases import EDGE_CASES, assert_exact_against_monolithic, random_small
 

@@ -12,12 +12,11 @@ import math
 import os
 import time
 
+import carbonsched.formulations.solution as solution_module
 import h5py
 import numpy as np
 import pytest
-
-import formulations.solution as solution_module
-from formulations import (
+from carbonsched.formulations import (
     CheckReport,
     Solution,
     SolutionError,
@@ -26,8 +25,8 @@ from formulations import (
     breakdown_from_arrays,
     check_solution,
 )
-from formulations.solution import BREAKDOWN_TERMS, ENERGY_BINARY_FIELDS, ENERGY_FIELDS, compute_gap
-from instances import Instance, make_instance
+from carbonsched.formulations.solution import BREAKDOWN_TERMS, ENERGY_BINARY_FIELDS, ENERGY_FIELDS, compute_gap
+from carbonsched.instances import Instance, make_instance
 
 T, S, J, K = 6, 2, 2, 2
 ALPHA, BETA = 0, 1

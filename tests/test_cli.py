@@ -9,19 +9,17 @@ from pathlib import Path
 
 import h5py
 import pytest
+from carbonsched.cli import main
+from carbonsched.formulations.checker import check_solution
+from carbonsched.formulations.solution import Solution
+from carbonsched.instances import load, make_instance, save
 
-import decomp
-from decomp.cli import main
-from formulations.checker import check_solution
-from formulations.solution import Solution
-from instances import load, make_instance, save
-
-# The packages as imported here (installed or from the checkout), also for subprocesses in other folders.
-ENV = {**os.environ, "PYTHONPATH": str(Path(decomp.__file__).resolve().parent.parent)}
+# Subprocesses import the installed package, as a user's shell would.
+ENV = dict(os.environ)
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "decomp.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "carbonsched.cli", *args], capture_output=True, text=True,
                           timeout=300, env=ENV, cwd=cwd)
 
 

@@ -7,8 +7,7 @@ import re
 
 import numpy as np
 import pytest
-
-from instances import (
+from carbonsched.instances import (
     PRESETS,
     InputError,
     Instance,
@@ -22,10 +21,10 @@ from instances import (
     summarize,
     validate,
 )
-from instances.generator import _sample_sites, _weather, clear_sky_solar_cf
-from instances.network import build_network, great_circle_km, site_node
-from instances.regions import REGIONS
-from instances.summary import all_grid_emissions
+from carbonsched.instances.generator import _sample_sites, _weather, clear_sky_solar_cf
+from carbonsched.instances.network import build_network, great_circle_km, site_node
+from carbonsched.instances.regions import REGIONS
+from carbonsched.instances.summary import all_grid_emissions
 
 
 def assert_instances_equal(a: Instance, b: Instance, *, extra: bool = True) -> None:

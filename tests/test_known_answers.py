@@ -6,11 +6,10 @@ import math
 
 import numpy as np
 import pytest
-
-from formulations.checker import check_solution
-from formulations.monolithic import solve_monolithic
-from instances import make_instance
-from instances.errors import InfeasibleError
+from carbonsched.errors import InfeasibleError
+from carbonsched.formulations.checker import check_solution
+from carbonsched.formulations.monolithic import solve_monolithic
+from carbonsched.instances import make_instance
 
 
 def solve_checked(inst, **kw):

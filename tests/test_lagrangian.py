@@ -6,16 +6,15 @@ import math
 
 import numpy as np
 import pytest
-
-from decomp.lagrangian import LagrangianHooks, LagrangianState, make_layout, solve_lagrangian
-from decomp.parallel import ParallelConfig
-from formulations.baselines import ablate
-from formulations.checker import check_solution
-from formulations.monolithic import solve_monolithic
-from formulations.plan import ComputePlan
-from formulations.site_milp import SiteMILP
-from instances import generate
-from instances.errors import InputError
+from carbonsched.decomp.lagrangian import LagrangianHooks, LagrangianState, make_layout, solve_lagrangian
+from carbonsched.decomp.parallel import ParallelConfig
+from carbonsched.errors import InputError
+from carbonsched.formulations.baselines import ablate
+from carbonsched.formulations.checker import check_solution
+from carbonsched.formulations.monolithic import solve_monolithic
+from carbonsched.formulations.plan import ComputePlan
+from carbonsched.formulations.site_milp import SiteMILP
+from carbonsched.instances import generate
 
 from .conftest import build_small_instance
 
@@ -247,8 +246,8 @@ def test_site_subproblem_depends_only_on_its_arguments():
 
 
 def test_restricted_milp_over_the_pool():
-    from decomp.lagrangian import Recovery, lp_relaxation
-    from formulations.evaluate import evaluate
+    from carbonsched.decomp.lagrangian import Recovery, lp_relaxation
+    from carbonsched.formulations.evaluate import evaluate
 
     inst = generate(sites=3, periods=8, jobs=6, classes=2, seed=7)
     opt = _optimum(inst)
@@ -274,7 +273,7 @@ def test_restricted_milp_over_the_pool():
 
 
 def test_placement_index_lookup():
-    from formulations.joint import enumerate_placements
+    from carbonsched.formulations.joint import enumerate_placements
 
     inst = generate(sites=3, periods=8, jobs=6, classes=2, seed=7)
     pl = enumerate_placements(inst)
@@ -286,7 +285,7 @@ def test_placement_index_lookup():
 
 
 def test_site_chunks_balance_the_load():
-    from decomp.parallel import SitePool
+    from carbonsched.decomp.parallel import SitePool
 
     inst = _tiny(4)
     with SitePool(inst, ParallelConfig(n_jobs=2)) as pool:
@@ -302,7 +301,7 @@ def test_site_chunks_balance_the_load():
 
 
 def test_lp_reduced_costs_certify_the_lp_optimum():
-    from formulations.lp_relaxation import solve_lp_relaxation
+    from carbonsched.formulations.lp_relaxation import solve_lp_relaxation
 
     inst = generate(sites=3, periods=8, jobs=6, classes=2, seed=7)
     lp = solve_lp_relaxation(inst)

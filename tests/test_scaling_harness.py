@@ -9,9 +9,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from bench import scaling
-from bench.report import fit_exponent, write_report
+from carbonsched.bench import scaling
+from carbonsched.bench.report import fit_exponent, write_report
 
 METHODS = ["monolithic", "benders", *(["highs"] if scaling.highs_available() else []), "fail"]
 SITES, PERIODS = [2, 3], [4]
@@ -98,7 +97,7 @@ def test_incomplete_group_is_run_again(tmp_path) -> None:
 
 
 def test_run_is_killed_from_outside(tmp_path) -> None:
-    out = scaling.run_child("monolithic", 3, 4, 0, time_limit=0.0, gap=1e-4, jobs=1, grace=0.5,
+    out = scaling.run_child("hang", 3, 4, 0, time_limit=0.0, gap=1e-4, jobs=1, grace=0.5,
                             mem_limit_mb=math.inf, echo=lambda _line: None)
     assert out.summary["status"] == "killed"
     assert "killed after" in out.summary["error"]
@@ -110,7 +109,7 @@ def test_run_is_killed_from_outside(tmp_path) -> None:
 
 
 def test_highs_missing_gives_clear_message(monkeypatch, tmp_path) -> None:
-    from instances.generator import generate
+    from carbonsched.instances.generator import generate
 
     monkeypatch.setitem(sys.modules, "highspy", None)
     assert not scaling.highs_available()

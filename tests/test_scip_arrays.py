@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import carbonsched.formulations.scip_arrays as scip_arrays
 import pytest
-
-import formulations.scip_arrays as scip_arrays
-from formulations.checker import check_solution
-from formulations.monolithic import solve_monolithic
-from instances import generate
+from carbonsched.formulations.checker import check_solution
+from carbonsched.formulations.monolithic import solve_monolithic
+from carbonsched.instances import generate
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,7 @@ def test_build_paths_agree(inst, monkeypatch):
 
 
 def test_model_sizes_are_counted(inst):
-    from formulations.joint import build_joint_model
+    from carbonsched.formulations.joint import build_joint_model
 
     jm = build_joint_model(inst)
     assert jm.am.n_vars == jm.model.getNVars()
@@ -52,8 +51,7 @@ def test_model_sizes_are_counted(inst):
 def test_start_solution_is_offered_and_used(inst, monkeypatch, c_api):
     """A full solution offered before the solve is SCIP's first incumbent, through the C API or PySCIPOpt."""
     import numpy as np
-
-    from formulations.joint import build_joint_model
+    from carbonsched.formulations.joint import build_joint_model
 
     if not c_api:
         monkeypatch.setenv("CARBONSCHED_NO_CTYPES", "1")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-from decomp.scip_benders import site_energy_subproblem, solve_scip_benders
-from formulations.benders_master import build_benders_master
-from formulations.checker import check_solution
-from formulations.solution import Solution
-from instances import load, make_instance, save
-from instances.errors import InfeasibleError
+from carbonsched.decomp.scip_benders import site_energy_subproblem, solve_scip_benders
+from carbonsched.errors import InfeasibleError
+from carbonsched.formulations.benders_master import build_benders_master
+from carbonsched.formulations.checker import check_solution
+from carbonsched.formulations.solution import Solution
+from carbonsched.instances import load, make_instance, save
 
 from .edge_cases import EDGE_CASES, assert_exact_against_monolithic, random_small
 from .test_cli import run_cli

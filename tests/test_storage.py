@@ -6,16 +6,15 @@ import math
 import os
 import stat
 
+import carbonsched.instances.storage as storage
 import h5py
 import numpy as np
 import pytest
+from carbonsched.instances import Instance, InstanceError, load, make_instance, save
+from carbonsched.instances.schema import FIELDS, GROUPS, group_fields
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import instances.storage as storage
-from instances import Instance, InstanceError, load, make_instance, save
-from instances.schema import FIELDS, GROUPS, group_fields
 
 
 # ----------------------------------------------------------------------------- helpers

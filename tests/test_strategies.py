@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from formulations.baselines import STRATEGIES, ablate, energy_only_plan, run_strategy
-from formulations.checker import check_solution
-from formulations.evaluate import evaluate
-from formulations.plan import ComputePlan, PlanError
-from instances import generate, make_instance
+from carbonsched.formulations.baselines import STRATEGIES, ablate, energy_only_plan, run_strategy
+from carbonsched.formulations.checker import check_solution
+from carbonsched.formulations.evaluate import evaluate
+from carbonsched.formulations.plan import ComputePlan, PlanError
+from carbonsched.instances import generate, make_instance
 
 TOL = 1e-6
 

@@ -13,9 +13,8 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-
-from instances import InstanceError, load, make_instance, save
-from instances.schema import FIELDS
+from carbonsched.instances import InstanceError, load, make_instance, save
+from carbonsched.instances.schema import FIELDS
 
 T, S, J, K = 4, 3, 4, 2  # sizes of the conftest instance
 

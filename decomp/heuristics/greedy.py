@@ -18,10 +18,9 @@ import math
 import time
 
 import numpy as np
-
-from formulations import ComputePlan, Solution, evaluate
-from formulations.solution import SolveStatus, Trace
-from instances import Instance
+from carbonsched.formulations import ComputePlan, Solution, evaluate
+from carbonsched.formulations.solution import SolveStatus, Trace
+from carbonsched.instances import Instance
 
 #: Carbon shadow prices tried, $/t CO2 (added to the instance's τ).
 DEFAULT_CARBON_PRICES = (0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)

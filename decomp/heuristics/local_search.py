@@ -21,11 +21,10 @@ import math
 import time
 
 import numpy as np
-
-from formulations import ComputePlan, PlanError, Solution
-from formulations.evaluator import Evaluator, MoveJob, ShiftRouting, SwapJobs
-from formulations.solution import Trace
-from instances import Instance
+from carbonsched.formulations import ComputePlan, PlanError, Solution
+from carbonsched.formulations.evaluator import Evaluator, MoveJob, ShiftRouting, SwapJobs
+from carbonsched.formulations.solution import Trace
+from carbonsched.instances import Instance
 
 from .greedy import solve_greedy
 

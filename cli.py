@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from instances.errors import CarbonschedError, InputError
+from carbonsched import __version__
+from carbonsched.errors import CarbonschedError, InputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,11 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="carbonsched",
         description="Carbon-aware compute-power scheduling of AI data centers with microgrids.",
     )
+    parser.add_argument("--version", action="version", version=f"carbonsched {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     gen = sub.add_parser("generate", help="generate an instance file (by preset or by size)")
-    from instances.generator import PRESETS
+    from carbonsched.instances.generator import PRESETS
 
     gen.add_argument("--preset", choices=sorted(PRESETS), help="named preset (paper, small, medium, ...)")
     gen.add_argument("--sites", type=_positive_int, help="number of sites S")
@@ -107,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from instances.generator import generate
-    from instances.storage import save
-    from instances.summary import format_summary
+    from carbonsched.instances.generator import generate
+    from carbonsched.instances.storage import save
+    from carbonsched.instances.summary import format_summary
 
     by_size = [args.sites, args.jobs, args.classes]
     if args.preset is None and args.sites is None:
@@ -136,15 +138,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from instances.storage import load
-    from instances.summary import format_summary
+    from carbonsched.instances.storage import load
+    from carbonsched.instances.summary import format_summary
 
     print(format_summary(load(args.instance)))
     return 0
 
 
 def _print_progress(seconds: float, primal: float, dual: float, nodes: int) -> None:
-    from formulations.solution import compute_gap
+    from carbonsched.formulations.solution import compute_gap
 
     gap = compute_gap(primal, dual)
     gap_text = f"{100 * gap:9.3f}%" if gap != float("inf") else "        -"
@@ -159,10 +161,10 @@ def _output_path(text: str, flag: str) -> Path:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    from formulations.checker import check_solution
-    from formulations.plan import ComputePlan
-    from formulations.solution import Solution
-    from instances.storage import load
+    from carbonsched.formulations.checker import check_solution
+    from carbonsched.formulations.plan import ComputePlan
+    from carbonsched.formulations.solution import Solution
+    from carbonsched.instances.storage import load
 
     out = _output_path(args.output, "--output")
     inst = load(args.instance)
@@ -174,33 +176,33 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     progress = None if args.quiet else _print_progress
     log = None if args.quiet else (lambda line: print(line, flush=True))
     if args.method == "monolithic":
-        from formulations.monolithic import solve_monolithic
+        from carbonsched.formulations.monolithic import solve_monolithic
 
         sol = solve_monolithic(inst, time_limit=args.time_limit, gap=args.gap, threads=args.threads, seed=args.seed,
                                progress=progress, initial=initial)
     elif args.method == "scip-benders":
-        from .scip_benders import solve_scip_benders
+        from carbonsched.decomp.scip_benders import solve_scip_benders
 
         sol = solve_scip_benders(inst, time_limit=args.time_limit, gap=args.gap, seed=args.seed, progress=progress)
     elif args.method == "greedy":
-        from .heuristics import solve_greedy
+        from carbonsched.decomp.heuristics import solve_greedy
 
         sol = solve_greedy(inst, time_limit=args.time_limit)
     elif args.method == "local-search":
-        from .heuristics import solve_local_search
+        from carbonsched.decomp.heuristics import solve_local_search
 
         sol = solve_local_search(inst, initial=initial, time_limit=args.time_limit or 60.0, seed=args.seed)
     else:
-        from .parallel import ParallelConfig
+        from carbonsched.decomp.parallel import ParallelConfig
 
         config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler)
         if args.method == "benders":
-            from .benders import solve_benders
+            from carbonsched.decomp.benders import solve_benders
 
             sol = solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
                                 log=log)
         else:
-            from .lagrangian import solve_lagrangian
+            from carbonsched.decomp.lagrangian import solve_lagrangian
 
             close = {"auto": None, "yes": True, "no": False}[args.close]
             sol = solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
@@ -215,8 +217,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _compare(inst, out_dir: Path | None, time_limit: float | None, gap: float | None) -> int:
-    from formulations.checker import check_solution
-    from formulations.compare import format_comparison, run_comparison
+    from carbonsched.formulations.checker import check_solution
+    from carbonsched.formulations.compare import format_comparison, run_comparison
 
     results = run_comparison(inst, time_limit=time_limit, gap=gap,
                              on_done=lambda name, sol: print(f"  {name:<13} {sol.wall_seconds:7.2f} s", flush=True))
@@ -246,7 +248,7 @@ def _out_dir(text: str | None) -> Path | None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from instances.storage import load
+    from carbonsched.instances.storage import load
 
     inst = load(args.instance)
     print(f"{inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; running strategies")
@@ -254,9 +256,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from formulations.checker import check_solution
-    from formulations.solution import Solution
-    from instances.storage import load
+    from carbonsched.formulations.checker import check_solution
+    from carbonsched.formulations.solution import Solution
+    from carbonsched.instances.storage import load
 
     inst = load(args.instance)
     sol = Solution.load(args.solution)
@@ -266,8 +268,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from instances.shipped import default_instance_path, load_default
-    from instances.summary import format_summary
+    from carbonsched.instances.shipped import default_instance_path, load_default
+    from carbonsched.instances.summary import format_summary
 
     inst = load_default()
     print(f"embedded instance: {default_instance_path()}")
