@@ -16,6 +16,11 @@ layers before it:
 are shared by every layer.
 """
 
+import logging
+
 __version__ = "0.2.0"
+
+# the library never prints: without a handler configured by the application, records go nowhere
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["__version__"]

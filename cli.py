@@ -174,7 +174,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     print(f"{inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; "
           f"method {args.method}, time limit {args.time_limit or 'none'}, gap {args.gap:g}", flush=True)
     progress = None if args.quiet else _print_progress
-    log = None if args.quiet else (lambda line: print(line, flush=True))
+    events = None if args.quiet else (lambda event: print(event.format(), flush=True))
     if args.method == "monolithic":
         from carbonsched.formulations.monolithic import solve_monolithic
 
@@ -200,13 +200,13 @@ def _cmd_solve(args: argparse.Namespace) -> int:
             from carbonsched.decomp.benders import solve_benders
 
             sol = solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                log=log)
+                                progress=events, seed=args.seed)
         else:
             from carbonsched.decomp.lagrangian import solve_lagrangian
 
             close = {"auto": None, "yes": True, "no": False}[args.close]
             sol = solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                   close=close, progress=log, seed=args.seed)
+                                   close=close, progress=events, seed=args.seed)
     sol.save(out)
     report = check_solution(inst, sol)
     print(f"status {sol.status.value}  Z = {sol.objective:.2f} $  bound = {sol.bound:.2f} $  gap = {sol.gap:.3%}  "

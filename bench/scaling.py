@@ -213,27 +213,18 @@ def _solve(method: str, inst, time_limit: float, gap: float, jobs: int, workdir:
     from carbonsched.decomp.parallel import ParallelConfig
 
     config = ParallelConfig(n_jobs=jobs)
+    def progress(event) -> None:
+        _emit(event.seconds, event.primal, event.bound, event.iteration, phase=event.phase)
+
     if method == "benders":
         from carbonsched.decomp.benders import solve_benders
-        from carbonsched.decomp.hooks import DecompositionHooks
 
-        class _Progress(DecompositionHooks):
-            def post_iteration(self, solver: Any, state: Any):
-                _emit(solver.elapsed(), state.primal, state.bound, state.iteration, phase=str(state.phase))
-                return None
-
-        return solve_benders(inst, time_limit=time_limit, gap=gap, config=config, hooks=_Progress()), {}
+        return solve_benders(inst, time_limit=time_limit, gap=gap, config=config, progress=progress), {}
     if method == "lagrangian":
-        from carbonsched.decomp.lagrangian import LagrangianHooks, solve_lagrangian
-
-        class _LagProgress(LagrangianHooks):
-            def post_iteration(self, state: Any):
-                primal = state.incumbent.objective if state.incumbent is not None else -math.inf
-                _emit(state.seconds, primal, state.bound, state.iteration)
-                return None
+        from carbonsched.decomp.lagrangian import solve_lagrangian
 
         # close=False: the study measures the decomposition itself, not its B&B closing phase
-        return solve_lagrangian(inst, time_limit=time_limit, gap=gap, config=config, hooks=_LagProgress(),
+        return solve_lagrangian(inst, time_limit=time_limit, gap=gap, config=config, progress=progress,
                                 close=False), {}
     if method == "fail":  # a method that always fails, for the tests of the failure path
         raise RuntimeError("deliberate failure (test method)")

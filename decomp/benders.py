@@ -21,47 +21,43 @@ Algorithm.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-from carbonsched.errors import CarbonschedError, NoSolutionError
+from carbonsched.errors import CarbonschedError, InputError
 from carbonsched.formulations.baselines import energy_only_plan
 from carbonsched.formulations.benders_master import BendersMaster, Cut, build_benders_master
 from carbonsched.formulations.diagnose import diagnose_mandatory
-from carbonsched.formulations.evaluate import evaluate
 from carbonsched.formulations.joint import compute_arrays
 from carbonsched.formulations.lp_relaxation import solve_lp_relaxation
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_arrays import add_csr_rows
 from carbonsched.formulations.scip_run import configure, run_scip
 from carbonsched.formulations.site_lp import make_site_lp
-from carbonsched.formulations.solution import Solution, SolveStatus, Trace, compute_gap
+from carbonsched.formulations.solution import Solution, SolveStatus, compute_gap
 from carbonsched.instances.schema import Instance
+from carbonsched.progress import ProgressCallback
 from pyscipopt import SCIP_LPPARAM
 
 from .cuts import CutPool
+from .engine import DecompositionAlgorithm, EngineOptions, Hub
 from .hooks import DecompositionHooks
-from .parallel import ParallelConfig, SitePool
+from .parallel import ParallelConfig
 from .rounding import round_fractional_plan
 
-LogFn = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
-class BendersOptions:
-    """Options of :func:`solve_benders` (all optional).
+class BendersOptions(EngineOptions):
+    """Options of :func:`solve_benders`: the engine's (time limit, gap, workers, initial plan, seed) and these.
 
     Attributes
     ----------
-    time_limit : float or None
-        Wall-clock limit, s.
-    gap : float
-        Relative gap (SOLUTION.md definition) at which to stop.
-    config : ParallelConfig
-        Workers for the site LPs.
     root_rounds : int
         Maximum rounds of the LP-relaxation cut loop.
     stabilization : float
@@ -72,48 +68,36 @@ class BendersOptions:
         MILP iterations a cut may stay slack before it leaves the master (it stays in the pool).
     max_iterations : int
         MILP master iterations.
-    initial : ComputePlan or None
-        A plan to start from (its exact value is the first incumbent; default the energy-only plan).
     lp_warm_start : bool
         Solve the joint LP relaxation first (:func:`formulations.lp_relaxation.solve_lp_relaxation`):
         its optimum is a valid bound, its rounded solution a candidate plan, and its energy-side values
         the stability center of the root cut loop (no cuts are separated at that fractional point).
     lp_share : float
         Share of the time limit the LP warm start may take (skipped past it).
+
+    Without ``initial`` the energy-only plan of MODEL.md is the first incumbent.
     """
 
-    time_limit: float | None = None
-    gap: float = 1e-4
-    config: ParallelConfig = field(default_factory=ParallelConfig)
     root_rounds: int = 60
     stabilization: float = 0.5
     master_gap_share: float = 0.25
     cut_age_limit: int = 8
     max_iterations: int = 200
-    initial: ComputePlan | None = None
     lp_warm_start: bool = True
     lp_share: float = 0.25
 
-
-@dataclass
-class BendersState:
-    """What hooks see: bounds, incumbent, iteration, timings."""
-
-    iteration: int = 0
-    phase: str = "root"
-    bound: float = math.inf
-    incumbent: Solution | None = None
-    n_cuts: int = 0
-    subproblem_seconds: float = 0.0
-    master_seconds: float = 0.0
-
-    @property
-    def primal(self) -> float:
-        return -math.inf if self.incumbent is None else self.incumbent.objective
-
-    @property
-    def gap(self) -> float:
-        return compute_gap(self.primal, self.bound)
+    def validate(self) -> None:
+        super().validate()
+        for name in ("root_rounds", "cut_age_limit", "max_iterations"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 0):
+                raise InputError(f"{name}: must be an integer >= 0 (got {v!r})")
+        if not 0.0 < self.stabilization <= 1.0:
+            raise InputError(f"stabilization: must be in (0, 1] (got {self.stabilization!r})")
+        for name in ("master_gap_share", "lp_share"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise InputError(f"{name}: must be in (0, 1] (got {v!r})")
 
 
 def plan_from_master(master: BendersMaster, values: np.ndarray) -> ComputePlan:
@@ -175,84 +159,53 @@ def _solution_allowance(inst: Instance, sol: Solution) -> np.ndarray:
     return em
 
 
-class BendersSolver:
-    """The Benders method on one instance (see the module docstring)."""
+class BendersAlgorithm(DecompositionAlgorithm):
+    """The Benders method on the hub (see the module docstring)."""
 
-    def __init__(self, inst: Instance, options: BendersOptions | None = None,
-                 hooks: DecompositionHooks | None = None, log: LogFn | None = None) -> None:
+    name = "benders"
+
+    def __init__(self, inst: Instance, options: BendersOptions) -> None:
         self.inst = inst
-        self.opt = options or BendersOptions()
-        self.hooks = hooks or DecompositionHooks()
-        self.log = log or (lambda _msg: None)
-        self.state = BendersState()
-        self.trace = Trace()
-        self.pool = CutPool(inst.n_sites, inst.n_periods)
+        self.opt = options
+        self.cuts = CutPool(inst.n_sites, inst.n_periods)
         self.core: np.ndarray | None = None  # stability center of the root loop (the joint LP point)
-        self.t0 = time.perf_counter()
-        self._seen_plans: set[bytes] = set()
+        self.subproblem_seconds = 0.0
+        self.master_seconds = 0.0
+        self.hub: Hub | None = None
+
+    def extra(self) -> dict:
+        return {"cuts": self.cuts.size, "subproblem_seconds": self.subproblem_seconds,
+                "master_seconds": self.master_seconds}
 
     # ------------------------------------------------------------------ helpers
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def remaining(self) -> float | None:
-        if self.opt.time_limit is None:
-            return None
-        return max(self.opt.time_limit - self.elapsed(), 0.0)
-
-    def out_of_time(self) -> bool:
-        rem = self.remaining()
-        return rem is not None and rem <= 0.0
-
     def record(self) -> None:
-        st = self.state
-        self.trace.append(self.elapsed(), st.primal, st.bound, st.iteration)
-        self.log(f"{st.phase:>5} {st.iteration:4d} {self.elapsed():8.1f}s  primal {st.primal:14.2f}  "
-                 f"dual {st.bound:14.2f}  gap {_pct(st.gap)}  cuts {self.pool.size:5d}  "
-                 f"subproblems {st.subproblem_seconds:6.1f}s  master {st.master_seconds:6.1f}s")
+        self.hub.state.info["cuts"] = self.cuts.size
+        self.hub.record(f"cuts {self.cuts.size}  subproblems {self.subproblem_seconds:.1f}s  "
+                        f"master {self.master_seconds:.1f}s")
 
-    def offer(self, plan: ComputePlan | None, source: str) -> None:
-        """Score a plan exactly and keep it when it improves the incumbent."""
-        if plan is None:
-            return
-        rem = self.remaining()
-        if rem is not None and rem < 0.5 and self.state.incumbent is not None:
-            return  # out of time with a plan in hand: scoring another would overrun the limit
-        key = plan.job_site.tobytes() + plan.job_start.tobytes() + np.round(plan.served, 6).tobytes()
-        if key in self._seen_plans:
-            return
-        self._seen_plans.add(key)
-        try:
-            sol = evaluate(self.inst, plan, method="benders", time_limit=self.remaining())
-        except CarbonschedError as exc:
-            self.log(f"plan from {source} skipped: {exc}")
-            return
-        if self.state.incumbent is None or sol.objective > self.state.incumbent.objective:
-            self.state.incumbent = sol
-
-    def separate(self, pool: SitePool, points: np.ndarray) -> list:
+    def separate(self, points: np.ndarray) -> list:
         """Solve every site LP at ``points`` (S, 5, T); returns results by site."""
         t = time.perf_counter()
-        res = pool.map("benders-lp", make_site_lp, "solve",
-                       {i: ((points[i],), {}) for i in range(self.inst.n_sites)})
-        self.state.subproblem_seconds += time.perf_counter() - t
+        res = self.hub.pool.map("benders-lp", make_site_lp, "solve",
+                                {i: ((points[i],), {}) for i in range(self.inst.n_sites)})
+        self.subproblem_seconds += time.perf_counter() - t
         results = [res[i] for i in range(self.inst.n_sites)]
-        self.hooks.post_subproblems(self, self.state, results)
+        self.hub.post_subproblems(results)
         return results
 
     # ------------------------------------------------------------------ phases
-    def lp_warm_start(self, pool: SitePool) -> None:
+    def lp_warm_start(self) -> None:
         """Joint LP relaxation: its bound, its rounded plan, and its (S, 5, T) point as the root loop's core."""
-        st = self.state
-        limit = None if self.opt.time_limit is None else self.opt.lp_share * self.opt.time_limit
+        hub = self.hub
+        hub.set_phase("lp")
+        limit = hub.budget(self.opt.lp_share)
         lp = solve_lp_relaxation(self.inst, time_limit=limit)
         if not lp.optimal:
-            self.log(f"LP warm start skipped (not solved within {limit:.1f} s)" if limit is not None
-                     else "LP warm start skipped (LP not solved)")
+            log.info("LP warm start skipped (not solved within %s)", "the limit" if limit is None else f"{limit:.1f} s")
             return
-        st.bound = min(st.bound, lp.bound)
+        hub.offer_bound(lp.bound, "joint LP relaxation")
         jm = lp.jm
-        self.offer(round_fractional_plan(self.inst, jm.placements, jm.x, jm.y, lp.values), "joint LP rounding")
+        hub.offer_plan(round_fractional_plan(self.inst, jm.placements, jm.x, jm.y, lp.values), "joint LP rounding")
         point = np.zeros((self.inst.n_sites, 5, self.inst.n_periods))
         point[:, 0] = lp.values_at(jm.busy)
         point[:, 1] = lp.values_at(jm.energy.ids["bat_charging"])
@@ -263,84 +216,84 @@ class BendersSolver:
         # commitments) are valid but made the master MILPs slower: on 3 sites the final gap after 30 s went
         # from 0.08 % to 2.1 % with them (docs/decomposition.md).
         self.core = point
-        self.log(f"LP warm start: bound {lp.bound:.2f} in {lp.seconds:.1f} s")
+        hub.record(f"LP warm start in {lp.seconds:.1f} s")
 
-    def root_loop(self, pool: SitePool) -> None:
+    def root_loop(self) -> None:
         """Cut loop on the LP relaxation of the master, with in-out stabilization.
 
         The master LP lives in SCIP's LP interface, so each round re-solves from the previous basis
         after the new cut rows are appended.
         """
-        st = self.state
-        st.phase = "root"
-        master = build_benders_master(self.inst, self.pool.active(0, self.opt.cut_age_limit), record=True)
+        hub = self.hub
+        hub.set_phase("root")
+        master = build_benders_master(self.inst, self.cuts.active(0, self.opt.cut_age_limit), record=True)
         lp = master.am.lp_relaxation()
         core = self.core
         alpha = self.opt.stabilization
         for rnd in range(self.opt.root_rounds):
-            if self.out_of_time():
+            if hub.out_of_time():
                 return
-            st.iteration = rnd
+            hub.pre_iteration(rnd)
             t = time.perf_counter()
-            bound = _solve_master_lp(lp, self.remaining if self.opt.time_limit is not None else None)
-            st.master_seconds += time.perf_counter() - t
+            bound = _solve_master_lp(lp, hub.remaining if self.opt.time_limit is not None else None)
+            self.master_seconds += time.perf_counter() - t
             if bound is None:
-                self.log(f"root {rnd:4d}: the master LP failed in both simplex variants (numerics); "
-                         "the MILP master takes over with the cuts so far")
+                log.warning("root %d: the master LP failed in both simplex variants (numerics); the MILP master "
+                            "takes over with the cuts so far", rnd)
                 return
             if not lp.isOptimal():
                 return
             values = np.asarray(lp.getPrimal(), dtype=np.float64)
             point = master.point(values)
             theta = values[master.theta]
-            st.bound = min(st.bound, bound)
+            hub.offer_bound(bound, "master LP")
             sep = point if core is None else alpha * point + (1 - alpha) * core
-            results = self.separate(pool, sep)
+            results = self.separate(sep)
             cuts = [Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)]
-            viol = self.pool.violation_of(cuts, point, theta)
+            viol = self.cuts.violation_of(cuts, point, theta)
             if core is not None and viol.max(initial=0.0) <= 1e-6 * max(1.0, abs(bound)):
-                results = self.separate(pool, point)  # the stabilized cut missed: separate the optimum
+                results = self.separate(point)  # the stabilized cut missed: separate the optimum
                 cuts = [Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)]
-                viol = self.pool.violation_of(cuts, point, theta)
+                viol = self.cuts.violation_of(cuts, point, theta)
             new = [c for c, v in zip(cuts, viol, strict=True) if v > 1e-7 * max(1.0, abs(c.constant))]
-            self.pool.add(new, iteration=0)
+            self.cuts.add(new, iteration=0)
             if not new or rnd % 10 == 9:
-                self.offer(round_lp_plan(master, values), "LP rounding")
+                hub.offer_plan(round_lp_plan(master, values), "LP rounding")
+            hub.post_iteration()
             self.record()
-            if not new:
+            if not new or hub.gap_reached():
                 return
             core = point if core is None else 0.5 * core + 0.5 * point
             mat, rhs = master.cut_rows(new)
             add_csr_rows(lp, mat.indptr, mat.indices, mat.data, np.full(rhs.size, -np.inf), rhs)
 
-    def milp_loop(self, pool: SitePool) -> SolveStatus:
-        st = self.state
-        st.phase = "milp"
+    def milp_loop(self) -> SolveStatus:
+        hub = self.hub
+        hub.set_phase("master")
         tighten = False
         last_master_dual = math.inf
         for it in range(self.opt.max_iterations):
-            st.iteration = it
-            self.hooks.pre_iteration(self, st)
-            if self.out_of_time():
+            hub.pre_iteration(it)
+            if hub.out_of_time():
                 return SolveStatus.TIME_LIMIT
-            master = build_benders_master(self.inst, self.pool.active(it, self.opt.cut_age_limit))
-            if self.out_of_time():
+            master = build_benders_master(self.inst, self.cuts.active(it, self.opt.cut_age_limit))
+            if hub.out_of_time():
                 return SolveStatus.TIME_LIMIT
             # Early masters only need to point in a good direction: solve them loosely (a quarter of the
             # master's own gap — its last dual bound against the incumbent; not the best bound, which the
             # joint LP may hold far below any master's — at most 5 %), tightening to a share of the
             # requested gap as the bounds meet.
             final_gap = max(self.opt.gap * self.opt.master_gap_share, 1e-9)
-            master_own_gap = compute_gap(st.primal, last_master_dual)
+            master_own_gap = compute_gap(hub.primal, last_master_dual)
             master_gap = final_gap if tighten else max(
                 final_gap, min(0.05, 0.25 * master_own_gap) if math.isfinite(master_own_gap) else 0.05)
             t = time.perf_counter()
-            configure(master.model, time_limit=self.remaining(), gap=master_gap)
+            configure(master.model, time_limit=hub.remaining(), gap=master_gap, seed=self.opt.seed)
             run = run_scip(master.model, record_trace=False)
-            st.master_seconds += time.perf_counter() - t
+            self.master_seconds += time.perf_counter() - t
             if run.scip_status in ("infeasible", "inforunbd"):
                 raise diagnose_mandatory(self.inst)
-            st.bound = min(st.bound, run.dual)
+            hub.offer_bound(run.dual, "master MILP")
             last_master_dual = run.dual
             if not run.has_solution:
                 self.record()
@@ -349,92 +302,97 @@ class BendersSolver:
             values = master.am.values()
             point = master.point(values)
             theta = values[master.theta]
-            self.offer(plan_from_master(master, values), "master")
-            results = self.separate(pool, point)
+            hub.offer_plan(plan_from_master(master, values), "master")
+            results = self.separate(point)
             cuts = [Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)]
-            viol = self.pool.violation_of(cuts, point, theta)
-            tol = 1e-7 * max(1.0, abs(st.bound))
+            viol = self.cuts.violation_of(cuts, point, theta)
+            tol = 1e-7 * max(1.0, abs(hub.bound))
             new = [c for c, v in zip(cuts, viol, strict=True) if v > tol]
-            self.pool.touch(point, theta, it)
-            self.pool.add(new, iteration=it)
-            offered = self.hooks.post_iteration(self, st)
-            self.offer(offered, "hook")
+            self.cuts.touch(point, theta, it)
+            self.cuts.add(new, iteration=it)
+            hub.post_iteration()
             self.record()
-            if st.gap <= self.opt.gap:
-                return SolveStatus.OPTIMAL if st.gap <= 1e-9 else SolveStatus.GAP_LIMIT
+            if hub.gap_reached():
+                return SolveStatus.GAP_LIMIT
             if not new and run.status not in ("optimal", "gap_limit"):
                 return SolveStatus(run.status)
             if not new:
                 # θ is exact at the master's solution: what is left is the master's own gap
                 if master_gap <= final_gap:
-                    return SolveStatus.GAP_LIMIT if st.gap <= self.opt.gap else SolveStatus.ITERATION_LIMIT
+                    return SolveStatus.ITERATION_LIMIT
                 tighten = True
         return SolveStatus.ITERATION_LIMIT
 
-    def run(self) -> Solution:
+    def run(self, hub: Hub) -> SolveStatus:
+        self.hub = hub
         inst = self.inst
-        st = self.state
-        status = SolveStatus.ITERATION_LIMIT
-        pool = SitePool(inst, self.opt.config)
-        try:
-            initial = self.opt.initial
-            if initial is None:
-                try:
-                    initial = energy_only_plan(inst)
-                except CarbonschedError:
-                    initial = None
-            self.offer(initial, "initial plan")
-            if st.incumbent is not None:
-                # cuts at the initial solution's point help the first master find good plans
-                allowance = _solution_allowance(inst, st.incumbent)
-                results = self.separate(pool, _point_from_solution(inst, st.incumbent, allowance))
-                self.pool.add([Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)], iteration=-1)
-            self.record()  # the initial plan is the first trace row
-            if self.opt.lp_warm_start:
-                self.lp_warm_start(pool)
-                self.record()
-            self.root_loop(pool)
-            if st.gap > self.opt.gap:
-                status = self.milp_loop(pool)
-            else:
-                status = SolveStatus.GAP_LIMIT
-        except KeyboardInterrupt:
-            status = SolveStatus.INTERRUPTED
-        finally:
-            pool.close()
-        if st.incumbent is None:
-            raise NoSolutionError(f"benders found no solution before it stopped ({status.value})")
-        sol = st.incumbent
-        sol.method = "benders"
-        sol.status = status
-        sol.bound = st.bound
-        sol.gap = compute_gap(sol.objective, st.bound)
-        sol.certified = math.isfinite(st.bound)  # every cut is valid; an infinite bound proves nothing
-        sol.wall_seconds = self.elapsed()
-        self.trace.append(self.elapsed(), st.primal, st.bound, st.iteration)
-        sol.trace = self.trace
-        sol.extra = {"cuts": self.pool.size, "subproblem_seconds": st.subproblem_seconds,
-                     "master_seconds": st.master_seconds, "workers": self.opt.config.n_jobs,
-                     "backend": self.opt.config.backend}
-        self.hooks.post_solve(self, st)
-        return sol
+        if self.opt.initial is None:
+            hub.set_phase("start", 0)
+            try:
+                hub.offer_plan(energy_only_plan(inst), "energy-only plan")
+            except CarbonschedError as exc:
+                log.info("no energy-only start plan: %s", exc)
+        if hub.incumbent is not None:
+            # cuts at the initial solution's point help the first master find good plans
+            allowance = _solution_allowance(inst, hub.incumbent)
+            results = self.separate(_point_from_solution(inst, hub.incumbent, allowance))
+            self.cuts.add([Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)], iteration=-1)
+        self.record()  # the initial plan is the first trace row
+        if self.opt.lp_warm_start:
+            self.lp_warm_start()
+        self.root_loop()
+        if hub.gap_reached():
+            return SolveStatus.GAP_LIMIT
+        return self.milp_loop()
 
 
 def _coef(result) -> np.ndarray:
     return np.stack([result.coef[k] for k in ("busy", "bat_charging", "grid_importing", "gen_on", "allowance")])
 
 
-def _pct(gap: float) -> str:
-    return f"{100 * gap:9.4f}%" if math.isfinite(gap) else "        -"
-
-
 def solve_benders(inst: Instance, *, time_limit: float | None = None, gap: float = 1e-4,
                   config: ParallelConfig | None = None, initial: ComputePlan | None = None,
-                  hooks: DecompositionHooks | None = None, log: LogFn | None = None, **options) -> Solution:
+                  hooks: DecompositionHooks | None = None, progress: ProgressCallback | None = None,
+                  seed: int = 0, **options) -> Solution:
     """Solve ``inst`` by Benders decomposition; see :class:`BendersOptions` for ``options``.
 
-    Returns a Solution whose ``bound`` is the master's certified dual bound.
+    Parameters
+    ----------
+    inst : Instance
+        The instance.
+    time_limit : float, optional
+        Wall-clock limit, s.
+    gap : float
+        Stop when (bound − Z) / max(1, |Z|) ≤ gap.
+    config : ParallelConfig, optional
+        Workers for the site LPs and the scoring.
+    initial : ComputePlan, optional
+        The first incumbent (default: the energy-only plan).
+    hooks : DecompositionHooks, optional
+        Extension points (the same class for every method), called in the root loop and the master loop.
+    progress : callable, optional
+        Receives a :class:`~carbonsched.progress.ProgressEvent` at every trace row.
+    seed : int
+        SCIP seed shift of every solve.
+
+    Returns
+    -------
+    Solution
+        Method ``benders``; ``bound`` is the master's certified dual bound (or the joint LP's).
+
+    Raises
+    ------
+    InputError
+        An option is out of range or unknown (named).
+    InfeasibleError
+        Mandatory jobs cannot all be placed.
+    NoSolutionError
+        No feasible plan was found before the solve stopped.
     """
+    unknown = set(options) - set(BendersOptions.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"solve_benders: unknown option(s) {', '.join(sorted(unknown))}")
     opt = BendersOptions(time_limit=time_limit, gap=gap, config=config or ParallelConfig(), initial=initial,
-                         **options)
-    return BendersSolver(inst, opt, hooks=hooks, log=log).run()
+                         seed=seed, **options)
+    hub = Hub(inst, "benders", opt, hooks=hooks, progress=progress)
+    return hub.run(BendersAlgorithm(inst, opt))

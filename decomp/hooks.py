@@ -1,28 +1,36 @@
-"""Extension points of the decomposition methods: a hooks object whose methods do nothing by default.
+"""The one extension point of every decomposition: a hooks class whose methods do nothing by default.
 
-Subclass :class:`DecompositionHooks` and pass an instance as ``hooks=`` to a decomposition. Each
-method receives the solver and its state (bounds, incumbent, iteration); ``post_iteration`` may return
-a :class:`~formulations.plan.ComputePlan`, which the method scores exactly and keeps if it improves the
-incumbent.
+Subclass :class:`DecompositionHooks`, override the phases you need and pass an instance as ``hooks=``
+to :func:`~carbonsched.decomp.benders.solve_benders` or
+:func:`~carbonsched.decomp.lagrangian.solve_lagrangian` (or to :class:`~carbonsched.decomp.engine.Hub`).
+Every method receives the same :class:`~carbonsched.decomp.engine.SolveState`, whichever method runs.
+``post_iteration`` may return a :class:`~carbonsched.formulations.plan.ComputePlan` (or a list of
+them): the engine scores each exactly and keeps it if it improves the incumbent; a plan that breaks a
+constraint is rejected with the reason logged as a warning and kept in ``state.rejected``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from carbonsched.formulations.solution import Solution
+
+    from .engine import SolveState
 
 
 class DecompositionHooks:
-    """No-op hooks; override what you need."""
+    """No-op hooks, named by phase; override what you need."""
 
-    def pre_iteration(self, solver: Any, state: Any) -> None:
-        """Before each iteration."""
+    def pre_iteration(self, state: SolveState) -> None:
+        """Before each iteration of every phase (Benders root rounds and master iterations alike)."""
 
-    def post_subproblems(self, solver: Any, state: Any, results: Any) -> None:
-        """After the site subproblems of an iteration are solved."""
+    def post_subproblems(self, state: SolveState, results: Any) -> None:
+        """After the site subproblems of an iteration are solved (``results``: per-site results)."""
 
-    def post_iteration(self, solver: Any, state: Any):
-        """After each iteration; return a ComputePlan to offer it as a candidate, or None."""
+    def post_iteration(self, state: SolveState) -> Any:
+        """After each iteration of every phase; return a ComputePlan (or a list of them) to offer, or None."""
         return None
 
-    def post_solve(self, solver: Any, state: Any) -> None:
-        """At the end, before the solution is returned."""
+    def post_solve(self, state: SolveState, solution: Solution) -> None:
+        """Once, with the final solution, before it is returned."""

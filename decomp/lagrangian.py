@@ -28,28 +28,28 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from carbonsched.errors import InputError, NoSolutionError
-from carbonsched.formulations.evaluate import evaluate
+from carbonsched.errors import InputError
 from carbonsched.formulations.joint import JointModel, build_joint_model, enumerate_placements
 from carbonsched.formulations.lp_relaxation import solve_lp_relaxation
 from carbonsched.formulations.monolithic import solution_from_model
-from carbonsched.formulations.plan import ComputePlan, PlanError
+from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_run import configure
 from carbonsched.formulations.site_milp import SiteResult, make_site_milp
-from carbonsched.formulations.solution import Solution, SolveStatus, compute_gap
+from carbonsched.formulations.solution import Solution, SolveStatus
 from carbonsched.instances.schema import Instance
+from carbonsched.progress import ProgressCallback
 from scipy.optimize import linprog
 
-from .bounds import BoundTracker
-from .parallel import ParallelConfig, SitePool
+from .engine import DecompositionAlgorithm, EngineOptions, Hub
+from .hooks import DecompositionHooks
+from .parallel import ParallelConfig
 from .rounding import round_fractional_plan
 
-log = logging.getLogger("carbonsched.lagrangian")
+log = logging.getLogger(__name__)
 
 METHODS = ("bundle", "subgradient")
 #: Share of the time limit that scoring and polishing one candidate plan may take.
@@ -372,9 +372,10 @@ class Recovery:
     where the repair only follows one iteration's choices.
     """
 
-    def __init__(self, inst: Instance, *, polish: bool = True, seed: int = 0,
+    def __init__(self, inst: Instance, hub: Hub, *, polish: bool = True, seed: int = 0,
                  pool: np.ndarray | None = None) -> None:
         self.inst = inst
+        self.hub = hub
         self.pl = enumerate_placements(inst)
         self.tried: set[bytes] = set()
         self.polish = polish
@@ -447,10 +448,9 @@ class Recovery:
             return out
         self.tried.add(key)
         deadline = None if time_limit is None else time.perf_counter() + time_limit
-        try:
-            out.append(evaluate(self.inst, plan, method="lagrangian", time_limit=time_limit))
-        except (PlanError, NoSolutionError) as exc:
-            log.debug("recovery: plan rejected (%s)", exc)
+        sol = self.hub.score(plan, "recovery", time_limit=time_limit)
+        if sol is not None:
+            out.append(sol)
         left = None if deadline is None else deadline - time.perf_counter()
         if self.polish and (left is None or left > 0.5):  # the polish shares the same time budget
             sol = self._polish(plan, left)
@@ -520,73 +520,235 @@ class Recovery:
         self._jm = None
 
 
-# ============================================================================ hooks and state
+# ============================================================================ options and algorithm
 @dataclass
-class LagrangianState:
-    """What a hook sees after an iteration.
+class LagrangianOptions(EngineOptions):
+    """Options of :func:`solve_lagrangian` (the engine's, plus the Lagrangian's own).
 
     Attributes
     ----------
-    iteration : int
-        Iterations done (multiplier vectors evaluated).
-    seconds : float
-        Wall time since the start, s.
-    bound, lagrangian_bound, lp_bound : float
-        Best valid upper bound (min of the other two), best L(z) upper value, LP relaxation bound, $.
-    incumbent : Solution or None
-        Best feasible solution.
-    z : (n,) float
-        The multipliers just evaluated (split with ``layout.split``).
-    oracle : OracleValue or None
-        Site results and L's values at z.
+    method : {"bundle", "subgradient"}
+        Multiplier update: box-trust-region cutting planes (LP master in HiGHS) or Polyak subgradient.
+    subproblem_time_limit, subproblem_gap, subproblem_node_limit : optional
+        SCIP limits per site solve (s, relative, nodes). The bound uses each site's dual bound, so it
+        stays valid under any limit. Time limits make runs timing-dependent; gap/node limits do not.
+    iteration_limit : int
+        Maximum multiplier evaluations.
+    recovery_every : int
+        Run the primal recovery every this many iterations (and at the first and last).
+    polish : bool
+        Re-optimize routing and dispatch with the repaired placements fixed (joint model in SCIP), and
+        search the restricted MILP over the placement pool.
+    close : bool or None
+        After the multiplier loop, if the gap is still above ``gap``, run the closing phase (the joint
+        MILP seeded with the incumbent). None: only with at most :data:`CLOSE_AUTO_MAX_SITE_PERIODS`
+        site-periods.
+    close_share : float
+        Share of ``time_limit`` reserved for the closing phase when it runs.
     """
 
-    inst: Instance
-    layout: Layout
-    iteration: int = 0
-    seconds: float = 0.0
-    bound: float = math.inf
-    lagrangian_bound: float = math.inf
-    lp_bound: float = math.inf
-    incumbent: Solution | None = None
-    z: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    oracle: OracleValue | None = None
+    method: str = "bundle"
+    subproblem_time_limit: float | None = None
+    subproblem_gap: float | None = None
+    subproblem_node_limit: int | None = None
+    iteration_limit: int = 200
+    recovery_every: int = 3
+    polish: bool = True
+    close: bool | None = None
+    close_share: float = 0.5
+
+    def validate(self) -> None:
+        super().validate()
+        if self.method not in METHODS:
+            raise InputError(f"method: must be one of {', '.join(METHODS)} (got {self.method!r})")
+        if not 0.0 <= self.close_share < 1.0:
+            raise InputError(f"close_share: must be in [0, 1) (got {self.close_share!r})")
+        if not (isinstance(self.iteration_limit, int) and self.iteration_limit >= 1):
+            raise InputError(f"iteration_limit: must be an integer >= 1 (got {self.iteration_limit!r})")
+        if not (isinstance(self.recovery_every, int) and self.recovery_every >= 1):
+            raise InputError(f"recovery_every: must be an integer >= 1 (got {self.recovery_every!r})")
+        for name in ("subproblem_time_limit", "subproblem_gap"):
+            v = getattr(self, name)
+            if v is not None and not (v >= 0.0):
+                raise InputError(f"{name}: must be >= 0 or None (got {v!r})")
 
 
-class LagrangianHooks:
-    """Extension points of :func:`solve_lagrangian`; every method does nothing by default."""
+class LagrangianAlgorithm(DecompositionAlgorithm):
+    """The multiplier loop on the hub: LP warm start, site MILPs in parallel, bundle steps, recovery.
 
-    def pre_iteration(self, state: LagrangianState) -> None:
-        """Called before the site subproblems of an iteration are solved."""
+    The hub's ``state.info`` carries ``lagrangian_bound``, ``lp_bound`` and, after each iteration,
+    ``z`` (the multipliers just evaluated) and ``oracle`` (:class:`OracleValue`).
+    """
 
-    def post_iteration(self, state: LagrangianState) -> ComputePlan | None:
-        """Called after an iteration; a returned plan is scored exactly and kept if it is better."""
-        return None
+    name = "lagrangian"
 
-    def post_solve(self, state: LagrangianState, solution: Solution) -> None:
-        """Called once with the final solution."""
+    def __init__(self, inst: Instance, options: LagrangianOptions) -> None:
+        self.inst = inst
+        self.opt = options
+        self.layout = make_layout(inst)
+        self.lagrangian_bound = math.inf
+        self.lp_bound = math.inf
+        self.iterations = 0
+        self.gap_before_closing = math.inf
+        self.closing_seconds = 0.0
+        self.close = options.close if options.close is not None else \
+            inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
+
+    def extra(self) -> dict:
+        return {"lagrangian_bound": self.lagrangian_bound, "lp_bound": self.lp_bound, "iterations": self.iterations,
+                "multiplier_method": self.opt.method, "closing_seconds": self.closing_seconds,
+                "gap_before_closing": self.gap_before_closing}
+
+    def run(self, hub: Hub) -> SolveStatus:
+        inst, opt, layout = self.inst, self.opt, self.layout
+        full_limit = opt.time_limit
+        # the multiplier loop's own limit: what the closing phase leaves it
+        loop_limit = full_limit if not (self.close and full_limit is not None) else (1.0 - opt.close_share) * full_limit
+        remaining = lambda: None if loop_limit is None else loop_limit - hub.seconds  # noqa: E731
+        hub.set_phase("lp", 0)
+        # the warm start may use at most a quarter of the loop's time
+        lp = lp_relaxation(inst, layout, time_limit=None if loop_limit is None else 0.25 * loop_limit)
+        self.lp_bound = lp.bound
+        hub.state.info["lp_bound"] = lp.bound
+        hub.offer_bound(lp.bound, "LP relaxation")
+        hub.record(f"LP relaxation bound in {lp.seconds:.2f} s")
+        sites = list(range(inst.n_sites))
+        recovery = Recovery(inst, hub, polish=opt.polish, seed=opt.seed, pool=lp.pool)
+        stepper: BoxBundle | Subgradient = (BoxBundle(inst, layout, sites) if opt.method == "bundle"
+                                            else Subgradient(layout))
+        status = SolveStatus.ITERATION_LIMIT
+        z = lp.z.copy()
+        prefer: list[ComputePlan | None] = [None]
+
+        def keep(sol: Solution, source: str) -> None:
+            if hub.offer_solution(sol, source):
+                prefer[0] = ComputePlan.from_solution(sol)
+
+        def search_pool(budget: float, growth: float = POOL_GROWTH) -> None:
+            sol = recovery.search_pool(hub.incumbent, time_limit=budget, growth=growth)
+            if sol is not None:
+                keep(sol, f"restricted MILP over {int(recovery.pool.sum())} placements")
+
+        def recover(ov: OracleValue | None, extra_plan: ComputePlan | None = None) -> None:
+            previous = hub.state.phase
+            hub.set_phase("recovery")
+            plans = [] if ov is None else [recovery.repair(ov.results, layout.split(ov.z)[2], prefer[0])]
+            if extra_plan is not None:
+                plans.append(extra_plan)
+            for plan in plans:
+                if plan is None:
+                    continue
+                left = remaining()
+                if left is not None and left <= 0.0 and hub.incumbent is not None:
+                    break  # out of time and a plan in hand: no more scoring
+                # scoring and polishing one plan may take at most RECOVERY_SHARE of the limit (at 100 sites the
+                # polish alone can otherwise eat the budget the multipliers need)
+                budget = None if left is None else max(min(left, RECOVERY_SHARE * loop_limit), 1.0)
+                for sol in recovery.score(plan, time_limit=budget):
+                    keep(sol, "recovery")
+            left = remaining()
+            if opt.polish and (left is None or left > 1.0):
+                # without a time limit the search is still capped: a restricted MILP at 100 sites can run for hours
+                search_pool(POOL_UNLIMITED_SECONDS if left is None else min(left, POOL_SHARE * loop_limit))
+            hub.set_phase(previous)
+
+        if hub.incumbent is not None:
+            prefer[0] = ComputePlan.from_solution(hub.incumbent)
+        if lp.plan is not None:
+            hub.set_phase("recovery")
+            recover(None, lp.plan)  # the rounded LP solution: often the first incumbent on large instances
+            hub.record("rounded LP plan scored")
+        pool = hub.pool
+        site_seconds: dict[int, float] | None = None  # last solve time per site, balances the workers
+        starts: dict[int, np.ndarray] = {}  # last best solution per site: the next solve's start
+        long_search_done = False  # the one longer pool search (POOL_LONG_SHARE) has run
+        it = 0
+        hub.set_phase("iteration")
+        while True:
+            hub.state.info["z"] = z
+            hub.pre_iteration(it)
+            left = remaining()
+            sub_tl = opt.subproblem_time_limit
+            if left is not None:
+                sub_tl = max(left, 0.05) if sub_tl is None else min(sub_tl, max(left, 0.05))
+            mu, pi, lam_c = layout.split(z)
+            # a worker solves its sites one after another: each gets what is left before the common deadline
+            deadline = None if left is None else time.time() + max(left, 0.05)
+            calls = {i: ((mu, pi, lam_c), {"time_limit": sub_tl, "deadline": deadline, "gap": opt.subproblem_gap,
+                                           "node_limit": opt.subproblem_node_limit, "start": starts.get(i)})
+                     for i in sites}
+            results = pool.map("lagrangian-site", make_site_milp, "solve", calls, options={"seed": opt.seed},
+                               cost=site_seconds)
+            site_seconds = {i: r.seconds for i, r in results.items()}
+            starts.update({i: r.values for i, r in results.items() if r.values.size})
+            hub.post_subproblems(results)
+            recovery.add_results(results)
+            ov = oracle_value(inst, layout, z, results)
+            it += 1
+            self.iterations = it
+            hub.state.iteration = it
+            hub.offer_bound(ov.upper, "Lagrangian dual")
+            self.lagrangian_bound = min(self.lagrangian_bound, ov.upper)
+            hub.state.info.update(lagrangian_bound=self.lagrangian_bound, oracle=ov)
+            stepper.add(ov)
+            last = it >= opt.iteration_limit
+            if it == 1 or last or (it - 1) % opt.recovery_every == 0:
+                recover(ov)
+            left = remaining()
+            halfway = left is not None and left <= 0.5 * loop_limit
+            if opt.polish and not long_search_done and halfway:
+                # one long search once the pool has grown for half the loop; then the loop goes on
+                long_search_done = True
+                hub.set_phase("recovery")
+                search_pool(min(POOL_LONG_SHARE * full_limit, max(left - 0.5, 0.5)), growth=0.0)
+                hub.set_phase("iteration")
+            hub.post_iteration()
+            hub.record(f"L {ov.upper:.2f}  sub {ov.site_seconds:.2f}s  pool {int(recovery.pool.sum())}")
+            if hub.gap_reached():
+                status = SolveStatus.GAP_LIMIT
+                break
+            if last:
+                status = SolveStatus.ITERATION_LIMIT
+                break
+            if loop_limit is not None and hub.seconds >= loop_limit:
+                status = SolveStatus.TIME_LIMIT
+                break
+            if isinstance(stepper, BoxBundle):
+                z = stepper.next_point()
+                tol = 1e-7 * max(1.0, abs(stepper.center_value))
+                if stepper.predicted <= tol:
+                    log.info("multipliers converged (predicted decrease %.3g $)", stepper.predicted)
+                    status = SolveStatus.ITERATION_LIMIT
+                    break
+            else:
+                target = hub.primal if math.isfinite(hub.primal) else ov.upper - 0.01 * abs(ov.upper)
+                z = stepper.next_point(target)
+        recovery.close()
+        self.gap_before_closing = hub.gap
+        if self.close and not hub.gap_reached() and hub.incumbent is not None:
+            left = None if full_limit is None else full_limit - hub.seconds
+            if left is None or left > 1.0:
+                start = hub.seconds
+                closed = hub.close_with_joint_milp(left)
+                self.closing_seconds = hub.seconds - start
+                if closed is SolveStatus.INTERRUPTED:
+                    return SolveStatus.INTERRUPTED
+                if closed is not None and not hub.gap_reached():
+                    status = SolveStatus.TIME_LIMIT
+        return status
 
 
-# ============================================================================ driver
 def solve_lagrangian(
     inst: Instance,
     *,
     time_limit: float | None = None,
     gap: float = 1e-4,
     config: ParallelConfig | None = None,
-    method: str = "bundle",
-    subproblem_time_limit: float | None = None,
-    subproblem_gap: float | None = None,
-    subproblem_node_limit: int | None = None,
-    iteration_limit: int = 200,
-    recovery_every: int = 3,
-    polish: bool = True,
-    progress: Callable[[str], None] | None = None,
-    hooks: LagrangianHooks | None = None,
+    hooks: DecompositionHooks | None = None,
+    progress: ProgressCallback | None = None,
     seed: int = 0,
     initial: ComputePlan | None = None,
-    close: bool | None = None,
-    close_share: float = 0.5,
+    **options,
 ) -> Solution:
     """Solve ``inst`` by Lagrangian decomposition (sites in parallel), with a valid bound throughout.
 
@@ -599,34 +761,17 @@ def solve_lagrangian(
     gap : float
         Stop when (bound − Z) / max(1, |Z|) ≤ gap.
     config : ParallelConfig, optional
-        Workers for the site subproblems (default: in-process).
-    method : {"bundle", "subgradient"}
-        Multiplier update: box-trust-region cutting planes (LP master in HiGHS) or Polyak subgradient.
-    subproblem_time_limit, subproblem_gap, subproblem_node_limit : optional
-        SCIP limits per site solve (s, relative, nodes). The bound uses each site's dual bound, so it
-        stays valid under any limit. Time limits make runs timing-dependent; gap/node limits do not.
-    iteration_limit : int
-        Maximum multiplier evaluations.
-    recovery_every : int
-        Run the primal heuristic every this many iterations (and at the first and last).
-    polish : bool
-        Re-optimize routing and dispatch with the repaired placements fixed (joint model in SCIP).
+        Workers for the site subproblems and the scoring (default: in-process).
+    hooks : DecompositionHooks, optional
+        Extension points (the same class for every method).
     progress : callable, optional
-        Receives one log line per iteration (default: the ``carbonsched.lagrangian`` logger, INFO).
-    hooks : LagrangianHooks, optional
-        Extension points.
+        Receives a :class:`~carbonsched.progress.ProgressEvent` at every trace row.
     seed : int
         SCIP seed shift of every solve.
     initial : ComputePlan, optional
-        A plan scored before the first iteration: the first incumbent, and the repair's fallback.
-    close : bool, optional
-        After the multiplier loop, if the gap is still above ``gap``, run the *closing phase*: the joint
-        MILP in SCIP seeded with the incumbent, its dual bound kept alongside the Lagrangian one. Default
-        (None): only on instances with at most :data:`CLOSE_AUTO_MAX_SITE_PERIODS` site-periods, where
-        SCIP's branch and bound is known to make progress; the Lagrangian dual itself cannot close a
-        duality gap (docs/decomposition.md).
-    close_share : float
-        Share of ``time_limit`` reserved for the closing phase when it is enabled.
+        A plan scored before the first iteration: the first incumbent.
+    **options
+        Fields of :class:`LagrangianOptions` (``method``, ``iteration_limit``, ``polish``, ``close``, ...).
 
     Returns
     -------
@@ -637,208 +782,17 @@ def solve_lagrangian(
 
     Raises
     ------
+    InputError
+        An option is out of range (named).
     InfeasibleError
         Mandatory jobs cannot all be placed.
     NoSolutionError
         No feasible plan was found before the solve stopped.
     """
-    if method not in METHODS:
-        raise InputError(f"method: must be one of {', '.join(METHODS)} (got {method!r})")
-    if not 0.0 <= close_share < 1.0:
-        raise InputError(f"close_share: must be in [0, 1) (got {close_share!r})")
-    if close is None:
-        close = inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
-    full_limit = time_limit
-    if close and time_limit is not None:
-        time_limit = (1.0 - close_share) * time_limit  # the multiplier loop's share
-    tracker = BoundTracker()
-    emit = progress or log.info
-    hooks = hooks or LagrangianHooks()
-    layout = make_layout(inst)
-    # the warm start may use at most a quarter of the time limit
-    lp = lp_relaxation(inst, layout, time_limit=None if time_limit is None else 0.25 * time_limit)
-    tracker.offer_bound(lp.bound)
-    state = LagrangianState(inst=inst, layout=layout, lp_bound=lp.bound, z=lp.z.copy())
-    emit(f"lagrangian {inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; "
-         f"method {method}, LP relaxation bound {lp.bound:.2f} ({lp.seconds:.2f} s)")
-    sites = list(range(inst.n_sites))
-    recovery = Recovery(inst, polish=polish, seed=seed, pool=lp.pool)
-    stepper: BoxBundle | Subgradient = (BoxBundle(inst, layout, sites) if method == "bundle"
-                                        else Subgradient(layout))
-    status = SolveStatus.ITERATION_LIMIT
-    z = lp.z.copy()
-    prefer: ComputePlan | None = None
-    remaining = lambda: None if time_limit is None else time_limit - tracker.seconds  # noqa: E731
-
-    def recover(ov: OracleValue | None, extra_plan: ComputePlan | None = None) -> None:
-        nonlocal prefer
-        plans = [] if ov is None else [recovery.repair(ov.results, layout.split(ov.z)[2], prefer)]
-        if extra_plan is not None:
-            plans.append(extra_plan)
-        for plan in plans:
-            if plan is None:
-                continue
-            left = remaining()
-            if left is not None and left <= 0.0 and tracker.primal > -math.inf:
-                return  # out of time and a plan in hand: no more scoring
-            # scoring and polishing one plan may take at most RECOVERY_SHARE of the limit (at 100 sites the
-            # polish alone can otherwise eat the budget the multipliers need)
-            budget = None if left is None else max(min(left, RECOVERY_SHARE * time_limit), 1.0)
-            for sol in recovery.score(plan, time_limit=budget):
-                if tracker.offer_solution(sol):
-                    prefer = ComputePlan.from_solution(sol)
-        left = remaining()
-        if polish and (left is None or left > 1.0):
-            # without a time limit the search is still capped: a restricted MILP at 100 sites can run for hours
-            search_pool(POOL_UNLIMITED_SECONDS if left is None else min(left, POOL_SHARE * time_limit))
-
-    def search_pool(budget: float, growth: float = POOL_GROWTH) -> None:
-        nonlocal prefer
-        sol = recovery.search_pool(tracker.incumbent, time_limit=budget, growth=growth)
-        if sol is not None and tracker.offer_solution(sol):
-            prefer = ComputePlan.from_solution(sol)
-            emit(f"restricted MILP over {int(recovery.pool.sum())} placements: incumbent {tracker.primal:.2f}")
-
-    if initial is not None:
-        # the plan as given is the first incumbent (first trace row); repairs and polish come later
-        first = evaluate(inst, initial, method="lagrangian", time_limit=remaining())
-        if tracker.offer_solution(first):
-            prefer = ComputePlan.from_solution(first)
-        tracker.record(0)
-    if lp.plan is not None:
-        recover(None, lp.plan)  # the rounded LP solution: often the first incumbent on large instances
-        tracker.record(0)
-    pool = SitePool(inst, config or ParallelConfig())
-    site_seconds: dict[int, float] | None = None  # last solve time per site, balances the workers
-    starts: dict[int, np.ndarray] = {}  # last best solution per site: the next solve's start
-    long_search_done = False  # the one longer pool search (POOL_LONG_SHARE) has run
-    it = 0
-    try:
-        while True:
-            state.iteration, state.z = it, z
-            hooks.pre_iteration(state)
-            left = remaining()
-            sub_tl = subproblem_time_limit
-            if left is not None:
-                sub_tl = max(left, 0.05) if sub_tl is None else min(sub_tl, max(left, 0.05))
-            mu, pi, lam_c = layout.split(z)
-            # a worker solves its sites one after another: each gets what is left before the common deadline
-            deadline = None if left is None else time.time() + max(left, 0.05)
-            calls = {i: ((mu, pi, lam_c), {"time_limit": sub_tl, "deadline": deadline, "gap": subproblem_gap,
-                                           "node_limit": subproblem_node_limit,
-                                           "start": starts.get(i)})
-                     for i in sites}
-            results = pool.map("lagrangian-site", make_site_milp, "solve", calls, options={"seed": seed},
-                               cost=site_seconds)
-            site_seconds = {i: r.seconds for i, r in results.items()}
-            starts.update({i: r.values for i, r in results.items() if r.values.size})
-            recovery.add_results(results)
-            ov = oracle_value(inst, layout, z, results)
-            it += 1
-            tracker.offer_bound(ov.upper)
-            state.lagrangian_bound = min(state.lagrangian_bound, ov.upper)
-            stepper.add(ov)
-            last = it >= iteration_limit
-            if it == 1 or last or (it - 1) % max(recovery_every, 1) == 0:
-                recover(ov)
-            left = remaining()
-            halfway = left is not None and left <= 0.5 * time_limit
-            if polish and not long_search_done and halfway:
-                # one long search once the pool has grown for half the loop; then the loop goes on
-                long_search_done = True
-                search_pool(min(POOL_LONG_SHARE * full_limit, max(left - 0.5, 0.5)), growth=0.0)
-            state.seconds, state.bound, state.incumbent, state.oracle = tracker.seconds, tracker.bound, \
-                tracker.incumbent, ov
-            offered = hooks.post_iteration(state)
-            if offered is not None:
-                recover(None, offered)
-                state.incumbent = tracker.incumbent
-            tracker.record(it)
-            emit(f"it {it:4d} {tracker.seconds:8.2f}s  bound {tracker.bound:14.2f}  L {ov.upper:14.2f}  "
-                 f"incumbent {tracker.primal:14.2f}  gap {_pct(tracker.gap)}  sub {ov.site_seconds:6.2f}s  "
-                 f"pool {int(recovery.pool.sum())}")
-            if tracker.gap <= gap:
-                status = SolveStatus.OPTIMAL if tracker.gap <= 1e-9 else SolveStatus.GAP_LIMIT
-                break
-            if last:
-                status = SolveStatus.ITERATION_LIMIT
-                break
-            if time_limit is not None and tracker.seconds >= time_limit:
-                status = SolveStatus.TIME_LIMIT
-                break
-            if isinstance(stepper, BoxBundle):
-                z = stepper.next_point()
-                tol = 1e-7 * max(1.0, abs(stepper.center_value))
-                if stepper.predicted <= tol:
-                    emit(f"multipliers converged (predicted decrease {stepper.predicted:.3g} $)")
-                    status = SolveStatus.ITERATION_LIMIT
-                    break
-            else:
-                target = tracker.primal if math.isfinite(tracker.primal) else ov.upper - 0.01 * abs(ov.upper)
-                z = stepper.next_point(target)
-    except KeyboardInterrupt:
-        status = SolveStatus.INTERRUPTED
-    finally:
-        pool.close()
-        recovery.close()
-    state.seconds, state.bound, state.incumbent = tracker.seconds, tracker.bound, tracker.incumbent
-    if tracker.incumbent is None:
-        raise NoSolutionError(f"lagrangian: no feasible plan found before the solve stopped ({status.value})")
-    tracker.record(it)
-    gap_before_closing, closing_seconds = tracker.gap, 0.0
-    if close and status is not SolveStatus.INTERRUPTED and tracker.gap > gap:
-        left = None if full_limit is None else full_limit - tracker.seconds
-        if left is None or left > 1.0:
-            status, closing_seconds = _closing_phase(inst, tracker, it, time_limit=left, gap=gap, seed=seed,
-                                                     emit=emit)
-            state.seconds, state.bound, state.incumbent = tracker.seconds, tracker.bound, tracker.incumbent
-    best = tracker.incumbent
-    sol = Solution.from_arrays(
-        inst, method="lagrangian", status=status, job_site=best.job_site, job_start=best.job_start,
-        served=best.served, unserved=best.unserved, energy=best.energy, bound=tracker.bound,
-        certified=math.isfinite(tracker.bound), wall_seconds=tracker.seconds, trace=tracker.trace(),
-        extra={"lagrangian_bound": state.lagrangian_bound, "lp_bound": lp.bound, "iterations": it,
-               "multiplier_method": method, "closing_seconds": closing_seconds,
-               "gap_before_closing": gap_before_closing},
-    )
-    emit(f"lagrangian {status.value}: Z = {sol.objective:.2f}  bound = {sol.bound:.2f}  "
-         f"(Lagrangian {state.lagrangian_bound:.2f}, LP {lp.bound:.2f})  "
-         f"gap {_pct(compute_gap(sol.objective, sol.bound))}  {sol.wall_seconds:.1f} s")
-    hooks.post_solve(state, sol)
-    return sol
-
-
-def _closing_phase(inst: Instance, tracker: BoundTracker, iteration: int, *, time_limit: float | None,
-                   gap: float, seed: int, emit: Callable[[str], None]) -> tuple[SolveStatus, float]:
-    """Joint MILP seeded with the incumbent; its trace rows join ``tracker``'s (bounds: the best of both).
-
-    Returns the final status and the phase's wall time, s.
-    """
-    from carbonsched.formulations.monolithic import solve_monolithic
-
-    start = tracker.seconds
-    emit(f"closing phase: joint MILP in SCIP seeded with the incumbent ({_pct(tracker.gap).strip()} gap, "
-         f"{'no limit' if time_limit is None else f'{time_limit:.1f} s'})")
-    plan = ComputePlan.from_solution(tracker.incumbent)
-    try:
-        sol = solve_monolithic(inst, time_limit=time_limit, gap=gap, seed=seed, initial=plan,
-                               method="lagrangian")
-    except NoSolutionError:  # SCIP refused the seed and found nothing in time: keep what we have
-        emit("closing phase: no solution from the joint MILP; keeping the Lagrangian incumbent")
-        return SolveStatus.TIME_LIMIT, tracker.seconds - start
-    tracker.extend(sol.trace, offset=start, iteration=iteration)
-    tracker.offer_solution(sol)
-    tracker.offer_bound(sol.bound)
-    tracker.record(iteration)
-    seconds = tracker.seconds - start
-    emit(f"closing phase: {sol.status.value} after {seconds:.1f} s; Z {tracker.primal:.2f}  "
-         f"bound {tracker.bound:.2f}  gap {_pct(tracker.gap).strip()}")
-    if sol.status is SolveStatus.INTERRUPTED:
-        return SolveStatus.INTERRUPTED, seconds
-    if tracker.gap <= gap:
-        return (SolveStatus.OPTIMAL if tracker.gap <= 1e-9 else SolveStatus.GAP_LIMIT), seconds
-    return SolveStatus.TIME_LIMIT, seconds
-
-
-def _pct(g: float) -> str:
-    return f"{100 * g:8.4f}%" if math.isfinite(g) else "       -"
+    unknown = set(options) - {f for f in LagrangianOptions.__dataclass_fields__}
+    if unknown:
+        raise InputError(f"solve_lagrangian: unknown option(s) {', '.join(sorted(unknown))}")
+    opt = LagrangianOptions(time_limit=time_limit, gap=gap, config=config or ParallelConfig(), seed=seed,
+                            initial=initial, **options)
+    hub = Hub(inst, "lagrangian", opt, hooks=hooks, progress=progress)
+    return hub.run(LagrangianAlgorithm(inst, opt))

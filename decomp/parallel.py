@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import tempfile
 import uuid
@@ -36,9 +37,27 @@ BACKENDS = ("loky", "dask", "sequential")
 #: With per-site cost estimates, sites are packed into at most this many chunks per worker.
 CHUNKS_PER_WORKER = 4
 
+#: Default growth a loky worker may show before it is replaced, MB. loky's own default (300 MB, with psutil
+#: installed) restarted workers that merely held their cached site models at 100 sites, and each restart
+#: rebuilt those models; the guard stays, at a size that means a real leak.
+DEFAULT_WORKER_MEMORY_MB = 4096.0
+
 # ----------------------------------------------------------------------- worker-side state
 _INSTANCES: dict[str, Instance] = {}
 _SOLVERS: dict[tuple[str, str, int], Any] = {}
+
+
+def _set_worker_memory_guard(limit_mb: float) -> None:
+    """In a loky worker: replace the worker only past ``limit_mb`` of growth (read by loky after each task)."""
+    with contextlib.suppress(ImportError, AttributeError):
+        from joblib.externals.loky import process_executor
+
+        process_executor._MAX_MEMORY_LEAK_SIZE = int(limit_mb * 1e6)
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process, MB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _worker_instance(token: str, path: str) -> Instance:
@@ -52,8 +71,13 @@ def _worker_instance(token: str, path: str) -> Instance:
 
 
 def _run_chunk(token: str, path: str, kind: str, factory: Callable, options: dict, method: str,
-               calls: list[tuple[int, tuple, dict]]) -> list[tuple[int, Any]]:
-    """Worker entry point: run ``method`` of the site solvers of one chunk of sites."""
+               calls: list[tuple[int, tuple, dict]], memory_mb: float = DEFAULT_WORKER_MEMORY_MB,
+               ) -> tuple[list[tuple[int, Any]], int, float]:
+    """Worker entry point: run ``method`` of the site solvers of one chunk of sites.
+
+    Returns the results by site, the worker's process id and its peak resident memory, MB.
+    """
+    _set_worker_memory_guard(memory_mb)
     inst = _worker_instance(token, path)
     out = []
     for site, args, kwargs in calls:
@@ -63,7 +87,7 @@ def _run_chunk(token: str, path: str, kind: str, factory: Callable, options: dic
             solver = factory(inst, site, **options)
             _SOLVERS[key] = solver
         out.append((site, getattr(solver, method)(*args, **kwargs)))
-    return out
+    return out, os.getpid(), _peak_rss_mb()
 
 
 # ----------------------------------------------------------------------- driver side
@@ -80,17 +104,23 @@ class ParallelConfig:
     scheduler : str, optional
         Dask scheduler address; without one a local cluster of ``n_jobs`` workers is started (and
         stopped with the pool).
+    worker_memory_mb : float
+        Growth of a loky worker's memory (MB, since its first task) past which it is replaced; its
+        site models are then rebuilt elsewhere, with identical results.
     """
 
     n_jobs: int = 1
     backend: str = "loky"
     scheduler: str | None = None
+    worker_memory_mb: float = DEFAULT_WORKER_MEMORY_MB
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise InputError(f"--backend: must be one of {', '.join(BACKENDS)} (got {self.backend!r})")
-        if self.n_jobs < 1:
-            raise InputError(f"--jobs: must be >= 1 (got {self.n_jobs})")
+        if not isinstance(self.n_jobs, int) or self.n_jobs < 1:
+            raise InputError(f"--jobs: must be an integer >= 1 (got {self.n_jobs!r})")
+        if not (self.worker_memory_mb > 0):
+            raise InputError(f"worker_memory_mb: must be > 0 (got {self.worker_memory_mb!r})")
 
 
 class SitePool:
@@ -119,6 +149,8 @@ class SitePool:
         self._ctx: contextlib.ExitStack | None = None
         # removes the temporary folder even if close() is never called, without keeping the pool alive
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
+        #: Peak resident memory seen per worker process id, MB (the driver's own under pid 0 when in-process).
+        self.worker_peak_mb: dict[int, float] = {}
         self._start()
 
     def _start(self) -> None:
@@ -199,17 +231,25 @@ class SitePool:
         """
         options = options or {}
         sites = sorted(calls)
+        memory = self.config.worker_memory_mb
         if self._parallel is None:
-            res = _run_chunk(self.token, self.path, kind, factory, options, method,
-                             [(s, *calls[s]) for s in sites])
+            res, _pid, peak = _run_chunk(self.token, self.path, kind, factory, options, method,
+                                         [(s, *calls[s]) for s in sites], memory)
             _worker_instance(self.token, self.path)  # keep the driver's cache bound to this pool
+            self.worker_peak_mb[0] = peak
             return dict(res)
         tasks = [delayed(_run_chunk)(self.token, self.path, kind, factory, options, method,
-                                     [(s, *calls[s]) for s in chunk]) for chunk in self.chunks(sites, cost)]
+                                     [(s, *calls[s]) for s in chunk], memory) for chunk in self.chunks(sites, cost)]
         out: dict[int, Any] = {}
-        for part in self._parallel(tasks):
+        for part, pid, peak in self._parallel(tasks):
             out.update(part)
+            self.worker_peak_mb[pid] = max(peak, self.worker_peak_mb.get(pid, 0.0))
         return {s: out[s] for s in sites}  # site order, whatever the chunking: sums over sites stay bit-equal
+
+    @property
+    def peak_worker_mb(self) -> float:
+        """Largest peak resident memory of any worker so far, MB (0 before the first call)."""
+        return max(self.worker_peak_mb.values(), default=0.0)
 
     def close(self) -> None:
         if self._ctx is not None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from carbonsched.decomp.heuristics import solve_greedy, solve_local_search
 from carbonsched.decomp.hooks import DecompositionHooks
-from carbonsched.decomp.lagrangian import LagrangianHooks, solve_lagrangian
+from carbonsched.decomp.lagrangian import solve_lagrangian
+from carbonsched.errors import InputError
 from carbonsched.formulations import ComputePlan, PlanError, build_joint_model, check_solution, evaluate
 from carbonsched.formulations.baselines import energy_only_plan
 from carbonsched.formulations.evaluator import Evaluator, MoveJob, SetPlan, ShiftRouting, SwapJobs
@@ -203,34 +204,58 @@ def test_initial_plan_is_the_first_incumbent_of_lagrangian():
 
 
 # ------------------------------------------------------------------------- hooks
-def test_a_lagrangian_hook_offering_a_better_plan_changes_the_incumbent():
-    inst = random_small(6)
-    opt = solve_monolithic(inst, gap=0.0)
-    plain = solve_lagrangian(inst, iteration_limit=1, polish=False, progress=lambda line: None)
-
-    class Offer(LagrangianHooks):
-        def post_iteration(self, state):
-            return ComputePlan.from_solution(opt)
-
-    hooked = _checked(inst, solve_lagrangian(inst, iteration_limit=1, polish=False, hooks=Offer(),
-                                             progress=lambda line: None))
-    assert _close(hooked.objective, opt.objective)
-    assert hooked.objective >= plain.objective - 1e-6
-
-
-def test_a_benders_hook_offering_a_better_plan_changes_the_incumbent():
+def _solve_with(method: str, inst, **kw):
+    if method == "lagrangian":
+        return solve_lagrangian(inst, iteration_limit=1, polish=False, close=False, **kw)
     from carbonsched.decomp.benders import solve_benders
 
+    return solve_benders(inst, gap=1e-4, initial=ComputePlan.empty(inst), max_iterations=1, root_rounds=1, **kw)
+
+
+@pytest.mark.parametrize("method", ["lagrangian", "benders"])
+def test_one_hook_class_offers_a_better_plan_to_every_method(method):
     inst = random_small(6)
     opt = solve_monolithic(inst, gap=0.0)
 
     class Offer(DecompositionHooks):
-        def post_iteration(self, solver, state):
+        phases: set[str] = set()
+
+        def post_iteration(self, state):
+            Offer.phases.add(state.phase)
+            assert state.method == method and state.bound >= opt.objective - 1e-6 * abs(opt.objective)
             return ComputePlan.from_solution(opt)
 
-    sol = solve_benders(inst, gap=1e-4, initial=ComputePlan.empty(inst), hooks=Offer(), max_iterations=1,
-                        root_rounds=1)
-    assert _close(_checked(inst, sol).objective, opt.objective)
+    hooked = _checked(inst, _solve_with(method, inst, hooks=Offer()))
+    assert _close(hooked.objective, opt.objective)
+    if method == "benders":  # called in the root loop too, not only after it
+        assert "root" in Offer.phases
+
+
+@pytest.mark.parametrize("method", ["lagrangian", "benders"])
+def test_a_hook_plan_that_breaks_a_constraint_is_reported_with_its_reason(method, caplog):
+    inst = random_small(6)
+    bad = ComputePlan.empty(inst)
+    bad.served[:] = inst.inference.demand[:, None, :] * 10.0 + 1.0  # serves more than the demand
+
+    class Offer(DecompositionHooks):
+        state = None
+
+        def post_iteration(self, state):
+            Offer.state = state
+            return bad
+
+    with caplog.at_level("WARNING", logger="carbonsched"):
+        sol = _checked(inst, _solve_with(method, inst, hooks=Offer()))
+    assert Offer.state.rejected and Offer.state.rejected[0][0] == "hook"
+    reason = Offer.state.rejected[0][1]
+    assert reason and any("rejected" in r.message and reason in r.message for r in caplog.records)
+    assert sol.extra["rejected_plans"] >= 1
+
+
+def test_hooks_of_another_type_are_refused_by_name():
+    inst = random_small(6)
+    with pytest.raises(InputError, match="hooks"):
+        solve_lagrangian(inst, hooks=object())
 
 
 def test_a_user_scip_heuristic_submits_a_plan():

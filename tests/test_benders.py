@@ -76,11 +76,11 @@ def test_a_hook_offering_a_better_plan_changes_the_incumbent():
         calls = 0
         subproblem_rounds = 0
 
-        def post_subproblems(self, solver, state, results):
+        def post_subproblems(self, state, results):
             assert len(results) == inst.n_sites
             OfferOptimum.subproblem_rounds += 1
 
-        def post_iteration(self, solver, state):
+        def post_iteration(self, state):
             OfferOptimum.calls += 1
             return ComputePlan.from_solution(opt)
 

@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from carbonsched.decomp.lagrangian import LagrangianHooks, LagrangianState, make_layout, solve_lagrangian
+from carbonsched.decomp.engine import EngineOptions, Hub, SolveState
+from carbonsched.decomp.hooks import DecompositionHooks
+from carbonsched.decomp.lagrangian import make_layout, solve_lagrangian
 from carbonsched.decomp.parallel import ParallelConfig
 from carbonsched.errors import InputError
 from carbonsched.formulations.baselines import ablate
@@ -15,6 +17,7 @@ from carbonsched.formulations.monolithic import solve_monolithic
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.site_milp import SiteMILP
 from carbonsched.instances import generate
+from carbonsched.progress import ProgressEvent
 
 from .conftest import build_small_instance
 
@@ -155,24 +158,25 @@ def test_same_results_on_dask():
     assert check_solution(inst, dask).ok
 
 
-class _Recorder(LagrangianHooks):
+class _Recorder(DecompositionHooks):
     def __init__(self, interrupt_at: int | None = None) -> None:
         self.pre, self.post, self.done = 0, 0, None
         self.interrupt_at = interrupt_at
 
-    def pre_iteration(self, state: LagrangianState) -> None:
+    def pre_iteration(self, state: SolveState) -> None:
         self.pre += 1
 
-    def post_iteration(self, state: LagrangianState) -> ComputePlan | None:
+    def post_iteration(self, state: SolveState) -> ComputePlan | None:
         self.post += 1
-        assert state.bound <= state.lp_bound and state.oracle is not None
+        assert state.bound <= state.info["lp_bound"] and state.info["oracle"] is not None
+        assert state.method == "lagrangian" and state.phase == "iteration"
         if self.interrupt_at is not None and state.iteration + 1 >= self.interrupt_at:
             raise KeyboardInterrupt
         plan = ComputePlan.empty(state.inst)
         mand = np.flatnonzero(state.inst.jobs.mandatory)
         return None if mand.size else plan
 
-    def post_solve(self, state: LagrangianState, solution) -> None:
+    def post_solve(self, state: SolveState, solution) -> None:
         self.done = solution
 
 
@@ -190,24 +194,28 @@ def test_hooks_and_interrupt():
     assert check_solution(inst, sol).ok
 
 
-def test_log_lines():
+def test_progress_events():
     inst = _tiny(8)
-    lines: list[str] = []
-    solve_lagrangian(inst, iteration_limit=2, progress=lines.append, close=False)
-    assert any("LP relaxation bound" in line for line in lines)
-    its = [line for line in lines if line.startswith("it ")]
-    assert len(its) == 2 and all("bound" in line and "incumbent" in line and "gap" in line and "sub" in line
-                                  for line in its)
+    events: list[ProgressEvent] = []
+    sol = solve_lagrangian(inst, iteration_limit=2, progress=events.append, close=False)
+    assert all(isinstance(e, ProgressEvent) for e in events)
+    assert events[0].phase == "lp" and "LP relaxation bound" in events[0].message
+    its = [e for e in events if e.phase == "iteration"]
+    assert [e.iteration for e in its] == [1, 2] and all("L " in e.message and "sub" in e.message for e in its)
+    assert events[-1].phase == "done" and events[-1].primal == sol.objective and events[-1].bound == sol.bound
+    seconds = [e.seconds for e in events]
+    assert seconds == sorted(seconds)
+    assert all("inf" not in e.format() and "-0.0" not in e.format() for e in events)
 
 
 def test_closing_phase_reaches_the_optimum_with_a_valid_bound():
     inst = _tiny(9, periods=8, jobs=5)
     opt = _optimum(inst)
-    lines: list[str] = []
-    sol = solve_lagrangian(inst, iteration_limit=2, gap=1e-6, close=True, progress=lines.append)
+    events: list[ProgressEvent] = []
+    sol = solve_lagrangian(inst, iteration_limit=2, gap=1e-6, close=True, progress=events.append)
     _assert_valid(inst, sol, opt)
     assert sol.extra["gap_before_closing"] > 1e-6, "the instance must leave a gap for the closing phase to close"
-    assert sol.extra["closing_seconds"] > 0 and any(line.startswith("closing phase") for line in lines)
+    assert sol.extra["closing_seconds"] > 0 and any(e.phase == "closing" for e in events)
     assert sol.gap <= 1e-6 and math.isclose(sol.objective, opt, rel_tol=1e-6, abs_tol=1e-6)
     assert np.all(np.diff(sol.trace.seconds) >= 0)
     assert np.all(np.diff(sol.trace.dual) <= 0) and np.all(np.diff(sol.trace.primal) >= 0)
@@ -254,7 +262,7 @@ def test_restricted_milp_over_the_pool():
     lay = make_layout(inst)
     lp = lp_relaxation(inst, lay)
     assert lp.pool is not None and lp.pool.any()
-    rec = Recovery(inst, pool=lp.pool)
+    rec = Recovery(inst, Hub(inst, "lagrangian", EngineOptions()), pool=lp.pool)
     first = evaluate(inst, lp.plan, method="lagrangian")
     sol = rec.search_pool(first, time_limit=30)
     best = first if sol is None else sol

@@ -1,0 +1,444 @@
+"""The decomposition engine: one hub owns the clock, bounds, incumbent, status, hooks and workers.
+
+Every decomposition (Benders, the Lagrangian) is a short :class:`DecompositionAlgorithm` whose
+``run(hub)`` supplies bounds and candidate plans; the :class:`Hub` does everything the methods share:
+
+- the clock and the time limit (``remaining``, ``out_of_time``, ``budget``);
+- the best proven bound and the incumbent, the trace of SOLUTION.md and the gap (one
+  :class:`~carbonsched.decomp.bounds.BoundTracker`);
+- one exact scorer for every candidate plan (:meth:`Hub.offer_plan`: the plan's compute constraints
+  are checked, its energy dispatch is optimized exactly on the same worker pool); a plan that breaks
+  a constraint is rejected with its reason, never dropped silently;
+- the worker pool (:class:`~carbonsched.decomp.parallel.SitePool`), opened and closed around the run;
+- the hooks (:class:`~carbonsched.decomp.hooks.DecompositionHooks`) and the one
+  :class:`SolveState` they see, whichever method runs;
+- progress (:class:`~carbonsched.progress.ProgressEvent`) and the module logger;
+- the status rule and the final :class:`~carbonsched.formulations.solution.Solution`; Ctrl-C and
+  SIGTERM end the run with its best solution and status ``interrupted``.
+
+Primal heuristics are components (:class:`PrimalHeuristic`) that any algorithm runs through
+:meth:`Hub.run_heuristics`, on the same pool, their plans or solutions offered to the same hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from carbonsched.errors import InputError, NoSolutionError
+from carbonsched.formulations.evaluate import evaluate
+from carbonsched.formulations.monolithic import solve_monolithic
+from carbonsched.formulations.plan import ComputePlan, PlanError
+from carbonsched.formulations.solution import Solution, SolveStatus, compute_gap
+from carbonsched.instances.schema import Instance
+from carbonsched.progress import ProgressCallback, ProgressEvent
+
+from .bounds import BoundTracker
+from .hooks import DecompositionHooks
+from .parallel import ParallelConfig, SitePool
+
+log = logging.getLogger(__name__)
+
+#: A plan scored with less than this many seconds left is not scored when an incumbent exists.
+MIN_SCORING_SECONDS = 0.5
+
+
+@dataclass
+class EngineOptions:
+    """Options every decomposition shares (each algorithm's options class extends this one).
+
+    Attributes
+    ----------
+    time_limit : float or None
+        Wall-clock limit of the whole solve, s (None: none).
+    gap : float
+        Stop when (bound − Z) / max(1, |Z|) ≤ gap (SOLUTION.md's gap).
+    config : ParallelConfig
+        Workers for the per-site steps (subproblems, scoring, primal heuristics).
+    initial : ComputePlan or None
+        A plan scored first: the first incumbent.
+    seed : int
+        SCIP random seed shift of every solve.
+    """
+
+    time_limit: float | None = None
+    gap: float = 1e-4
+    config: ParallelConfig = field(default_factory=ParallelConfig)
+    initial: ComputePlan | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first bad option."""
+        if self.time_limit is not None and not (self.time_limit >= 0.0):
+            raise InputError(f"time_limit: must be >= 0 s or None (got {self.time_limit!r})")
+        if not (0.0 <= self.gap < math.inf):
+            raise InputError(f"gap: must be a finite number >= 0 (got {self.gap!r})")
+        if not isinstance(self.config, ParallelConfig):
+            raise InputError(f"config: must be a ParallelConfig (got {type(self.config).__name__})")
+        if self.initial is not None and not isinstance(self.initial, ComputePlan):
+            raise InputError(f"initial: must be a ComputePlan or None (got {type(self.initial).__name__})")
+
+
+@dataclass
+class SolveState:
+    """What every hook and heuristic sees, for every method.
+
+    Attributes
+    ----------
+    inst : Instance
+        The instance.
+    method : str
+        ``benders``, ``lagrangian``, ...
+    phase : str
+        What the method is doing (``start``, ``lp``, ``root``, ``master``, ``iteration``, ``closing``,
+        ``done``).
+    iteration : int
+        The method's iteration counter.
+    seconds : float
+        Wall time since the start, s.
+    bound : float
+        Best proven upper bound on the optimal Z, $.
+    incumbent : Solution or None
+        Best feasible solution, scored exactly.
+    results : object
+        The last per-site subproblem results (method-specific: ``SiteResult`` by site for the
+        Lagrangian, site-LP results for Benders), or None.
+    info : dict
+        Method-specific figures (``lagrangian_bound``, ``lp_bound``, ``cuts``, ``multipliers``, ...).
+    rejected : list of (str, str)
+        (source, reason) of every offered plan that broke a constraint.
+    """
+
+    inst: Instance
+    method: str
+    phase: str = "start"
+    iteration: int = 0
+    seconds: float = 0.0
+    bound: float = math.inf
+    incumbent: Solution | None = None
+    results: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def primal(self) -> float:
+        """Z of the incumbent, $ (``-inf`` without one)."""
+        return -math.inf if self.incumbent is None else float(self.incumbent.objective)
+
+    @property
+    def gap(self) -> float:
+        """SOLUTION.md gap, ``inf`` while either side is missing."""
+        return compute_gap(self.primal, self.bound)
+
+
+class PrimalHeuristic:
+    """A primal component any algorithm can run: it proposes plans or solutions from the hub's state.
+
+    Subclasses set ``name`` and implement :meth:`propose`; the hub scores plans exactly (solutions
+    must already be feasible and exactly scored) and keeps the best.
+    """
+
+    name = "heuristic"
+
+    def propose(self, hub: Hub) -> Iterable[ComputePlan | Solution]:
+        """Candidate plans or solutions (empty by default)."""
+        return ()
+
+
+class DecompositionAlgorithm:
+    """An algorithm on the hub: ``run`` drives its phases and returns the status it stopped with."""
+
+    name = "decomposition"
+
+    def run(self, hub: Hub) -> SolveStatus:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def extra(self) -> dict[str, Any]:
+        """Figures for the final solution's ``extra`` (default none)."""
+        return {}
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while the run lasts (main thread only), so it ends like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Hub:
+    """Owns bounds, incumbent, clock, workers, hooks and termination for one decomposition run.
+
+    Parameters
+    ----------
+    inst : Instance
+        The instance.
+    method : str
+        Name recorded in the solution (``benders``, ``lagrangian``).
+    options : EngineOptions
+        Time limit, gap, workers, initial plan, seed.
+    hooks : DecompositionHooks, optional
+        User extension points, called in every phase.
+    progress : callable, optional
+        Receives a :class:`ProgressEvent` at every trace row.
+    """
+
+    def __init__(self, inst: Instance, method: str, options: EngineOptions, *,
+                 hooks: DecompositionHooks | None = None, progress: ProgressCallback | None = None) -> None:
+        options.validate()
+        if hooks is not None and not isinstance(hooks, DecompositionHooks):
+            raise InputError(f"hooks: must be a DecompositionHooks (got {type(hooks).__name__})")
+        self.inst = inst
+        self.method = method
+        self.options = options
+        self.hooks = hooks or DecompositionHooks()
+        self.progress = progress
+        self.tracker = BoundTracker()
+        self.state = SolveState(inst=inst, method=method)
+        self.pool: SitePool | None = None
+        self.heuristics: list[PrimalHeuristic] = []
+        self._seen: set[bytes] = set()
+
+    # ------------------------------------------------------------------ clock
+    @property
+    def seconds(self) -> float:
+        """Wall time since the hub was made, s."""
+        return self.tracker.seconds
+
+    def remaining(self) -> float | None:
+        """Seconds left before the time limit (None without one; never negative)."""
+        if self.options.time_limit is None:
+            return None
+        return max(self.options.time_limit - self.seconds, 0.0)
+
+    def out_of_time(self) -> bool:
+        """True once the time limit is reached."""
+        left = self.remaining()
+        return left is not None and left <= 0.0
+
+    def budget(self, share: float, *, floor: float = 0.0, cap: float | None = None) -> float | None:
+        """Seconds for one step: ``share`` of the time limit, at most what is left (None: no limit, or ``cap``)."""
+        left = self.remaining()
+        if left is None:
+            return cap
+        out = min(left, max(share * float(self.options.time_limit), floor))
+        return out if cap is None else min(out, cap)
+
+    # ------------------------------------------------------------------ bounds and incumbent
+    @property
+    def bound(self) -> float:
+        return self.tracker.bound
+
+    @property
+    def primal(self) -> float:
+        return self.tracker.primal
+
+    @property
+    def incumbent(self) -> Solution | None:
+        return self.tracker.incumbent
+
+    @property
+    def gap(self) -> float:
+        return self.tracker.gap
+
+    def gap_reached(self) -> bool:
+        """True when the requested gap is proven."""
+        return self.tracker.gap <= self.options.gap
+
+    def offer_bound(self, bound: float, source: str = "") -> bool:
+        """A proven upper bound on the optimal Z; True when it improves the best one."""
+        better = self.tracker.offer_bound(bound)
+        if better:
+            log.debug("%s: bound %.2f from %s", self.method, bound, source or "the algorithm")
+        self._sync()
+        return better
+
+    def offer_solution(self, sol: Solution, source: str = "") -> bool:
+        """A feasible, exactly scored solution; True when it improves the incumbent."""
+        better = self.tracker.offer_solution(sol)
+        if better:
+            log.debug("%s: incumbent %.2f from %s", self.method, sol.objective, source or "the algorithm")
+        self._sync()
+        return better
+
+    def score(self, plan: ComputePlan, source: str, *, time_limit: float | None = None) -> Solution | None:
+        """Score ``plan`` exactly (its compute constraints checked); None if rejected or out of time.
+
+        A plan that breaks a constraint is logged as a warning with the reason and kept in
+        ``state.rejected``; it never becomes an incumbent.
+        """
+        left = self.remaining()
+        if left is not None and left < MIN_SCORING_SECONDS and self.incumbent is not None:
+            return None
+        limit = left if time_limit is None else (time_limit if left is None else min(time_limit, left))
+        try:
+            return evaluate(self.inst, plan, method=self.method, time_limit=limit, pool=self.pool)
+        except PlanError as exc:
+            self.state.rejected.append((source, str(exc)))
+            log.warning("%s: plan from %s rejected: %s", self.method, source, exc)
+        except NoSolutionError as exc:
+            log.info("%s: plan from %s not scored: %s", self.method, source, exc)
+        return None
+
+    def offer_plan(self, plan: ComputePlan | None, source: str, *, time_limit: float | None = None) -> bool:
+        """Score ``plan`` exactly (once per distinct plan) and keep it if it improves the incumbent."""
+        if plan is None:
+            return False
+        if not isinstance(plan, ComputePlan):
+            reason = f"not a ComputePlan (got {type(plan).__name__})"
+            self.state.rejected.append((source, reason))
+            log.warning("%s: plan from %s rejected: %s", self.method, source, reason)
+            return False
+        try:
+            key = (np.asarray(plan.job_site).tobytes() + np.asarray(plan.job_start).tobytes()
+                   + np.round(np.asarray(plan.served, dtype=np.float64), 6).tobytes())
+        except (TypeError, ValueError) as exc:
+            key = repr(exc).encode()
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        sol = self.score(plan, source, time_limit=time_limit)
+        return sol is not None and self.offer_solution(sol, source)
+
+    def offer(self, candidate: ComputePlan | Solution | None, source: str) -> bool:
+        """A plan (scored here) or an already exact, feasible solution."""
+        if isinstance(candidate, Solution):
+            return self.offer_solution(candidate, source)
+        return self.offer_plan(candidate, source)
+
+    def run_heuristics(self) -> None:
+        """Run every registered primal component and offer what it proposes."""
+        for heur in self.heuristics:
+            if self.out_of_time() and self.incumbent is not None:
+                return
+            for cand in heur.propose(self):
+                self.offer(cand, heur.name)
+
+    # ------------------------------------------------------------------ hooks and progress
+    def _sync(self) -> None:
+        st = self.state
+        st.seconds, st.bound, st.incumbent = self.seconds, self.tracker.bound, self.tracker.incumbent
+
+    def set_phase(self, phase: str, iteration: int | None = None) -> None:
+        self.state.phase = phase
+        if iteration is not None:
+            self.state.iteration = iteration
+
+    def pre_iteration(self, iteration: int) -> None:
+        self.state.iteration = iteration
+        self._sync()
+        self.hooks.pre_iteration(self.state)
+
+    def post_subproblems(self, results: Any) -> None:
+        self.state.results = results
+        self._sync()
+        self.hooks.post_subproblems(self.state, results)
+
+    def post_iteration(self) -> None:
+        """Call the hook; score and offer whatever plans it returns."""
+        self._sync()
+        offered = self.hooks.post_iteration(self.state)
+        if offered is None:
+            return
+        plans = offered if isinstance(offered, (list, tuple)) else [offered]
+        for plan in plans:
+            self.offer(plan, "hook")
+
+    def record(self, message: str = "") -> None:
+        """A trace row at the current iteration, and a progress event."""
+        st = self.state
+        self.tracker.record(st.iteration)
+        self._sync()
+        event = ProgressEvent(self.seconds, st.phase, self.primal, self.bound, st.iteration, message)
+        log.info("%s %s", self.method, event.format())
+        if self.progress is not None:
+            self.progress(event)
+
+    # ------------------------------------------------------------------ closing phase
+    def close_with_joint_milp(self, time_limit: float | None) -> SolveStatus | None:
+        """The joint MILP in SCIP seeded with the incumbent; its bound and solutions join the hub's.
+
+        Returns the status it ended with (None when it found nothing).
+        """
+        if self.incumbent is None:
+            return None
+        start = self.seconds
+        self.set_phase("closing")
+        limit_text = "no limit" if time_limit is None else f"{time_limit:.1f} s"
+        self.record(f"joint MILP seeded with the incumbent ({limit_text})")
+        plan = ComputePlan.from_solution(self.incumbent)
+        try:
+            sol = solve_monolithic(self.inst, time_limit=time_limit, gap=self.options.gap, seed=self.options.seed,
+                                   initial=plan, method=self.method)
+        except NoSolutionError:
+            log.info("%s: closing phase found no solution; the incumbent stays", self.method)
+            return None
+        self.tracker.extend(sol.trace, offset=start, iteration=self.state.iteration)
+        self.offer_solution(sol, "closing phase")
+        self.offer_bound(sol.bound, "closing phase")
+        self.state.info["closing_seconds"] = self.seconds - start
+        self.record(f"closing phase {sol.status.value}")
+        return sol.status
+
+    # ------------------------------------------------------------------ the run
+    def run(self, algorithm: DecompositionAlgorithm) -> Solution:
+        """Open the pool, run ``algorithm``, apply the status rule, return the final solution.
+
+        Raises
+        ------
+        NoSolutionError
+            The run stopped before any feasible plan was found.
+        """
+        status = SolveStatus.ITERATION_LIMIT
+        self.pool = SitePool(self.inst, self.options.config)
+        try:
+            with _sigterm_as_interrupt():
+                if self.options.initial is not None:
+                    self.set_phase("start", 0)
+                    self.offer_plan(self.options.initial, "initial plan")
+                status = algorithm.run(self)
+        except KeyboardInterrupt:
+            status = SolveStatus.INTERRUPTED
+            log.warning("%s: interrupted; writing the best solution so far", self.method)
+        finally:
+            # worker memory is bounded (ParallelConfig.worker_memory_mb) and reported; a worker process id
+            # beyond the configured count is a replaced worker
+            self.state.info["peak_worker_mb"] = self.pool.peak_worker_mb
+            self.state.info["worker_processes"] = len(self.pool.worker_peak_mb)
+            self.pool.close()
+            self.pool = None
+        if self.incumbent is None:
+            raise NoSolutionError(f"{self.method}: no feasible plan found before the solve stopped ({status.value})")
+        if status is not SolveStatus.INTERRUPTED and self.gap_reached():
+            status = SolveStatus.OPTIMAL if self.gap <= 1e-9 else SolveStatus.GAP_LIMIT
+        elif status in (SolveStatus.OPTIMAL, SolveStatus.GAP_LIMIT):
+            status = SolveStatus.TIME_LIMIT if self.out_of_time() else SolveStatus.ITERATION_LIMIT
+        self.set_phase("done")
+        self.record(f"status {status.value}")
+        best = self.incumbent
+        extra = {**self.state.info, **algorithm.extra(), "workers": self.options.config.n_jobs,
+                 "backend": self.options.config.backend, "rejected_plans": len(self.state.rejected)}
+        sol = Solution.from_arrays(
+            self.inst, method=self.method, status=status, job_site=best.job_site, job_start=best.job_start,
+            served=best.served, unserved=best.unserved, energy=best.energy, bound=self.bound,
+            certified=math.isfinite(self.bound), wall_seconds=self.seconds, trace=self.tracker.trace(),
+            extra=extra,
+        )
+        self.hooks.post_solve(self.state, sol)
+        return sol
