@@ -432,7 +432,9 @@ class Hub:
         self.set_phase("done")
         self.record(f"status {status.value}")
         best = self.incumbent
-        extra = {**self.state.info, **algorithm.extra(), "workers": self.options.config.n_jobs,
+        # the solution file holds scalar figures only (state.info also carries arrays and objects for hooks)
+        figures = {k: v for k, v in self.state.info.items() if isinstance(v, (bool, int, float, str, np.number))}
+        extra = {**figures, **algorithm.extra(), "workers": self.options.config.n_jobs,
                  "backend": self.options.config.backend, "rejected_plans": len(self.state.rejected)}
         sol = Solution.from_arrays(
             self.inst, method=self.method, status=status, job_site=best.job_site, job_start=best.job_start,

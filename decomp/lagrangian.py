@@ -663,11 +663,16 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
         starts: dict[int, np.ndarray] = {}  # last best solution per site: the next solve's start
         long_search_done = False  # the one longer pool search (POOL_LONG_SHARE) has run
         it = 0
+        last_map_seconds = 0.0  # wall time of the last round of site solves
         hub.set_phase("iteration")
         while True:
+            left = remaining()
+            if it > 0 and left is not None and left < max(0.5, 0.5 * last_map_seconds):
+                # a round cut short by the deadline proves no bound (sites stop without one): stop instead
+                status = SolveStatus.TIME_LIMIT
+                break
             hub.state.info["z"] = z
             hub.pre_iteration(it)
-            left = remaining()
             sub_tl = opt.subproblem_time_limit
             if left is not None:
                 sub_tl = max(left, 0.05) if sub_tl is None else min(sub_tl, max(left, 0.05))
@@ -677,8 +682,10 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             calls = {i: ((mu, pi, lam_c), {"time_limit": sub_tl, "deadline": deadline, "gap": opt.subproblem_gap,
                                            "node_limit": opt.subproblem_node_limit, "start": starts.get(i)})
                      for i in sites}
+            map_start = time.perf_counter()
             results = pool.map("lagrangian-site", make_site_milp, "solve", calls, options={"seed": opt.seed},
                                cost=site_seconds)
+            last_map_seconds = time.perf_counter() - map_start
             site_seconds = {i: r.seconds for i, r in results.items()}
             starts.update({i: r.values for i, r in results.items() if r.values.size})
             hub.post_subproblems(results)
@@ -703,7 +710,8 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
                 search_pool(min(POOL_LONG_SHARE * full_limit, max(left - 0.5, 0.5)), growth=0.0)
                 hub.set_phase("iteration")
             hub.post_iteration()
-            hub.record(f"L {ov.upper:.2f}  sub {ov.site_seconds:.2f}s  pool {int(recovery.pool.sum())}")
+            lagrangian_text = f"{ov.upper:.2f}" if math.isfinite(ov.upper) else "-"
+            hub.record(f"L {lagrangian_text}  sub {ov.site_seconds:.2f}s  pool {int(recovery.pool.sum())}")
             if hub.gap_reached():
                 status = SolveStatus.GAP_LIMIT
                 break

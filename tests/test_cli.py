@@ -106,3 +106,17 @@ def test_demo_compares_all_strategies(tmp_path):
         assert name in res.stdout
         assert (tmp_path / f"{name}.h5").exists()
     assert "every solution OK" in res.stdout
+
+
+@pytest.mark.parametrize("method", ["benders", "lagrangian"])
+def test_solve_with_a_decomposition_writes_a_checked_file(tmp_path, method):
+    inst_path = tmp_path / "p.h5"
+    assert main(["generate", "--preset", "paper", "--seed", "1", "-o", str(inst_path)]) == 0
+    out = tmp_path / f"{method}.h5"
+    proc = run_cli("solve", str(inst_path), "--method", method, "--jobs", "2", "--time-limit", "15", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    sol = Solution.load(out)
+    assert sol.method == method and sol.certified
+    assert check_solution(load(inst_path), sol).ok
+    assert "inf" not in proc.stdout and "-0.000" not in proc.stdout
