@@ -318,13 +318,12 @@ class _Context:
         self.served = np.asarray(sol.served, dtype=np.float64)
         self.unserved = np.asarray(sol.unserved, dtype=np.float64)
         self.energy = {name: np.asarray(getattr(sol, name), dtype=np.float64) for name in ENERGY_FIELDS}
-
-    def __getattr__(self, name: str) -> np.ndarray:
-        # the (S,T) energy arrays by their SOLUTION.md names: ctx.soc, ctx.gen_on, ...
-        energy = self.__dict__.get("energy", {})
-        if name in energy:
-            return energy[name]
-        raise AttributeError(name)
+        e = self.energy
+        self.grid_import, self.grid_export = e["grid_import"], e["grid_export"]
+        self.grid_importing, self.bat_charging = e["grid_importing"], e["bat_charging"]
+        self.charge, self.discharge, self.soc = e["charge"], e["discharge"], e["soc"]
+        self.gen, self.gen_on, self.gen_start = e["gen"], e["gen_on"], e["gen_start"]
+        self.renewable_used, self.ens = e["renewable_used"], e["ens"]
 
     @cached_property
     def busy(self) -> np.ndarray:

@@ -226,3 +226,10 @@ def test_start_solution_after_transform_survives_maxorigsol_zero(monkeypatch, pa
         assert am.add_solution(start)
         assert am.model.getParam("limits/maxorigsol") == 0
         assert am.model.getNSols() == 1
+
+
+def test_matrix_api_route_of_the_benchmark_builds_the_same_model(inst):
+    """bench/build_speed.py --apis times PySCIPOpt's matrix API on this very model (names included)."""
+    from carbonsched.bench.build_speed import build, build_matrix
+
+    assert model_signature(build_matrix(inst).model) == model_signature(build(inst).model)
