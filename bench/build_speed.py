@@ -16,10 +16,28 @@ measurements do not contaminate each other (Linux: ``VmHWM``, reset at the basel
 ``ru_maxrss``). For the largest size a short profile of one build shows
 where the time goes.
 
+With ``--apis`` each round also builds the same joint model two more ways, interleaved with the
+others, for a second table of build routes measured side by side:
+
+* **PySCIPOpt API**: ``build_joint_model`` with the ctypes fast path switched off
+  (``CARBONSCHED_SCIP_FASTPATH=0``): one ``Model.addVar`` per variable, one ``addCons`` of a
+  ``quicksum``-style ``Expr`` per row;
+* **matrix API**: ``build_joint_model`` with every variable block created by one
+  ``Model.addMatrixVar`` and every row block by one ``Model.addMatrixCons`` of
+  ``lhs <= (A_block @ x <= rhs)``, the matrix expression formed with numpy on the ``MatrixVariable``
+  (gather by the CSR column ids, scale by the coefficients, ``np.add.reduceat`` per row). This is the
+  whole joint model, every block of it: each block of ``build_joint_model`` is a sparse matrix over
+  the variable ids, which is exactly what ``A @ x`` with a gathered ``MatrixVariable`` expresses.
+  Variable and row names are the same as on the other routes.
+
+All three end in the same state (stage, sense, variable/binary/row/nonzero counts; checked once per
+size). The ratios are per round, against the ctypes build of that round.
+
 Run from the repository root::
 
     python -m carbonsched.bench.build_speed                      # default three sizes, 3 pairs each
     python -m carbonsched.bench.build_speed --sizes 20x24 45x168 --repeats 5 --out /tmp/table.md
+    python -m carbonsched.bench.build_speed --sizes 20x24 --apis --no-memory --no-profile
 
 This is a benchmark, not a test: nothing here asserts a speed.
 """
@@ -41,6 +59,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 #: The goal of the issue: build time at most this multiple of SCIP's own MPS read.
 RATIO_GOAL = 1.5
@@ -99,6 +119,8 @@ class SizeResult:
         Size of the MPS file, MB.
     build_s, read_s : list of float
         Interleaved timings, one per pair.
+    api_s, matrix_s : list of float
+        With ``apis``: builds through PySCIPOpt's API and through its matrix API, one per pair.
     peak_build_mb, peak_read_mb : float
         Peak RSS increase of each side, measured in its own child process.
     """
@@ -114,6 +136,8 @@ class SizeResult:
     mps_mb: float = 0.0
     build_s: list[float] = field(default_factory=list)
     read_s: list[float] = field(default_factory=list)
+    api_s: list[float] = field(default_factory=list)
+    matrix_s: list[float] = field(default_factory=list)
     peak_build_mb: float = float("nan")
     peak_read_mb: float = float("nan")
 
@@ -129,6 +153,90 @@ def build(inst: Any) -> Any:
     from carbonsched.formulations.joint import build_joint_model
 
     return build_joint_model(inst)
+
+
+def build_api(inst: Any) -> Any:
+    """Build route 2: ``build_joint_model`` through PySCIPOpt's ``addVar``/``addCons`` (fast path off)."""
+    from carbonsched.formulations import scip_arrays
+
+    previous = os.environ.get(scip_arrays.FASTPATH_ENV)
+    os.environ[scip_arrays.FASTPATH_ENV] = "0"
+    scip_arrays.scip_c.cache_clear()
+    try:
+        jm = build(inst)
+        if jm.am.uses_c_api:
+            raise RuntimeError("the fast path was not switched off")
+        return jm
+    finally:
+        if previous is None:
+            del os.environ[scip_arrays.FASTPATH_ENV]
+        else:
+            os.environ[scip_arrays.FASTPATH_ENV] = previous
+        scip_arrays.scip_c.cache_clear()
+
+
+def _matrix_api_model_class() -> type:
+    """An ``ArrayModel`` whose blocks go through PySCIPOpt's matrix API (``addMatrixVar``, ``addMatrixCons``)."""
+    from carbonsched.formulations import scip_arrays
+
+    class MatrixApiModel(scip_arrays.ArrayModel):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._c, self._scip = None, 0  # every other method takes its PySCIPOpt path
+            self._columns = np.empty(0, dtype=object)
+
+        def add_vars(self, name: str, lb: Any, ub: Any, obj: Any, vtype: str = "C") -> np.ndarray:
+            lb, ub, obj = np.broadcast_arrays(np.asarray(lb, np.float64), np.asarray(ub, np.float64),
+                                              np.asarray(obj, np.float64))
+            shape = lb.shape
+            lb = np.clip(lb, -scip_arrays.SCIP_INF, scip_arrays.SCIP_INF).ravel()
+            ub = np.clip(ub, -scip_arrays.SCIP_INF, scip_arrays.SCIP_INF).ravel()
+            n = lb.size
+            x = self.model.addMatrixVar((n,), name=name, vtype=vtype, lb=lb, ub=ub, obj=obj.ravel().copy())
+            self._var_obj_blocks.append(list(x))
+            self._columns = np.concatenate([self._columns, np.asarray(x, dtype=object)])
+            ids = np.arange(self.n_vars, self.n_vars + n, dtype=np.int64).reshape(shape)
+            self.n_vars += n
+            self._vars_cache = None
+            return ids
+
+        def add_rows(self, name: str, matrix: Any, lhs: Any, rhs: Any, *, compiled: bool | None = None) -> np.ndarray:
+            import scipy.sparse as sp
+            from pyscipopt.scip import MatrixVariable
+
+            csr = sp.csr_matrix(matrix)
+            csr.sum_duplicates()
+            n_rows = csr.shape[0]
+            lengths = np.diff(csr.indptr)
+            if n_rows == 0:
+                return np.zeros(0, np.int64)
+            if (lengths == 0).any():
+                raise ValueError(f"rows '{name}': empty rows are not supported by this benchmark route")
+            lhs = np.clip(np.broadcast_to(np.asarray(lhs, np.float64), (n_rows,)), -scip_arrays.SCIP_INF, None)
+            rhs = np.clip(np.broadcast_to(np.asarray(rhs, np.float64), (n_rows,)), None, scip_arrays.SCIP_INF)
+            x = self._columns[csr.indices].view(MatrixVariable)
+            expr = np.add.reduceat(csr.data * x, csr.indptr[:-1])
+            names = np.array([f"{name}_{r}" for r in range(n_rows)], dtype=object)
+            conss = self.model.addMatrixCons(lhs <= (expr <= rhs), name=names)
+            self._row_obj_blocks.append(list(conss))
+            ids = np.arange(self.n_rows, self.n_rows + n_rows, dtype=np.int64)
+            self.n_rows += n_rows
+            self.n_nonzeros += int(csr.nnz)
+            return ids
+
+    return MatrixApiModel
+
+
+def build_matrix(inst: Any) -> Any:
+    """Build route 3: ``build_joint_model`` with every block through PySCIPOpt's matrix API."""
+    from carbonsched.formulations import joint
+
+    original = joint.ArrayModel
+    joint.ArrayModel = _matrix_api_model_class()  # type: ignore[misc]
+    try:
+        return build(inst)
+    finally:
+        joint.ArrayModel = original  # type: ignore[misc]
 
 
 def read(path: str | os.PathLike[str]) -> Any:
@@ -260,7 +368,7 @@ def measure_peak(side: str, spec: SizeSpec, mps_path: str) -> float:
 
 # ---------------------------------------------------------------------------------- one size
 def run_size(spec: SizeSpec, repeats: int, workdir: Path, *, memory: bool = True, verify: bool = True,
-             log: Callable[[str], None] = print) -> SizeResult:
+             apis: bool = False, log: Callable[[str], None] = print) -> SizeResult:
     """Measure one size: write the MPS once, then ``repeats`` interleaved build/read pairs.
 
     Parameters
@@ -275,6 +383,8 @@ def run_size(spec: SizeSpec, repeats: int, workdir: Path, *, memory: bool = True
         Also measure peak memory in child processes.
     verify : bool
         Check once that the built and the read model have the same stage and dimensions.
+    apis : bool
+        Also time the PySCIPOpt-API and matrix-API build routes in every round.
     log : callable
         Progress printer.
 
@@ -307,6 +417,12 @@ def run_size(spec: SizeSpec, repeats: int, workdir: Path, *, memory: bool = True
         if built_sig["nonzeros"] != res.n_nonzeros or built_sig["vars"] != res.n_vars:
             raise RuntimeError(f"ArrayModel counts differ from SCIP's: {built_sig}")
         log(f"[{spec.label}] same state both sides: {read_sig}")
+        if apis:
+            for route, builder in (("PySCIPOpt API", build_api), ("matrix API", build_matrix)):
+                route_sig = model_signature(builder(inst).model)
+                if route_sig != built_sig:
+                    raise RuntimeError(f"{route} model differs: {route_sig} vs {built_sig}")
+            log(f"[{spec.label}] same state on the PySCIPOpt-API and matrix-API routes")
     del jm, am
     gc.collect()
 
@@ -319,6 +435,15 @@ def run_size(spec: SizeSpec, repeats: int, workdir: Path, *, memory: bool = True
         res.read_s.append(t_read)
         log(f"[{spec.label}] pair {q + 1}/{repeats}: build {t_build:.3f} s, read {t_read:.3f} s, "
             f"ratio {t_build / t_read:.2f}")
+        if apis:
+            t_api, jm = _timed(lambda: build_api(inst))
+            del jm
+            t_matrix, jm = _timed(lambda: build_matrix(inst))
+            del jm
+            res.api_s.append(t_api)
+            res.matrix_s.append(t_matrix)
+            log(f"[{spec.label}] round {q + 1}/{repeats}: PySCIPOpt API {t_api:.3f} s "
+                f"({t_api / t_build:.1f}x ctypes), matrix API {t_matrix:.3f} s ({t_matrix / t_build:.1f}x ctypes)")
     if memory:
         res.peak_build_mb = measure_peak("build", spec, str(path))
         res.peak_read_mb = measure_peak("read", spec, str(path))
@@ -446,6 +571,22 @@ def markdown_table(results: Sequence[SizeResult]) -> str:
     return "\n".join(rows)
 
 
+def api_table(results: Sequence[SizeResult]) -> str:
+    """The build-route table (markdown): ctypes fast path, PySCIPOpt API, matrix API, with per-round ratios."""
+    rows = ["| size | nonzeros | ctypes build s | PySCIPOpt API s | matrix API s | API / ctypes: median (min–max) "
+            "| matrix / ctypes: median (min–max) | matrix / API |", "|" + "---|" * 8]
+    for r in results:
+        if not r.api_s:
+            continue
+        api = [a / b for a, b in zip(r.api_s, r.build_s, strict=True)]
+        matrix = [m / b for m, b in zip(r.matrix_s, r.build_s, strict=True)]
+        vs_api = [m / a for m, a in zip(r.matrix_s, r.api_s, strict=True)]
+        rows.append(f"| {r.spec.label} | {r.n_nonzeros:,} | {statistics.median(r.build_s):.3f} "
+                    f"| {statistics.median(r.api_s):.3f} | {statistics.median(r.matrix_s):.3f} | {_fmt_range(api)} "
+                    f"| {_fmt_range(matrix)} | {statistics.median(vs_api):.2f} |")
+    return "\n".join(rows)
+
+
 def side_table(results: Sequence[SizeResult]) -> str:
     """Figures outside the comparison: generation, SCIP's MPS write, file size (markdown)."""
     rows = ["| size | instance generation s | SCIP MPS write s | MPS file MB |", "|---|---|---|---|"]
@@ -484,6 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--no-profile", action="store_true", help="skip the build profile of the largest size")
     ap.add_argument("--no-verify", action="store_true", help="skip the same-state check of built vs read model")
+    ap.add_argument("--apis", action="store_true",
+                    help="also time building through PySCIPOpt's API and its matrix API (slow: ~20x the build)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -505,8 +648,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_size(warm, 1, Path(tmp), memory=False, verify=False, log=lambda _msg: None)
         for spec in args.sizes:
             results.append(run_size(spec, args.repeats, Path(tmp), memory=not args.no_memory,
-                                    verify=not args.no_verify, log=lambda m: print(m, flush=True)))
+                                    verify=not args.no_verify, apis=args.apis, log=lambda m: print(m, flush=True)))
     table = markdown_table(results)
+    if args.apis:
+        table += "\n\nBuild routes, same joint model, interleaved in each round:\n\n" + api_table(results)
     sides = side_table(results)
     print()
     print(table)

@@ -1,13 +1,20 @@
 """Independent feasibility and score checker of a :class:`~formulations.solution.Solution` (numpy only).
 
-Recomputes every constraint of MODEL.md and every objective term from the solution's arrays, with
-no solver involved, so that a bug in a model cannot hide behind the same bug in its verification.
+Recomputes every constraint of MODEL.md, every objective term and the emissions from the instance
+and the solution's arrays, with no solver involved and without the scoring code of the solve path
+(``solution.breakdown_from_arrays``, the energy and joint models): a bug in a model or in its
+scoring cannot hide behind the same bug in its verification.  Only the solution's arrays and
+reported numbers and the instance's fields are read.
+
+Each constraint family is one function ``(ctx, out) -> None`` in :data:`CHECKS`; :func:`check_solution`
+runs them in order and collects their :class:`Violation` s.
 
 Tolerances (MODEL.md): a row holds when its violation is at most ``tol·max(1, |rhs|)``, where rhs
 is the right-hand side as MODEL.md writes the row, evaluated at the solution; a variable bound holds
 within ``tol`` (absolute); a binary lies within ``tol`` of 0 or 1; a reported breakdown term or the
 emissions equal the recomputed value within ``tol·max(1, |recomputed|)``; ``objective`` equals the sum
-of the reported terms within ``tol·max(1, |objective|)``.
+of the reported terms within ``tol·max(1, |objective|)``; ``gap`` equals (bound − Z)/max(1, |Z|) of
+the recomputed Z within ``tol·max(1, |gap|)`` (both ``inf`` when the bound or Z is not finite).
 
 Constraint names used in :class:`Violation` (index in brackets):
 
@@ -41,26 +48,24 @@ finite:<array>             array index  no NaN or infinity in the solution
 breakdown:<term>           ()           reported term equals the recomputed one
 objective                  ()           objective equals the sum of the reported terms
 emissions                  ()           emissions_t equals the recomputed Em
+gap                        ()           gap equals (bound − Z)/max(1, |Z|) of the recomputed Z
 =========================  ===========  ====================================================
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from carbonsched.instances.schema import Instance
 
-from .solution import (
-    BREAKDOWN_TERMS,
-    ENERGY_BINARY_FIELDS,
-    ENERGY_FIELDS,
-    Solution,
-    breakdown_from_arrays,
-    sum_terms,
-)
+from .solution import BREAKDOWN_TERMS, ENERGY_BINARY_FIELDS, ENERGY_FIELDS, Solution
+
+log = logging.getLogger(__name__)
 
 #: At most this many violations of one constraint are listed (all are counted).
 MAX_LISTED_PER_CONSTRAINT = 50
@@ -101,11 +106,12 @@ class CheckReport:
     counts : dict of str to int
         Number of violated rows per constraint, including those not listed.
     objective : float
-        Z recomputed from the arrays, $.
+        Z recomputed from the arrays (the exact sum of ``terms``), $.
     emissions : float
         Em recomputed from the arrays, t CO2.
-    breakdown : dict of str to float
-        The recomputed objective terms, $.
+    terms : dict of str to float
+        The objective terms of MODEL.md recomputed by the checker, keyed and signed as the
+        ``/breakdown`` terms of SOLUTION.md (costs negative), $.
     carbon_budget_t : float
         C of the instance, t (``inf`` for none).
     carbon_excess_t : float
@@ -119,10 +125,15 @@ class CheckReport:
     counts: dict[str, int]
     objective: float
     emissions: float
-    breakdown: dict[str, float] = field(default_factory=dict)
+    terms: dict[str, float] = field(default_factory=dict)
     carbon_budget_t: float = math.inf
     carbon_excess_t: float = 0.0
     carbon_enforced: bool = True
+
+    @property
+    def breakdown(self) -> dict[str, float]:
+        """The recomputed objective terms, $ (the same dict as :attr:`terms`)."""
+        return self.terms
 
     @property
     def n_violations(self) -> int:
@@ -158,6 +169,67 @@ class CheckReport:
         return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------ objective terms
+def recompute_terms(
+    inst: Instance,
+    job_site: np.ndarray,
+    job_start: np.ndarray,
+    served: np.ndarray,
+    unserved: np.ndarray,
+    energy: dict[str, np.ndarray],
+) -> tuple[dict[str, float], float]:
+    """Every objective term of MODEL.md and the emissions, written out here from the formulas.
+
+    Parameters
+    ----------
+    inst : Instance
+        The instance the arrays answer.
+    job_site, job_start : (J,) int
+        x as a site and a start period per job; a job is scheduled when both are ≥ 0.
+    served : (K,S,T) float
+        y, GPUs; routes with infinite latency carry no latency cost (they are reported by
+        ``served_outside_slo`` instead).
+    unserved : (K,T) float
+        u, GPUs.
+    energy : dict of str to (S,T) float
+        The ``/energy`` arrays (MW; {0,1} for ``gen_start``).
+
+    Returns
+    -------
+    terms : dict of str to float
+        The :data:`~formulations.solution.BREAKDOWN_TERMS`, $, costs negative.
+    emissions_t : float
+        Em = Δ·Σ (κ·imp + e^gen·gen), t CO2.
+    """
+    s, jb, cls = inst.sites, inst.jobs, inst.inference
+    dt = float(inst.period_hours)
+    scheduled = ((job_site >= 0) & (job_start >= 0)).astype(np.float64)
+    latency = np.asarray(cls.latency_ms, dtype=np.float64)
+    latency = np.where(np.isfinite(latency), latency, 0.0)  # no route: no cost, and no 0·inf = NaN
+    imp, exp, gen = energy["grid_import"], energy["grid_export"], energy["gen"]
+    emissions_t = dt * (float(np.vdot(s.grid_co2, imp)) + float(np.dot(s.gen_co2, gen.sum(axis=1))))
+    terms = {
+        "training_value": float(np.dot(jb.value, scheduled)),
+        "inference_revenue": dt * float(np.einsum("k,kst->", cls.revenue, served)),
+        "latency_cost": -dt * float(np.einsum("k,ks,kst->", cls.latency_cost, latency, served)),
+        "unserved_penalty": -dt * float(np.einsum("k,kt->", cls.penalty, unserved)),
+        "grid_cost": -dt * float(np.vdot(s.price_buy, imp)),
+        "export_revenue": dt * float(np.vdot(s.price_sell, exp)),
+        "gen_cost": -dt * float(np.dot(s.gen_cost, gen.sum(axis=1))),
+        "startup_cost": -float(np.dot(s.gen_startup_cost, energy["gen_start"].sum(axis=1))),
+        "battery_cost": -dt * float(np.dot(s.bat_cost, (energy["charge"] + energy["discharge"]).sum(axis=1))),
+        "ens_cost": -dt * float(inst.voll) * float(energy["ens"].sum()),
+        "carbon_cost": -float(inst.carbon_price) * emissions_t,
+    }
+    return terms, emissions_t
+
+
+def _exact_sum(values: list[float]) -> float:
+    """fsum when every value is finite, else the IEEE sum (inf or NaN, no error)."""
+    return math.fsum(values) if all(math.isfinite(v) for v in values) else float(np.sum(values))
+
+
+# ------------------------------------------------------------------------------------------ machinery
 class _Collector:
     """Gathers violations from boolean masks, capped per constraint."""
 
@@ -172,9 +244,9 @@ class _Collector:
         constraint: str,
         bad: np.ndarray | bool,
         amount: np.ndarray | float,
-        describe: Callable[[tuple[int, ...], float], str],
+        describe: Callable[[tuple[int, ...]], str],
     ) -> None:
-        """Record every true entry of ``bad``; ``describe(index, amount)`` writes the message."""
+        """Record every true entry of ``bad``; ``describe(index)`` writes the message."""
         bad = np.asarray(bad, dtype=bool)
         count = int(np.count_nonzero(bad))
         if count == 0:
@@ -186,26 +258,20 @@ class _Collector:
         amount = np.broadcast_to(np.asarray(amount, dtype=np.float64), bad.shape)
         for flat in np.flatnonzero(bad.ravel())[:room]:
             index = tuple(int(i) for i in np.unravel_index(flat, bad.shape))
-            value = abs(float(amount[index]))
-            self.violations.append(Violation(constraint, index, value, describe(index, value)))
+            self.violations.append(Violation(constraint, index, abs(float(amount[index])), describe(index)))
             self._listed[constraint] = self._listed.get(constraint, 0) + 1
 
+    def le(self, constraint: str, lhs, rhs, tol: float, describe: Callable[[tuple[int, ...]], str]) -> None:
+        """Rows lhs ≤ rhs within tol·max(1, |rhs|); NaN counts as violated."""
+        lhs, rhs = np.broadcast_arrays(np.asarray(lhs, np.float64), np.asarray(rhs, np.float64))
+        excess = lhs - rhs
+        self.add(constraint, ~(excess <= tol * np.maximum(1.0, np.abs(rhs))), excess, describe)
 
-def _scale(rhs: np.ndarray | float) -> np.ndarray:
-    """max(1, |rhs|), the per-row tolerance scale of MODEL.md."""
-    return np.maximum(1.0, np.abs(rhs))
-
-
-def _le(lhs: np.ndarray, rhs: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rows lhs ≤ rhs: (violated mask, excess lhs − rhs). NaN counts as violated."""
-    excess = lhs - rhs
-    return ~(excess <= tol * _scale(rhs)), excess
-
-
-def _eq(lhs: np.ndarray, rhs: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rows lhs = rhs: (violated mask, residual lhs − rhs). NaN counts as violated."""
-    residual = lhs - rhs
-    return ~(np.abs(residual) <= tol * _scale(rhs)), residual
+    def eq(self, constraint: str, lhs, rhs, tol: float, describe: Callable[[tuple[int, ...]], str]) -> None:
+        """Rows lhs = rhs within tol·max(1, |rhs|); NaN counts as violated."""
+        lhs, rhs = np.broadcast_arrays(np.asarray(lhs, np.float64), np.asarray(rhs, np.float64))
+        residual = lhs - rhs
+        self.add(constraint, ~(np.abs(residual) <= tol * np.maximum(1.0, np.abs(rhs))), residual, describe)
 
 
 def busy_gpus(inst: Instance, job_site: np.ndarray, job_start: np.ndarray, served: np.ndarray) -> np.ndarray:
@@ -231,9 +297,291 @@ def _window_sums(values: np.ndarray, window: np.ndarray) -> np.ndarray:
     n_rows, n_periods = values.shape
     cumulative = np.zeros((n_rows, n_periods + 1))
     np.cumsum(values, axis=1, out=cumulative[:, 1:])
-    periods = np.arange(n_periods)[None, :]
-    first = np.maximum(0, periods - window[:, None] + 1)
+    first = np.maximum(0, np.arange(n_periods)[None, :] - window[:, None] + 1)
     return cumulative[:, 1:] - np.take_along_axis(cumulative, first, axis=1)
+
+
+def _previous(values: np.ndarray, first: np.ndarray | float) -> np.ndarray:
+    """(S,T) array of values_{i,t−1}, with ``first`` in column 0."""
+    column = np.broadcast_to(np.asarray(first, dtype=np.float64), (values.shape[0],))[:, None]
+    return np.concatenate([column, values[:, :-1]], axis=1)
+
+
+class _Context:
+    """What every check reads: the instance, the solution's arrays as float64, and derived values."""
+
+    def __init__(self, inst: Instance, sol: Solution, tol: float, carbon: bool) -> None:
+        self.inst, self.sol, self.tol, self.carbon = inst, sol, tol, carbon
+        self.dt = float(inst.period_hours)
+        self.job_site = np.asarray(sol.job_site).astype(np.int64)
+        self.job_start = np.asarray(sol.job_start).astype(np.int64)
+        self.served = np.asarray(sol.served, dtype=np.float64)
+        self.unserved = np.asarray(sol.unserved, dtype=np.float64)
+        self.energy = {name: np.asarray(getattr(sol, name), dtype=np.float64) for name in ENERGY_FIELDS}
+        e = self.energy
+        self.grid_import, self.grid_export = e["grid_import"], e["grid_export"]
+        self.grid_importing, self.bat_charging = e["grid_importing"], e["bat_charging"]
+        self.charge, self.discharge, self.soc = e["charge"], e["discharge"], e["soc"]
+        self.gen, self.gen_on, self.gen_start = e["gen"], e["gen_on"], e["gen_start"]
+        self.renewable_used, self.ens = e["renewable_used"], e["ens"]
+
+    @cached_property
+    def busy(self) -> np.ndarray:
+        return busy_gpus(self.inst, self.job_site, self.job_start, self.served)
+
+    @cached_property
+    def facility_load(self) -> np.ndarray:
+        """pue·P^IT, MW (constraint 4)."""
+        s = self.inst.sites
+        it_kw = (s.gpu_idle_kw * s.gpus)[:, None] + (s.gpu_busy_kw - s.gpu_idle_kw)[:, None] * self.busy
+        return s.pue * it_kw / 1000.0
+
+    @cached_property
+    def scores(self) -> tuple[dict[str, float], float]:
+        return recompute_terms(self.inst, self.job_site, self.job_start, self.served, self.unserved, self.energy)
+
+    def at(self, index: tuple[int, ...]) -> str:
+        return f"site {self.inst.sites.name[index[0]]!r} period {index[1]}"
+
+    def job(self, index: tuple[int, ...]) -> str:
+        return f"job {self.inst.jobs.name[index[0]]!r}"
+
+    def locate(self, array_name: str, index: tuple[int, ...]) -> str:
+        """Name the entry ``index`` of a solution array by its class, site and period."""
+        classes, sites = self.inst.inference.name, self.inst.sites.name
+        if array_name == "served":
+            return f"class {classes[index[0]]!r} site {sites[index[1]]!r} period {index[2]}"
+        if array_name == "unserved":
+            return f"class {classes[index[0]]!r} period {index[1]}"
+        return self.at(index)
+
+
+# ------------------------------------------------------------------------------ the checks, in order
+def _check_finite(ctx: _Context, out: _Collector) -> None:
+    """No NaN or infinity in any float array of the solution."""
+    for name, values in {"served": ctx.served, "unserved": ctx.unserved, **ctx.energy}.items():
+        bad = ~np.isfinite(values)
+        out.add(f"finite:{name}", bad, np.where(bad, np.inf, 0.0),
+                lambda ix, name=name, values=values: f"{ctx.locate(name, ix)}: {name} = {values[ix]} is not finite")
+
+
+def _check_jobs(ctx: _Context, out: _Collector) -> None:
+    """1: each job unscheduled, or at one allowed site with a start in its window (mandatory: scheduled)."""
+    jb, site, start, n_sites = ctx.inst.jobs, ctx.job_site, ctx.job_start, ctx.inst.n_sites
+    unscheduled = (site == -1) & (start == -1)
+    placed = (site >= 0) & (site < n_sites) & (start >= 0)
+    out.add("job_once", ~unscheduled & ~placed, 1.0,
+            lambda ix: f"{ctx.job(ix)}: site {site[ix]} and start {start[ix]} must both be -1 "
+                       f"or a site in 0..{n_sites - 1} and a start >= 0")
+    out.add("job_mandatory", jb.mandatory & ~placed, 1.0, lambda ix: f"{ctx.job(ix)}: mandatory but not scheduled")
+    allowed = np.zeros(site.size, dtype=bool)
+    allowed[placed] = jb.allowed[np.flatnonzero(placed), site[placed]]
+    out.add("job_site_allowed", placed & ~allowed, 1.0,
+            lambda ix: f"{ctx.job(ix)}: runs at site {ctx.inst.sites.name[site[ix]]!r}, not in its allowed sites")
+    last = jb.deadline - jb.duration
+    out.add("job_start_window", placed & ((start < jb.release) | (start > last)),
+            np.maximum(jb.release - start, start - last),
+            lambda ix: f"{ctx.job(ix)}: starts in period {start[ix]}, outside its window {jb.release[ix]}..{last[ix]}")
+
+
+def _check_demand(ctx: _Context, out: _Collector) -> None:
+    """2: Σ_{i∈S_k} y + u = λ, and y = 0 outside S_k."""
+    inf, names = ctx.inst.inference, ctx.inst.inference.name
+    in_slo = ctx.inst.slo_mask()  # (K,S)
+    covered = np.einsum("kst,ks->kt", ctx.served, in_slo.astype(np.float64)) + ctx.unserved
+    out.eq("demand_balance", covered, inf.demand, ctx.tol,
+           lambda ix: f"class {names[ix[0]]!r} period {ix[1]}: served + unserved = {covered[ix]:.6g} GPUs, "
+                      f"demand {inf.demand[ix]:.6g}")
+    out.add("served_outside_slo", ~in_slo[:, :, None] & ~(np.abs(ctx.served) <= ctx.tol), ctx.served,
+            lambda ix: f"{ctx.locate('served', ix)}: {ctx.served[ix]:.6g} GPUs served outside the latency SLO")
+
+
+def _check_gpu_capacity(ctx: _Context, out: _Collector) -> None:
+    """3: U ≤ G."""
+    capacity = ctx.inst.sites.gpus[:, None].astype(np.float64)
+    out.le("gpu_capacity", ctx.busy, capacity, ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: {ctx.busy[ix]:.6g} GPUs busy, capacity {capacity[ix[0], 0]:g}")
+
+
+def _check_power_balance(ctx: _Context, out: _Collector) -> None:
+    """4–5: pue·P^IT + ch + exp = w + gen + dis + imp + ens."""
+    uses = ctx.facility_load + ctx.charge + ctx.grid_export
+    sources = ctx.renewable_used + ctx.gen + ctx.discharge + ctx.grid_import + ctx.ens
+    out.eq("power_balance", uses, sources, ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: load {ctx.facility_load[ix]:.6g} + charge {ctx.charge[ix]:.6g} + export "
+                      f"{ctx.grid_export[ix]:.6g} = {uses[ix]:.6g} MW, but renewable + gen + discharge + import + "
+                      f"ens = {sources[ix]:.6g} MW")
+
+
+def _check_battery(ctx: _Context, out: _Collector) -> None:
+    """6: dynamics, terminal level, and the charge/discharge mode."""
+    s, soc, beta = ctx.inst.sites, ctx.soc, ctx.bat_charging
+    flow = ctx.dt * (s.bat_eta_charge[:, None] * ctx.charge - ctx.discharge / s.bat_eta_discharge[:, None])
+    expected = _previous(soc, s.bat_soc0_mwh) + flow
+    out.eq("battery_dynamics", soc, expected, ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: soc {soc[ix]:.6g} MWh, dynamics give {expected[ix]:.6g}")
+    out.le("battery_terminal", s.bat_soc0_mwh, soc[:, -1], ctx.tol,
+           lambda ix: f"site {s.name[ix[0]]!r}: final soc {soc[ix[0], -1]:.6g} MWh below soc0 "
+                      f"{s.bat_soc0_mwh[ix]:.6g}")
+    power = s.bat_power_mw[:, None]
+    out.le("battery_charge_mode", ctx.charge, power * beta, ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: charge {ctx.charge[ix]:.6g} MW with bat_charging = {beta[ix]:g}")
+    out.le("battery_discharge_mode", ctx.discharge, power * (1.0 - beta), ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: discharge {ctx.discharge[ix]:.6g} MW with bat_charging = {beta[ix]:g}")
+
+
+def _check_grid_direction(ctx: _Context, out: _Collector) -> None:
+    """7: imp ≤ M^imp·γ, exp ≤ M^exp·(1 − γ)."""
+    s, gamma = ctx.inst.sites, ctx.grid_importing
+    out.le("grid_import_direction", ctx.grid_import, s.grid_import_mw[:, None] * gamma, ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: import {ctx.grid_import[ix]:.6g} MW with grid_importing = {gamma[ix]:g}")
+    out.le("grid_export_direction", ctx.grid_export, s.grid_export_mw[:, None] * (1.0 - gamma), ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: export {ctx.grid_export[ix]:.6g} MW with grid_importing = {gamma[ix]:g}")
+
+
+def _check_gen_output(ctx: _Context, out: _Collector) -> None:
+    """8: Gmin·on ≤ gen ≤ Gmax·on."""
+    s, gen, on = ctx.inst.sites, ctx.gen, ctx.gen_on
+    floor, ceiling = s.gen_min_mw[:, None] * on, s.gen_max_mw[:, None] * on
+    out.le("gen_min_output", floor, gen, ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: gen {gen[ix]:.6g} MW below Gmin·on = {floor[ix]:.6g}")
+    out.le("gen_max_output", gen, ceiling, ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: gen {gen[ix]:.6g} MW above Gmax·on = {ceiling[ix]:.6g}")
+
+
+def _check_gen_startup(ctx: _Context, out: _Collector) -> None:
+    """8: su_t ≥ on_t − on_{t−1}, on_{−1} = 0."""
+    out.le("gen_startup", ctx.gen_on - _previous(ctx.gen_on, 0.0), ctx.gen_start, ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: generator switched on without gen_start = 1")
+
+
+def _check_gen_min_up_down(ctx: _Context, out: _Collector) -> None:
+    """8: Σ_{window UT} su ≤ on_t and Σ_{window DT} su ≤ 1 − on_{t−DT}."""
+    s, on, su = ctx.inst.sites, ctx.gen_on, ctx.gen_start
+    out.le("gen_min_up", _window_sums(su, s.gen_min_up), on, ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: off (on = {on[ix]:g}) within min up time {s.gen_min_up[ix[0]]} of a start-up")
+    reference = np.arange(on.shape[1])[None, :] - s.gen_min_down[:, None]
+    on_then = np.where(reference >= 0, np.take_along_axis(on, np.maximum(reference, 0), axis=1), 0.0)
+    out.le("gen_min_down", _window_sums(su, s.gen_min_down), 1.0 - on_then, ctx.tol,
+           lambda ix: f"{ctx.at(ix)}: start-up within min down time {s.gen_min_down[ix[0]]} of a shut-down")
+
+
+def _check_gen_absent(ctx: _Context, out: _Collector) -> None:
+    """8: a site with Gmax = 0 has gen = on = su = 0."""
+    gen, on, su = ctx.gen, ctx.gen_on, ctx.gen_start
+    activity = np.maximum(np.abs(gen), np.maximum(np.abs(on), np.abs(su)))
+    out.add("gen_absent", (ctx.inst.sites.gen_max_mw == 0)[:, None] & ~(activity <= ctx.tol), activity,
+            lambda ix: f"{ctx.at(ix)}: site has no generator but gen = {gen[ix]:.6g}, gen_on = {on[ix]:g}, "
+                       f"gen_start = {su[ix]:g}")
+
+
+def _check_carbon_budget(ctx: _Context, out: _Collector) -> None:
+    """9: Em ≤ C (skipped with ``carbon=False`` or C = inf)."""
+    budget = float(ctx.inst.carbon_budget_t)
+    emissions_t = ctx.scores[1]
+    if ctx.carbon and math.isfinite(budget):
+        out.le("carbon_budget", emissions_t, budget, ctx.tol,
+               lambda ix: f"emissions {emissions_t:.6g} t exceed the budget {budget:.6g} t by "
+                          f"{emissions_t - budget:.6g} t")
+
+
+def _check_bounds(ctx: _Context, out: _Collector) -> None:
+    """The variable domains of MODEL.md, each within tol (absolute)."""
+    s = ctx.inst.sites
+    domains = {
+        "served": (ctx.served, 0.0, np.inf),
+        "unserved": (ctx.unserved, 0.0, np.inf),
+        "grid_import": (ctx.grid_import, 0.0, s.grid_import_mw[:, None]),
+        "grid_export": (ctx.grid_export, 0.0, s.grid_export_mw[:, None]),
+        "charge": (ctx.charge, 0.0, s.bat_power_mw[:, None]),
+        "discharge": (ctx.discharge, 0.0, s.bat_power_mw[:, None]),
+        "soc": (ctx.soc, 0.0, s.bat_energy_mwh[:, None]),
+        "gen": (ctx.gen, 0.0, s.gen_max_mw[:, None]),
+        "renewable_used": (ctx.renewable_used, 0.0, s.renewable_mw),
+        "ens": (ctx.ens, 0.0, np.inf),
+    }
+    for name, (values, lower, upper) in domains.items():
+        lo, hi = np.broadcast_to(lower, values.shape), np.broadcast_to(upper, values.shape)
+        out.add(f"bound:{name}", ~((values >= lo - ctx.tol) & (values <= hi + ctx.tol)),
+                np.maximum(lo - values, values - hi),
+                lambda ix, name=name, values=values, lo=lo, hi=hi: (
+                    f"{ctx.locate(name, ix)}: {name} = {values[ix]:.6g} outside [{lo[ix]:g}, {hi[ix]:g}]"))
+
+
+def _check_binaries(ctx: _Context, out: _Collector) -> None:
+    """γ, β, on, su within tol of 0 or 1."""
+    for name in ENERGY_BINARY_FIELDS:
+        values = ctx.energy[name]
+        distance = np.minimum(np.abs(values), np.abs(values - 1.0))
+        out.add(f"binary:{name}", ~(distance <= ctx.tol), distance,
+                lambda ix, name=name, values=values: f"{ctx.at(ix)}: {name} = {values[ix]:.6g} not in {{0, 1}}")
+
+
+def _check_reported_terms(ctx: _Context, out: _Collector) -> None:
+    """Each reported ``/breakdown`` term equals the recomputed one."""
+    terms = ctx.scores[0]
+    for term in BREAKDOWN_TERMS:
+        recomputed = terms[term]
+        if term not in ctx.sol.breakdown:
+            out.add(f"breakdown:{term}", True, math.inf, lambda ix, term=term: f"term {term} not reported")
+            continue
+        reported = ctx.sol.breakdown[term]
+        out.eq(f"breakdown:{term}", reported, recomputed, ctx.tol,
+               lambda ix, term=term, reported=reported, recomputed=recomputed: (
+                   f"reported {term} = {reported:.10g} $, recomputed {recomputed:.10g} $"))
+
+
+def _check_reported_objective(ctx: _Context, out: _Collector) -> None:
+    """The reported Z equals the sum of the reported terms."""
+    objective = ctx.sol.objective
+    reported_sum = _exact_sum([float(ctx.sol.breakdown[t]) for t in BREAKDOWN_TERMS if t in ctx.sol.breakdown])
+    residual = objective - reported_sum
+    out.add("objective", not abs(residual) <= ctx.tol * max(1.0, abs(objective)), residual,
+            lambda ix: f"reported objective {objective:.10g} $ differs from the sum of its terms {reported_sum:.10g} $")
+
+
+def _check_reported_emissions(ctx: _Context, out: _Collector) -> None:
+    """The reported emissions equal the recomputed Em."""
+    emissions_t, reported = ctx.scores[1], ctx.sol.emissions_t
+    out.eq("emissions", reported, emissions_t, ctx.tol,
+           lambda ix: f"reported emissions {reported:.10g} t, recomputed {emissions_t:.10g} t")
+
+
+def _check_reported_gap(ctx: _Context, out: _Collector) -> None:
+    """The reported gap is (bound − Z)/max(1, |Z|) of the recomputed Z (``inf`` when either is not finite)."""
+    objective = _exact_sum(list(ctx.scores[0].values()))
+    bound, reported = float(ctx.sol.bound), float(ctx.sol.gap)
+    expected = (bound - objective) / max(1.0, abs(objective)) if math.isfinite(bound + objective) else math.inf
+    if math.isinf(expected):
+        bad = reported != expected
+    else:
+        bad = not abs(reported - expected) <= ctx.tol * max(1.0, abs(expected))
+    out.add("gap", bad, reported - expected if math.isfinite(reported - expected) else math.inf,
+            lambda ix: f"reported gap {reported:.10g}, but bound {bound:.10g} $ and Z {objective:.10g} $ give "
+                       f"{expected:.10g}")
+
+
+#: Every check, in report order: one function per constraint family of MODEL.md and per reported number.
+CHECKS: tuple[Callable[[_Context, _Collector], None], ...] = (
+    _check_finite,
+    _check_jobs,
+    _check_demand,
+    _check_gpu_capacity,
+    _check_power_balance,
+    _check_battery,
+    _check_grid_direction,
+    _check_gen_output,
+    _check_gen_startup,
+    _check_gen_min_up_down,
+    _check_gen_absent,
+    _check_bounds,
+    _check_binaries,
+    _check_carbon_budget,
+    _check_reported_terms,
+    _check_reported_objective,
+    _check_reported_emissions,
+    _check_reported_gap,
+)
 
 
 def check_solution(inst: Instance, sol: Solution, *, tol: float = 1e-6, carbon: bool = True) -> CheckReport:
@@ -254,6 +602,7 @@ def check_solution(inst: Instance, sol: Solution, *, tol: float = 1e-6, carbon: 
     Returns
     -------
     CheckReport
+        With the recomputed terms ($), Z ($) and emissions (t).
 
     Raises
     ------
@@ -261,351 +610,24 @@ def check_solution(inst: Instance, sol: Solution, *, tol: float = 1e-6, carbon: 
         An array's shape does not match the instance.
     """
     sol.check_shapes(inst.dims())
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf entries are reported, not warned about
-        return _check(inst, sol, tol, carbon)
-
-
-def _check(inst: Instance, sol: Solution, tol: float, carbon: bool) -> CheckReport:
-    s, jb, inf = inst.sites, inst.jobs, inst.inference
-    n_sites, n_periods = inst.n_sites, int(inst.n_periods)
-    dt = float(inst.period_hours)
     out = _Collector(MAX_LISTED_PER_CONSTRAINT)
-
-    site_names, job_names, class_names = s.name, jb.name, inf.name
-
-    def at_site_period(index: tuple[int, ...]) -> str:
-        return f"site {site_names[index[0]]!r} period {index[1]}"
-
-    def at_job(index: tuple[int, ...]) -> str:
-        return f"job {job_names[index[0]]!r}"
-
-    def locate(array_name: str, index: tuple[int, ...]) -> str:
-        """Name the entry ``index`` of a solution array by its class, site and period."""
-        if array_name == "served":
-            k, i, t = index
-            return f"class {class_names[k]!r} site {site_names[i]!r} period {t}"
-        if array_name == "unserved":
-            return f"class {class_names[index[0]]!r} period {index[1]}"
-        return at_site_period(index)
-
-    job_site = sol.job_site.astype(np.int64)
-    job_start = sol.job_start.astype(np.int64)
-    served = sol.served.astype(np.float64)
-    unserved = sol.unserved.astype(np.float64)
-    energy = {name: np.asarray(getattr(sol, name), dtype=np.float64) for name in ENERGY_FIELDS}
-    imp, exp = energy["grid_import"], energy["grid_export"]
-    gamma = energy["grid_importing"]
-    ch, dis, beta, soc = energy["charge"], energy["discharge"], energy["bat_charging"], energy["soc"]
-    gen, on, su = energy["gen"], energy["gen_on"], energy["gen_start"]
-    renewable, ens = energy["renewable_used"], energy["ens"]
-
-    # ------------------------------------------------------------------ finite values
-    finite_arrays = {"served": served, "unserved": unserved, **energy}
-    for name, values in finite_arrays.items():
-        out.add(
-            f"finite:{name}",
-            ~np.isfinite(values),
-            np.where(np.isfinite(values), 0.0, np.inf),
-            lambda index, _a, name=name, values=values: (
-                f"{locate(name, index)}: {name} = {values[index]} is not finite"
-            ),
-        )
-
-    # ------------------------------------------------------------------ 1. jobs
-    unscheduled = (job_site == -1) & (job_start == -1)
-    placed = (job_site >= 0) & (job_site < n_sites) & (job_start >= 0)
-    out.add(
-        "job_once",
-        ~unscheduled & ~placed,
-        1.0,
-        lambda index, _a: (
-            f"{at_job(index)}: site {job_site[index]} and start {job_start[index]} must both be -1 "
-            f"or a site in 0..{n_sites - 1} and a start >= 0"
-        ),
-    )
-    out.add(
-        "job_mandatory",
-        jb.mandatory & ~placed,
-        1.0,
-        lambda index, _a: f"{at_job(index)}: mandatory but not scheduled",
-    )
-    allowed_here = np.zeros(len(job_site), dtype=bool)
-    allowed_here[placed] = jb.allowed[np.flatnonzero(placed), job_site[placed]]
-    out.add(
-        "job_site_allowed",
-        placed & ~allowed_here,
-        1.0,
-        lambda index, _a: f"{at_job(index)}: runs at site {site_names[job_site[index]]!r}, not in its allowed sites",
-    )
-    last_start = jb.deadline - jb.duration
-    outside_window = placed & ((job_start < jb.release) | (job_start > last_start))
-    out.add(
-        "job_start_window",
-        outside_window,
-        np.maximum(jb.release - job_start, job_start - last_start),
-        lambda index, _a: (
-            f"{at_job(index)}: starts in period {job_start[index]}, outside its window "
-            f"{jb.release[index]}..{last_start[index]}"
-        ),
-    )
-
-    # ------------------------------------------------------------------ 2. inference demand
-    in_slo = inst.slo_mask()  # (K,S)
-    served_in_slo = np.einsum("kst,ks->kt", served, in_slo.astype(np.float64))
-    bad, residual = _eq(served_in_slo + unserved, inf.demand, tol)
-    out.add(
-        "demand_balance",
-        bad,
-        residual,
-        lambda index, amount: (
-            f"class {class_names[index[0]]!r} period {index[1]}: served + unserved = "
-            f"{served_in_slo[index] + unserved[index]:.6g} GPUs, demand {inf.demand[index]:.6g}"
-        ),
-    )
-    out.add(
-        "served_outside_slo",
-        ~in_slo[:, :, None] & ~(np.abs(served) <= tol),
-        served,
-        lambda index, amount: (
-            f"class {class_names[index[0]]!r} site {site_names[index[1]]!r} period {index[2]}: "
-            f"{amount:.6g} GPUs served outside the latency SLO"
-        ),
-    )
-
-    # ------------------------------------------------------------------ 3. GPU capacity
-    busy = busy_gpus(inst, job_site, job_start, served)
-    capacity = np.broadcast_to(s.gpus[:, None].astype(np.float64), busy.shape)
-    bad, excess = _le(busy, capacity, tol)
-    out.add(
-        "gpu_capacity",
-        bad,
-        excess,
-        lambda index, amount: f"{at_site_period(index)}: {busy[index]:.6g} GPUs busy, capacity {capacity[index]:g}",
-    )
-
-    # ------------------------------------------------------------------ 4-5. power balance
-    it_power = (s.gpu_idle_kw * s.gpus)[:, None] + (s.gpu_busy_kw - s.gpu_idle_kw)[:, None] * busy
-    facility_load = s.pue * it_power / 1000.0
-    demand_side = facility_load + ch + exp
-    supply_side = renewable + gen + dis + imp + ens
-    bad, residual = _eq(demand_side, supply_side, tol)
-    out.add(
-        "power_balance",
-        bad,
-        residual,
-        lambda index, _a: (
-            f"{at_site_period(index)}: load {facility_load[index]:.6g} + charge {ch[index]:.6g} + export "
-            f"{exp[index]:.6g} = {demand_side[index]:.6g} MW, but renewable + gen + discharge + import + ens = "
-            f"{supply_side[index]:.6g} MW"
-        ),
-    )
-
-    # ------------------------------------------------------------------ 6. battery
-    soc0 = s.bat_soc0_mwh
-    soc_before = np.concatenate([soc0[:, None], soc[:, :-1]], axis=1)
-    soc_expected = soc_before + dt * (s.bat_eta_charge[:, None] * ch - dis / s.bat_eta_discharge[:, None])
-    bad, residual = _eq(soc, soc_expected, tol)
-    out.add(
-        "battery_dynamics",
-        bad,
-        residual,
-        lambda index, _a: f"{at_site_period(index)}: soc {soc[index]:.6g} MWh, dynamics give {soc_expected[index]:.6g}",
-    )
-    terminal_deficit = soc0 - soc[:, -1]
-    out.add(
-        "battery_terminal",
-        ~(terminal_deficit <= tol * _scale(soc0)),
-        terminal_deficit,
-        lambda index, _a: (
-            f"site {site_names[index[0]]!r}: final soc {soc[index[0], -1]:.6g} MWh below soc0 {soc0[index]:.6g}"
-        ),
-    )
-    power = s.bat_power_mw[:, None]
-    bad, excess = _le(ch, power * beta, tol)
-    out.add(
-        "battery_charge_mode",
-        bad,
-        excess,
-        lambda index, _a: f"{at_site_period(index)}: charge {ch[index]:.6g} MW with bat_charging = {beta[index]:g}",
-    )
-    bad, excess = _le(dis, power * (1.0 - beta), tol)
-    out.add(
-        "battery_discharge_mode",
-        bad,
-        excess,
-        lambda index, _a: f"{at_site_period(index)}: discharge {dis[index]:.6g} MW with bat_charging = {beta[index]:g}",
-    )
-
-    # ------------------------------------------------------------------ 7. grid direction
-    bad, excess = _le(imp, s.grid_import_mw[:, None] * gamma, tol)
-    out.add(
-        "grid_import_direction",
-        bad,
-        excess,
-        lambda index, _a: f"{at_site_period(index)}: import {imp[index]:.6g} MW with grid_importing = {gamma[index]:g}",
-    )
-    bad, excess = _le(exp, s.grid_export_mw[:, None] * (1.0 - gamma), tol)
-    out.add(
-        "grid_export_direction",
-        bad,
-        excess,
-        lambda index, _a: f"{at_site_period(index)}: export {exp[index]:.6g} MW with grid_importing = {gamma[index]:g}",
-    )
-
-    # ------------------------------------------------------------------ 8. generator
-    gen_floor = s.gen_min_mw[:, None] * on
-    bad, deficit = _le(gen_floor, gen, tol)
-    out.add(
-        "gen_min_output",
-        bad,
-        deficit,
-        lambda index, _a: f"{at_site_period(index)}: gen {gen[index]:.6g} MW below Gmin·on = {gen_floor[index]:.6g}",
-    )
-    gen_ceiling = s.gen_max_mw[:, None] * on
-    bad, excess = _le(gen, gen_ceiling, tol)
-    out.add(
-        "gen_max_output",
-        bad,
-        excess,
-        lambda index, _a: f"{at_site_period(index)}: gen {gen[index]:.6g} MW above Gmax·on = {gen_ceiling[index]:.6g}",
-    )
-    on_before = np.concatenate([np.zeros((n_sites, 1)), on[:, :-1]], axis=1)
-    switched_on = on - on_before
-    bad, deficit = _le(switched_on, su, tol)
-    out.add(
-        "gen_startup",
-        bad,
-        deficit,
-        lambda index, _a: f"{at_site_period(index)}: generator switched on without gen_start = 1",
-    )
-    starts_in_up_window = _window_sums(su, s.gen_min_up)
-    bad, excess = _le(starts_in_up_window, on, tol)
-    out.add(
-        "gen_min_up",
-        bad,
-        excess,
-        lambda index, _a: (
-            f"{at_site_period(index)}: off (on = {on[index]:g}) within min up time "
-            f"{s.gen_min_up[index[0]]} of a start-up"
-        ),
-    )
-    starts_in_down_window = _window_sums(su, s.gen_min_down)
-    periods = np.arange(n_periods)[None, :]
-    down_reference = periods - s.gen_min_down[:, None]
-    on_at_reference = np.where(down_reference >= 0, np.take_along_axis(on, np.maximum(down_reference, 0), axis=1), 0.0)
-    bad, excess = _le(starts_in_down_window, 1.0 - on_at_reference, tol)
-    out.add(
-        "gen_min_down",
-        bad,
-        excess,
-        lambda index, _a: (
-            f"{at_site_period(index)}: start-up within min down time {s.gen_min_down[index[0]]} of a shut-down"
-        ),
-    )
-    no_generator = (s.gen_max_mw == 0)[:, None]
-    generator_activity = np.maximum(np.abs(gen), np.maximum(np.abs(on), np.abs(su)))
-    out.add(
-        "gen_absent",
-        no_generator & ~(generator_activity <= tol),
-        generator_activity,
-        lambda index, _a: (
-            f"{at_site_period(index)}: site has no generator but gen = {gen[index]:.6g}, "
-            f"gen_on = {on[index]:g}, gen_start = {su[index]:g}"
-        ),
-    )
-
-    # ------------------------------------------------------------------ variable bounds
-    def check_bounds(name: str, values: np.ndarray, lower: np.ndarray | float, upper: np.ndarray | float) -> None:
-        lower_b = np.broadcast_to(lower, values.shape)
-        upper_b = np.broadcast_to(upper, values.shape)
-        within = (values >= lower_b - tol) & (values <= upper_b + tol)
-        amount = np.maximum(lower_b - values, values - upper_b)
-        out.add(
-            f"bound:{name}",
-            ~within,
-            amount,
-            lambda index, _a: (
-                f"{locate(name, index)}: {name} = {values[index]:.6g} outside [{lower_b[index]:g}, {upper_b[index]:g}]"
-            ),
-        )
-
-    check_bounds("served", served, 0.0, np.inf)
-    check_bounds("unserved", unserved, 0.0, np.inf)
-    check_bounds("grid_import", imp, 0.0, s.grid_import_mw[:, None])
-    check_bounds("grid_export", exp, 0.0, s.grid_export_mw[:, None])
-    check_bounds("charge", ch, 0.0, s.bat_power_mw[:, None])
-    check_bounds("discharge", dis, 0.0, s.bat_power_mw[:, None])
-    check_bounds("soc", soc, 0.0, s.bat_energy_mwh[:, None])
-    check_bounds("gen", gen, 0.0, s.gen_max_mw[:, None])
-    check_bounds("renewable_used", renewable, 0.0, s.renewable_mw)
-    check_bounds("ens", ens, 0.0, np.inf)
-
-    for name in ENERGY_BINARY_FIELDS:
-        values = energy[name]
-        distance = np.minimum(np.abs(values), np.abs(values - 1.0))
-        out.add(
-            f"binary:{name}",
-            ~(distance <= tol),
-            distance,
-            lambda index, _a, name=name, values=values: (
-                f"{at_site_period(index)}: {name} = {values[index]:.6g} not in {{0, 1}}"
-            ),
-        )
-
-    # ------------------------------------------------------------------ 9. carbon, scores
-    breakdown, emissions_t = breakdown_from_arrays(inst, job_site, job_start, served, unserved, energy)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf entries are reported, not warned about
+        ctx = _Context(inst, sol, tol, carbon)
+        for check in CHECKS:
+            check(ctx, out)
+        terms, emissions_t = ctx.scores
+        objective = _exact_sum(list(terms.values()))
     budget = float(inst.carbon_budget_t)
-    carbon_excess = max(0.0, emissions_t - budget) if math.isfinite(budget) else 0.0
-    if carbon and math.isfinite(budget):
-        bad, excess = _le(np.float64(emissions_t), np.float64(budget), tol)
-        out.add(
-            "carbon_budget",
-            bad,
-            excess,
-            lambda _i, amount: f"emissions {emissions_t:.6g} t exceed the budget {budget:.6g} t by {amount:.6g} t",
-        )
-
-    for term in BREAKDOWN_TERMS:
-        recomputed = breakdown[term]
-        if term not in sol.breakdown:
-            out.add(f"breakdown:{term}", True, math.inf, lambda _i, _a, term=term: f"term {term} not reported")
-            continue
-        reported = sol.breakdown[term]
-        bad, residual = _eq(np.float64(reported), np.float64(recomputed), tol)
-        out.add(
-            f"breakdown:{term}",
-            bad,
-            residual,
-            lambda _i, _a, term=term, reported=reported, recomputed=recomputed: (
-                f"reported {term} = {reported:.10g} $, recomputed {recomputed:.10g} $"
-            ),
-        )
-    reported_sum = sum_terms(sol.breakdown)
-    bad = not abs(sol.objective - reported_sum) <= tol * max(1.0, abs(sol.objective))
-    out.add(
-        "objective",
-        bad,
-        sol.objective - reported_sum,
-        lambda _i, _a: (
-            f"reported objective {sol.objective:.10g} $ differs from the sum of its terms {reported_sum:.10g} $"
-        ),
-    )
-    bad, residual = _eq(np.float64(sol.emissions_t), np.float64(emissions_t), tol)
-    out.add(
-        "emissions",
-        bad,
-        residual,
-        lambda _i, _a: f"reported emissions {sol.emissions_t:.10g} t, recomputed {emissions_t:.10g} t",
-    )
-
+    if out.counts:
+        log.debug("solution %s/%s: %d violation(s)", sol.instance_name, sol.method, sum(out.counts.values()))
     return CheckReport(
         ok=not out.counts,
         violations=out.violations,
         counts=out.counts,
-        objective=sum_terms(breakdown),
+        objective=objective,
         emissions=emissions_t,
-        breakdown=breakdown,
+        terms=terms,
         carbon_budget_t=budget,
-        carbon_excess_t=carbon_excess,
+        carbon_excess_t=max(0.0, emissions_t - budget) if math.isfinite(budget) else 0.0,
         carbon_enforced=carbon,
     )

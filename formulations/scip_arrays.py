@@ -4,9 +4,16 @@ PySCIPOpt's expression API costs several microseconds per nonzero in Python. Mod
 assembled as numpy index arrays (CSR rows over global variable ids) and handed to SCIP's C API
 through ``ctypes`` against the very ``libscip`` PySCIPOpt has loaded, one call per variable and
 one per row: the Python loop runs over rows, never over nonzeros. Solution values come back for all
-variables in one ``SCIPgetSolVals`` call. Where the library cannot be located (an exotic
-PySCIPOpt build), the same interface falls back to PySCIPOpt's own API, slower but identical in
-result.
+variables in one ``SCIPgetSolVals`` call.
+
+The ctypes prototypes, the ``SCIP_VARTYPE`` codes and the ``SCIP_OKAY`` return code are written by
+hand for the SCIP versions in :data:`TESTED_SCIP_VERSIONS` (those the test suite passed on, with
+both paths building identical models). This fast path is used only when the SCIP that PySCIPOpt
+reports (read at import, :data:`SCIP_VERSION`) is one of them, the loaded ``libscip`` reports the
+same version, and the environment variable ``CARBONSCHED_SCIP_FASTPATH`` is not ``0``
+(``CARBONSCHED_NO_CTYPES=1`` is an older spelling of the same switch). Otherwise every method falls
+back to PySCIPOpt's own API, slower but with the same features and an identical model;
+:func:`fast_path_refusal` says why the fast path is off.
 
 Ids: every variable gets a global integer id in creation order; blocks are numpy arrays of ids
 (``-1`` marks "no variable here"). Rows likewise get ids, and their ``SCIP_CONS*`` are kept so
@@ -16,6 +23,7 @@ that right-hand sides can be changed in place between solves.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from functools import lru_cache
 
@@ -23,10 +31,51 @@ import numpy as np
 import pyscipopt
 import scipy.sparse as sp
 
+log = logging.getLogger(__name__)
+
 SCIP_INF = 1e20
+#: SCIP_VARTYPE codes of the tested versions (scip/type_var.h: BINARY 0, INTEGER 1, CONTINUOUS 3).
 _VTYPE_CODE = {"B": 0, "I": 1, "C": 3}
+#: PySCIPOpt's ``Variable.vtype()`` names back to the one-letter codes of :meth:`ArrayModel.add_vars`.
+_VTYPE_LETTER = {"BINARY": "B", "INTEGER": "I", "CONTINUOUS": "C", "IMPLINT": "C"}
+#: SCIP_OKAY, the success code of every SCIP_RETCODE function (scip/type_retcode.h).
+SCIP_OKAY = 1
 _V = ctypes.c_void_p
 _D = ctypes.c_double
+
+#: SCIP versions (major, minor, technical) on which the test suite passed with the ctypes fast path,
+#: both paths building identical models (tests/test_scip_arrays.py). Add a version only after running
+#: that file (and the suite) on it; any other version uses PySCIPOpt's API.
+TESTED_SCIP_VERSIONS: frozenset[tuple[int, int, int]] = frozenset({(10, 0, 2)})
+#: Set to ``0`` to force PySCIPOpt's API even on a tested SCIP version.
+FASTPATH_ENV = "CARBONSCHED_SCIP_FASTPATH"
+
+
+def _pyscipopt_scip_version() -> tuple[int, int, int]:
+    """(major, minor, technical) of the SCIP that PySCIPOpt is linked against."""
+    model = pyscipopt.Model()
+    try:
+        return int(model.getMajorVersion()), int(model.getMinorVersion()), int(model.getTechVersion())
+    finally:
+        model.freeProb()
+
+
+#: The SCIP version PySCIPOpt runs, read once at import.
+SCIP_VERSION: tuple[int, int, int] = _pyscipopt_scip_version()
+
+
+def fast_path_refusal() -> str | None:
+    """Why the ctypes fast path is not used (one line), or None when it may be.
+
+    Checks the environment switch and that :data:`SCIP_VERSION` is in :data:`TESTED_SCIP_VERSIONS`;
+    :func:`scip_c` further checks the loaded library.
+    """
+    if os.environ.get(FASTPATH_ENV, "").strip() == "0" or os.environ.get("CARBONSCHED_NO_CTYPES"):
+        return f"switched off by the environment ({FASTPATH_ENV}=0 or CARBONSCHED_NO_CTYPES)"
+    if SCIP_VERSION not in TESTED_SCIP_VERSIONS:
+        tested = ", ".join(".".join(map(str, v)) for v in sorted(TESTED_SCIP_VERSIONS))
+        return f"SCIP {'.'.join(map(str, SCIP_VERSION))} is not a tested version ({tested})"
+    return None
 
 
 class _ScipC:
@@ -139,7 +188,7 @@ def _numba_kernels():
         name[: prefix.size] = prefix
         for q in range(lb.size):
             _write_name(name, prefix.size, q)
-            if create_var(scip, holder.ctypes.data, name.ctypes.data, lb[q], ub[q], obj[q], code) != 1:
+            if create_var(scip, holder.ctypes.data, name.ctypes.data, lb[q], ub[q], obj[q], code) != SCIP_OKAY:
                 return q
             add_var(scip, holder[0])
             out[q] = holder[0]
@@ -155,7 +204,7 @@ def _numba_kernels():
             _write_name(name, prefix.size, r)
             a = indptr[r]
             if create_linear(scip, holder.ctypes.data, name.ctypes.data, indptr[r + 1] - a,
-                             var_ptrs.ctypes.data + 8 * a, vals.ctypes.data + 8 * a, lhs[r], rhs[r]) != 1:
+                             var_ptrs.ctypes.data + 8 * a, vals.ctypes.data + 8 * a, lhs[r], rhs[r]) != SCIP_OKAY:
                 return r
             add_cons(scip, holder[0])
             out[r] = holder[0]
@@ -165,10 +214,27 @@ def _numba_kernels():
     return make_vars, make_rows
 
 
+def _library_version(lib: ctypes.CDLL) -> tuple[int, int, int]:
+    """(major, minor, technical) as reported by the loaded libscip itself."""
+    version = []
+    for name in ("SCIPmajorVersion", "SCIPminorVersion", "SCIPtechVersion"):
+        f = getattr(lib, name)
+        f.argtypes = []
+        f.restype = ctypes.c_int
+        version.append(int(f()))
+    return version[0], version[1], version[2]
+
+
 @lru_cache(maxsize=1)
 def scip_c() -> _ScipC | None:
-    """The ctypes binding to PySCIPOpt's own libscip, or None where it cannot be found."""
-    if os.environ.get("CARBONSCHED_NO_CTYPES"):
+    """The ctypes binding to PySCIPOpt's own libscip, or None where the fast path is off.
+
+    None when :func:`fast_path_refusal` gives a reason, or when no loaded ``libscip`` reporting
+    :data:`SCIP_VERSION` can be found; the reason is logged once (INFO).
+    """
+    reason = fast_path_refusal()
+    if reason is not None:
+        log.info("SCIP ctypes fast path off: %s; building through PySCIPOpt's API", reason)
         return None
     paths = []
     try:
@@ -178,9 +244,16 @@ def scip_c() -> _ScipC | None:
         pass
     for path in dict.fromkeys(paths):
         try:
-            return _ScipC(ctypes.CDLL(path))
+            lib = ctypes.CDLL(path)
+            found = _library_version(lib)
+            if found != SCIP_VERSION:
+                log.info("libscip %s reports SCIP %s, PySCIPOpt %s: not used", path, found, SCIP_VERSION)
+                continue
+            return _ScipC(lib)
         except (OSError, AttributeError):
             continue
+    log.info("SCIP ctypes fast path off: no loaded libscip of SCIP %s found; building through PySCIPOpt's API",
+             SCIP_VERSION)
     return None
 
 
@@ -193,6 +266,22 @@ def _scip_pointer(model: pyscipopt.Model) -> int:
 
 def _finite(a: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(a, dtype=np.float64), -SCIP_INF, SCIP_INF)
+
+
+def _api_rows(model: pyscipopt.Model, variables: list, names: list[str], indptr: np.ndarray, cols: np.ndarray,
+              vals: np.ndarray, lhs: np.ndarray, rhs: np.ndarray) -> list:
+    """Add CSR rows ``lhs ≤ A x ≤ rhs`` through PySCIPOpt's expression API (the fallback path)."""
+    from pyscipopt.scip import Expr, Term
+
+    rows = []
+    for r, name in enumerate(names):
+        a, b = indptr[r], indptr[r + 1]
+        expr = Expr({Term(variables[cols[q]]): float(vals[q]) for q in range(a, b)})
+        lo = None if lhs[r] <= -SCIP_INF else float(lhs[r])
+        hi = None if rhs[r] >= SCIP_INF else float(rhs[r])
+        cons = (lo <= expr) if hi is None else (expr <= hi) if lo is None else (lo <= (expr <= hi))
+        rows.append(model.addCons(cons, name=name))
+    return rows
 
 
 def add_csr_rows(lp, indptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, lhs: np.ndarray,
@@ -232,6 +321,8 @@ class ArrayModel:
         self._var_obj_blocks: list[list] = []  # fallback path: pyscipopt Variables
         self._row_ptr_blocks: list[np.ndarray] = []
         self._row_obj_blocks: list[list] = []
+        self._row_csr_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # fallback: for rebuilds
+        self._start_bypasses_maxorigsol = False  # fallback: transform() was called
         self.n_vars = 0
         self.n_rows = 0
         self.n_nonzeros = 0
@@ -270,7 +361,7 @@ class ArrayModel:
             c, scip = self._c, self._scip
             base = name.encode()
             for q in range(n):
-                if c.create_var(scip, ref, b"%s_%d" % (base, q), lb[q], ub[q], obj[q], code) != 1:
+                if c.create_var(scip, ref, b"%s_%d" % (base, q), lb[q], ub[q], obj[q], code) != SCIP_OKAY:
                     raise RuntimeError(f"SCIP failed to create variable {name}_{q}")
                 c.add_var(scip, holder)
                 ptrs[q] = holder.value
@@ -359,7 +450,7 @@ class ArrayModel:
             for r in range(n_rows):
                 a, b = int(indptr[r]), int(indptr[r + 1])
                 if c.create_linear(scip, ref, b"%s_%d" % (nm, r), b - a, base_v + 8 * a, base_c + 8 * a,
-                                   lhs[r], rhs[r]) != 1:
+                                   lhs[r], rhs[r]) != SCIP_OKAY:
                     raise RuntimeError(f"SCIP failed to create row {name}_{r}")
                 c.add_cons(scip, holder)
                 cons_ptrs[r] = holder.value
@@ -367,19 +458,9 @@ class ArrayModel:
             self._row_ptr_blocks.append(cons_ptrs)
             del var_ptrs
         else:
-            from pyscipopt.scip import Expr, Term
-
-            vs = self.variables()
-            m = self.model
-            block = []
-            for r in range(n_rows):
-                a, b = indptr[r], indptr[r + 1]
-                expr = Expr({Term(vs[cols[q]]): float(vals[q]) for q in range(a, b)})
-                lo = None if lhs[r] <= -SCIP_INF else float(lhs[r])
-                hi = None if rhs[r] >= SCIP_INF else float(rhs[r])
-                cons = (lo <= expr) if hi is None else (expr <= hi) if lo is None else (lo <= (expr <= hi))
-                block.append(m.addCons(cons, name=f"{name}_{r}"))
-            self._row_obj_blocks.append(block)
+            names = [f"{name}_{r}" for r in range(n_rows)]
+            self._row_obj_blocks.append(_api_rows(self.model, self.variables(), names, indptr, cols, vals, lhs, rhs))
+            self._row_csr_blocks.append((indptr, cols, vals))
         self.n_rows += n_rows
         self.n_nonzeros += int(vals.size)
         return ids
@@ -439,9 +520,16 @@ class ArrayModel:
         return np.array([self.model.getSolVal(sol, v) for v in self.variables()], dtype=np.float64)
 
     def transform(self) -> None:
-        """Move to SCIP's transformed stage (no presolving yet), where start solutions bypass the storage
-        limit ``limits/maxorigsol`` of the original problem; a no-op without SCIP's C API."""
-        if self._c is not None and self._c.transform_prob(self._scip) != 1:
+        """Let the next start solutions bypass the storage limit ``limits/maxorigsol`` of the original problem.
+
+        On the fast path this moves to SCIP's transformed stage (no presolving yet). PySCIPOpt cannot
+        transform without presolving, so on its path the following :meth:`add_solution` calls raise
+        ``limits/maxorigsol`` just enough to store their solution and restore it at once (SCIP keeps a
+        stored solution when the limit drops again): the solve sees the same start either way.
+        """
+        if self._c is None:
+            self._start_bypasses_maxorigsol = True
+        elif self._c.transform_prob(self._scip) != SCIP_OKAY:
             raise RuntimeError("SCIP could not transform the problem")
 
     def add_solution(self, values: np.ndarray) -> bool:
@@ -455,14 +543,14 @@ class ArrayModel:
             raise ValueError(f"expected {self.n_vars} values, got shape {values.shape}")
         if self._c is not None:
             sol = ctypes.c_void_p()
-            if self._c.create_sol(self._scip, ctypes.byref(sol), None) != 1:
+            if self._c.create_sol(self._scip, ctypes.byref(sol), None) != SCIP_OKAY:
                 raise RuntimeError("SCIP refused to create a solution")
             ptrs = np.ascontiguousarray(self._var_ptrs())
             if self.n_vars and self._c.set_sol_vals(self._scip, sol, self.n_vars, ptrs.ctypes.data,
-                                                    values.ctypes.data) != 1:
+                                                    values.ctypes.data) != SCIP_OKAY:
                 raise RuntimeError("SCIP refused the solution values")
             stored = ctypes.c_uint(0)
-            if self._c.add_sol_free(self._scip, ctypes.byref(sol), ctypes.byref(stored)) != 1:
+            if self._c.add_sol_free(self._scip, ctypes.byref(sol), ctypes.byref(stored)) != SCIP_OKAY:
                 raise RuntimeError("SCIP refused the solution")
             return bool(stored.value)
         m = self.model
@@ -470,7 +558,14 @@ class ArrayModel:
         for v, x in zip(self.variables(), values, strict=True):
             if x != 0.0:
                 m.setSolVal(sol, v, float(x))
-        return bool(m.addSol(sol, free=True))
+        if not self._start_bypasses_maxorigsol:
+            return bool(m.addSol(sol, free=True))
+        limit = m.getParam("limits/maxorigsol")
+        m.setParam("limits/maxorigsol", max(limit, m.getNSols() + 1))
+        try:
+            return bool(m.addSol(sol, free=True))
+        finally:
+            m.setParam("limits/maxorigsol", limit)
 
     # ------------------------------------------------------------------ in-place updates
     def _row_ptrs(self) -> np.ndarray:
@@ -486,15 +581,15 @@ class ArrayModel:
                     continue
                 new = _finite(np.broadcast_to(new, rows.shape))
                 for p, v in zip(ptrs, new, strict=True):
-                    if fn(self._scip, int(p), float(v)) != 1:
+                    if fn(self._scip, int(p), float(v)) != SCIP_OKAY:
                         raise RuntimeError(f"SCIP refused to change {name} of a row")
             return
         flat = [c for block in self._row_obj_blocks for c in block]
-        for q, r in enumerate(rows):
-            if lhs is not None:
-                self.model.chgLhs(flat[r], float(np.broadcast_to(lhs, rows.shape)[q]))
-            if rhs is not None:
-                self.model.chgRhs(flat[r], float(np.broadcast_to(rhs, rows.shape)[q]))
+        for new, change in ((lhs, self.model.chgLhs), (rhs, self.model.chgRhs)):
+            if new is None:
+                continue
+            for r, v in zip(rows, _finite(np.broadcast_to(new, rows.shape)), strict=True):
+                change(flat[r], float(v))
 
     def rename_vars(self, ids: np.ndarray, names: list[str]) -> None:
         """Give variables new names (before solving); SCIP's default Benders links variables by name."""
@@ -502,9 +597,10 @@ class ArrayModel:
         if len(names) != ids.size:
             raise ValueError(f"{ids.size} variables but {len(names)} names")
         if self._c is None:
-            raise RuntimeError("renaming variables needs SCIP's C API (scip_c() found no libscip)")
+            self._rename_by_rebuilding(ids, names)
+            return
         for p, name in zip(self._var_ptrs()[ids], names, strict=True):
-            if self._c.chg_name(self._scip, int(p), name.encode()) != 1:
+            if self._c.chg_name(self._scip, int(p), name.encode()) != SCIP_OKAY:
                 raise RuntimeError(f"SCIP refused to rename a variable to {name!r}")
         self._vars_cache = None
 
@@ -518,15 +614,53 @@ class ArrayModel:
                     continue
                 new = _finite(np.broadcast_to(new, ids.shape))
                 for p, v in zip(ptrs, new, strict=True):
-                    if fn(self._scip, int(p), float(v)) != 1:
+                    if fn(self._scip, int(p), float(v)) != SCIP_OKAY:
                         raise RuntimeError("SCIP refused a variable change")
             return
+        from pyscipopt.scip import Expr, Term
+
         vs = self.variables()
         m = self.model
-        for q, v in enumerate(ids):
-            if obj is not None:
-                m.chgVarObj(vs[v], float(np.broadcast_to(obj, ids.shape)[q]))
-            if lb is not None:
-                m.chgVarLb(vs[v], float(np.broadcast_to(lb, ids.shape)[q]))
-            if ub is not None:
-                m.chgVarUb(vs[v], float(np.broadcast_to(ub, ids.shape)[q]))
+        if obj is not None:  # PySCIPOpt changes objective coefficients only through setObjective
+            coefficients = np.broadcast_to(np.asarray(obj, np.float64), ids.shape)
+            changes = Expr({Term(vs[v]): float(c) for v, c in zip(ids, coefficients, strict=True)})
+            m.setObjective(changes, sense="maximize" if self.maximize else "minimize", clear=False)
+        for new, change in ((lb, m.chgVarLb), (ub, m.chgVarUb)):
+            if new is None:
+                continue
+            for v, x in zip(ids, _finite(np.broadcast_to(new, ids.shape)), strict=True):
+                change(vs[v], float(x))
+
+    def _rename_by_rebuilding(self, ids: np.ndarray, names: list[str]) -> None:
+        """PySCIPOpt cannot rename a variable: rebuild :attr:`model` with the new names.
+
+        The new model has the same variables (type, bounds, objective), rows (coefficients, current
+        sides, names), sense, problem name and parameters; ``model`` is a new object afterwards.
+        """
+        old = self.model
+        if old.getStageName() != "PROBLEM":
+            raise RuntimeError(f"variables can be renamed before solving only (stage {old.getStageName()})")
+        if old.getNVars() != self.n_vars or old.getNConss() != self.n_rows:
+            raise RuntimeError("the model has variables or rows not added through ArrayModel; cannot rebuild it")
+        old_vars = self.variables()
+        var_names = [v.name for v in old_vars]
+        for q, name in zip(ids.tolist(), names, strict=True):
+            var_names[q] = name
+        new = pyscipopt.Model(old.getProbName())
+        new.setParams(old.getParams())
+        if self.maximize:
+            new.setMaximize()
+        new_vars = []
+        for v, name in zip(old_vars, var_names, strict=True):
+            lb, ub = v.getLbOriginal(), v.getUbOriginal()
+            new_vars.append(new.addVar(name, _VTYPE_LETTER[v.vtype()], None if lb <= -SCIP_INF else lb,
+                                       None if ub >= SCIP_INF else ub, v.getObj()))
+        row_blocks = []
+        for block, (indptr, cols, vals) in zip(self._row_obj_blocks, self._row_csr_blocks, strict=True):
+            lhs = np.array([old.getLhs(c) for c in block], dtype=np.float64)
+            rhs = np.array([old.getRhs(c) for c in block], dtype=np.float64)
+            row_blocks.append(_api_rows(new, new_vars, [c.name for c in block], indptr, cols, vals, lhs, rhs))
+        self.model = new
+        self._var_obj_blocks = [new_vars]
+        self._row_obj_blocks = row_blocks
+        self._vars_cache = None
