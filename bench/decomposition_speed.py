@@ -121,7 +121,8 @@ def replot(h5: Path, png: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.decomposition_speed", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.decomposition_speed",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--sites", type=int, nargs="+", default=[10, 30, 100])
     ap.add_argument("--time-limit", type=float, default=120.0, help="seconds per method and size")
     ap.add_argument("--jobs", type=int, default=2, help="workers for the decompositions")

@@ -483,7 +483,8 @@ def run_all(cases: Sequence[Case], jobs: int) -> dict[str, CaseResult]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
-    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.paper_reproduction", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.paper_reproduction",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: seeds 0-1, sweep 0/1/4, no larger settings, 20 s per MILP")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds per MILP (default 60, quick 20)")

@@ -67,7 +67,8 @@ def run_variant(inst: Instance, variant: str, points, time_limit: float | None) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.site_subproblem_speed", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m carbonsched.bench.site_subproblem_speed",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="*", default=["paper", "small", "medium"])
     ap.add_argument("--sizes", nargs="*", default=[], help="SxT instances (jobs 8·S, classes 4)")
     ap.add_argument("--points", type=int, default=3, help="multiplier vectors per site")

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from carbonsched.instances.schema import Instance
 
 from .energy import EnergyBlock, add_energy_block
+from .plan import ComputePlan
 from .scip_arrays import ArrayModel
 
 
@@ -136,8 +137,6 @@ class JointModel:
         out[self.y[mask]] = sol.served[mask]
         out[self.u] = sol.unserved
         busy = self.busy >= 0
-        from .plan import ComputePlan
-
         out[self.busy[busy]] = ComputePlan.from_solution(sol).busy_gpus(inst)[busy]
         for name, ids in self.energy.ids.items():
             have = ids >= 0

@@ -10,6 +10,7 @@ from carbonsched.errors import InfeasibleError, NoSolutionError
 from carbonsched.instances.schema import Instance
 
 from .diagnose import diagnose_mandatory
+from .energy import has_battery
 from .evaluate import evaluate
 from .joint import JointModel, build_joint_model
 from .plan import ComputePlan
@@ -99,8 +100,6 @@ def solution_from_model(jm: JointModel, inst: Instance, **kwargs) -> Solution:
     """
     arrays = jm.extract(jm.am.values())
     energy = arrays.pop("energy")
-    from .energy import has_battery
-
     no_bat = ~has_battery(jm.inst)
     energy["soc"][no_bat] = np.asarray(inst.sites.bat_soc0_mwh)[no_bat, None]
     return Solution.from_arrays(inst, energy=energy, **arrays, **kwargs)
