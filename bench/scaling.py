@@ -48,6 +48,7 @@ from carbonsched.bench.scaling_results import (
     run_key,
     stored_runs,
 )
+from carbonsched.progress import ProgressEvent
 
 #: Prefix of the lines a child writes to stdout for the parent (everything else is relayed as is).
 PROGRESS_TAG = "@@progress "
@@ -68,6 +69,11 @@ def _emit(seconds: float, primal: float, dual: float, iteration: int, **extra: A
     """One progress line on stdout for the parent."""
     row = {"t": float(seconds), "primal": float(primal), "dual": float(dual), "it": int(iteration), **extra}
     print(PROGRESS_TAG + json.dumps(row), flush=True)
+
+
+def _emit_event(event: ProgressEvent) -> None:
+    """A method's progress event as one progress line on stdout for the parent."""
+    _emit(event.seconds, event.primal, event.bound, event.iteration, phase=event.phase)
 
 
 def _model_size(inst) -> dict[str, int]:
@@ -188,12 +194,12 @@ def _solve(method: str, inst, time_limit: float, gap: float, jobs: int, workdir:
     if method == "monolithic":
         from carbonsched.formulations.monolithic import solve_monolithic
 
-        sol = solve_monolithic(inst, time_limit=time_limit, gap=gap, progress=_emit)
+        sol = solve_monolithic(inst, time_limit=time_limit, gap=gap, progress=_emit_event)
         return sol, {}
     if method == "scip-benders":
         from carbonsched.decomp.scip_benders import solve_scip_benders
 
-        return solve_scip_benders(inst, time_limit=time_limit, gap=gap, progress=_emit), {}
+        return solve_scip_benders(inst, time_limit=time_limit, gap=gap, progress=_emit_event), {}
     from carbonsched.decomp.parallel import ParallelConfig
 
     config = ParallelConfig(n_jobs=jobs)
