@@ -12,7 +12,9 @@ A module may import only from its own layer or lower ones; no two modules may im
 directly or through others (imports inside functions count: a function-level import that dodges a
 cycle still couples the two modules); no module imports another module's private (``_x``) name;
 and the subpackages are always imported as ``carbonsched.x`` (or relatively), never as top-level
-``instances``/``formulations``/``decomp``/``bench``.
+``instances``/``formulations``/``decomp``/``bench`` (neither in import statements nor in the strings
+given to ``importlib.import_module``, ``importlib.resources.files`` and the like, which work from the
+checkout but not from an installed wheel).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ("instances", "formulations", "decomp", "bench")
 #: Root modules that are not part of the package (build scripts).
 NOT_IN_PACKAGE = frozenset({"setup.py"})
+
+#: Calls that import, or find the files of, a package named by a string (checked for the prefix too).
+IMPORTING_CALLS = frozenset({"import_module", "__import__", "find_spec", "files"})
 
 LAYER_OF_ROOT_MODULE = {PACKAGE: 0, f"{PACKAGE}.errors": 0, f"{PACKAGE}.progress": 0, f"{PACKAGE}.cli": 4}
 LAYER_OF_SUBPACKAGE = {"instances": 1, "formulations": 2, "decomp": 3, "bench": 4}
@@ -120,6 +125,12 @@ def import_edges(module: str, path: Path, modules: dict[str, Path], package: str
     edges: list[ImportEdge] = []
     unprefixed: list[Violation] = []
     for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _call_name(node) in IMPORTING_CALLS and node.args:
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) \
+                    and arg.value.split(".")[0] in SUBPACKAGES:
+                unprefixed.append(Violation("unprefixed", module, arg.value, rel, node.lineno,
+                                            f"name the package '{package}.{arg.value}' (or use __package__)"))
         if isinstance(node, ast.Import):
             for alias in node.names:
                 top = alias.name.split(".")[0]
@@ -151,6 +162,12 @@ def import_edges(module: str, path: Path, modules: dict[str, Path], package: str
                     if target is not None:
                         edges.append(ImportEdge(module, target, node.lineno, (alias.name,)))
     return edges, unprefixed
+
+
+def _call_name(call: ast.Call) -> str:
+    """``f`` of ``f(...)`` or ``a.b.f(...)``."""
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
 
 
 def _longest_module(name: str, modules: dict[str, Path]) -> str | None:
@@ -328,6 +345,10 @@ def test_checker_passes_a_clean_tree(tmp_path):
      "unprefixed", "carbonsched.bench.scaling", "decomp.benders", 2),
     ("bench/scaling.py", "import instances.schema\n",
      "unprefixed", "carbonsched.bench.scaling", "instances.schema", 1),
+    ("instances/schema.py", "from importlib import resources\nDATA = resources.files('instances')\n",
+     "unprefixed", "carbonsched.instances.schema", "instances", 2),
+    ("bench/scaling.py", "import importlib\ndef f():\n    return importlib.import_module('decomp.benders')\n",
+     "unprefixed", "carbonsched.bench.scaling", "decomp.benders", 3),
     ("tools.py", "X = 1\n", "unlayered", "carbonsched.tools", "carbonsched.tools", 1),
 ])
 def test_checker_finds_a_planted_violation(tmp_path, rel, text, kind, importer, imported, line):
