@@ -23,8 +23,8 @@ from carbonsched.progress import ProgressEvent
 
 #: Levels of ``--log-level``.
 LOG_LEVELS = ("debug", "info", "warning", "error")
-#: ``--log-level`` when it is not given: the solve commands tell what they do, the others only warn.
-DEFAULT_LOG_LEVEL = {"solve": "info", "compare": "info", "demo": "info"}
+#: ``--log-level`` when it is not given: solve tells what it does, the other commands only warn.
+DEFAULT_LOG_LEVEL = {"solve": "info"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", choices=LOG_LEVELS,
                         help="messages of the carbonsched logger shown on stderr from this level up "
-                             "(default info for solve, compare and demo, warning otherwise)")
+                             "(default info for solve, warning otherwise)")
     # options of the commands that run SCIP
     scip = argparse.ArgumentParser(add_help=False)
     scip.add_argument("--scip-log", action="store_true", help="show SCIP's own log (stdout)")
