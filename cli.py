@@ -1,18 +1,30 @@
-"""The ``carbonsched`` command line: generate, info, demo (and the solve commands as they land).
+"""The ``carbonsched`` command line: generate, info, solve, check, compare, demo.
 
 Exit statuses: 0 success, 1 a checked solution is invalid, 2 bad input (one-line message, no
 traceback), 3 infeasible instance, 4 time limit without a solution, 130 interrupted.
+
+Outside the benchmarks, the CLI is the one place that prints: it attaches the handler of the ``carbonsched`` logger
+(``--log-level``), prints the solve methods' progress events, and switches SCIP's own log on
+(``--scip-log``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from carbonsched import __version__
 from carbonsched.errors import CarbonschedError, InputError
+from carbonsched.progress import ProgressEvent
+
+#: Levels of ``--log-level``.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: ``--log-level`` when it is not given: solve tells what it does, the other commands only warn.
+DEFAULT_LOG_LEVEL = {"solve": "info"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,8 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"carbonsched {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    # options every command takes (after the command name)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", choices=LOG_LEVELS,
+                        help="messages of the carbonsched logger shown on stderr from this level up "
+                             "(default info for solve, warning otherwise)")
+    # options of the commands that run SCIP
+    scip = argparse.ArgumentParser(add_help=False)
+    scip.add_argument("--scip-log", action="store_true", help="show SCIP's own log (stdout)")
 
-    gen = sub.add_parser("generate", help="generate an instance file (by preset or by size)")
+    gen = sub.add_parser("generate", parents=[common], help="generate an instance file (by preset or by size)")
     from carbonsched.instances.generator import PRESETS
 
     gen.add_argument("--preset", choices=sorted(PRESETS), help="named preset (paper, small, medium, ...)")
@@ -70,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--name", help="instance name (default: derived from preset/size and seed)")
     gen.add_argument("-o", "--output", required=True, help="output HDF5 file")
 
-    info = sub.add_parser("info", help="print sizes and calibration figures of an instance file")
+    info = sub.add_parser("info", parents=[common], help="print sizes and calibration figures of an instance file")
     info.add_argument("instance", help="instance HDF5 file")
 
-    solve = sub.add_parser("solve", help="solve an instance and write a solution file")
+    solve = sub.add_parser("solve", parents=[common, scip], help="solve an instance and write a solution file")
     solve.add_argument("instance", help="instance HDF5 file")
     solve.add_argument("--method", default="monolithic", choices=SOLVE_METHODS,
                        help="solve method (default monolithic)")
@@ -93,17 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("-o", "--output", required=True, help="solution HDF5 file to write")
     solve.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
-    compare = sub.add_parser("compare", help="run the seven strategies of MODEL.md and print one table")
+    compare = sub.add_parser("compare", parents=[common, scip],
+                             help="run the seven strategies of MODEL.md and print one table")
     compare.add_argument("instance", help="instance HDF5 file")
     compare.add_argument("--out-dir", help="write DIR/STRATEGY.h5 for each strategy")
     compare.add_argument("--time-limit", type=_positive_float, help="seconds per MILP solve")
     compare.add_argument("--gap", type=_nonneg_float, default=1e-6, help="relative gap per MILP (default 1e-6)")
 
-    check = sub.add_parser("check", help="verify a solution against every constraint of MODEL.md (numpy only)")
+    check = sub.add_parser("check", parents=[common],
+                           help="verify a solution against every constraint of MODEL.md (numpy only)")
     check.add_argument("instance", help="instance HDF5 file")
     check.add_argument("solution", help="solution HDF5 file")
 
-    demo = sub.add_parser("demo", help="compare all strategies on the embedded paper instance")
+    demo = sub.add_parser("demo", parents=[common, scip], help="compare all strategies on the embedded paper instance")
     demo.add_argument("--out-dir", help="write DIR/STRATEGY.h5 for each strategy")
     return parser
 
@@ -145,12 +167,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_progress(seconds: float, primal: float, dual: float, nodes: int) -> None:
-    from carbonsched.formulations.solution import compute_gap
-
-    gap = compute_gap(primal, dual)
-    gap_text = f"{100 * gap:9.3f}%" if gap != float("inf") else "        -"
-    print(f"{seconds:8.1f}s  primal {primal:14.2f}  dual {dual:14.2f}  gap {gap_text}  nodes {nodes}", flush=True)
+def _print_progress(event: ProgressEvent) -> None:
+    print(event.format(), flush=True)
 
 
 def _output_path(text: str, flag: str) -> Path:
@@ -174,7 +192,6 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     print(f"{inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; "
           f"method {args.method}, time limit {args.time_limit or 'none'}, gap {args.gap:g}", flush=True)
     progress = None if args.quiet else _print_progress
-    events = None if args.quiet else (lambda event: print(event.format(), flush=True))
     if args.method == "monolithic":
         from carbonsched.formulations.monolithic import solve_monolithic
 
@@ -187,11 +204,12 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     elif args.method == "greedy":
         from carbonsched.decomp.heuristics import solve_greedy
 
-        sol = solve_greedy(inst, time_limit=args.time_limit)
+        sol = solve_greedy(inst, time_limit=args.time_limit, progress=progress)
     elif args.method == "local-search":
         from carbonsched.decomp.heuristics import solve_local_search
 
-        sol = solve_local_search(inst, initial=initial, time_limit=args.time_limit or 60.0, seed=args.seed)
+        sol = solve_local_search(inst, initial=initial, time_limit=args.time_limit or 60.0, seed=args.seed,
+                                 progress=progress)
     else:
         from carbonsched.decomp.parallel import ParallelConfig
 
@@ -200,13 +218,13 @@ def _cmd_solve(args: argparse.Namespace) -> int:
             from carbonsched.decomp.benders import solve_benders
 
             sol = solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                progress=events, seed=args.seed)
+                                progress=progress, seed=args.seed)
         else:
             from carbonsched.decomp.lagrangian import solve_lagrangian
 
             close = {"auto": None, "yes": True, "no": False}[args.close]
             sol = solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                   close=close, progress=events, seed=args.seed)
+                                   close=close, progress=progress, seed=args.seed)
     sol.save(out)
     report = check_solution(inst, sol)
     print(f"status {sol.status.value}  Z = {sol.objective:.2f} $  bound = {sol.bound:.2f} $  gap = {sol.gap:.3%}  "
@@ -288,12 +306,35 @@ COMMANDS = {
 }
 
 
+class _LogHandler(logging.StreamHandler):
+    """The CLI's handler on the ``carbonsched`` logger (a class of its own so a second ``main`` replaces it)."""
+
+
+def configure_logging(level: str) -> None:
+    """Show the ``carbonsched`` logger's messages from ``level`` up on stderr, one line each."""
+    logger = logging.getLogger("carbonsched")
+    for handler in [h for h in logger.handlers if isinstance(h, _LogHandler)]:
+        logger.removeHandler(handler)
+    handler = _LogHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``carbonsched`` console command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(args.log_level or DEFAULT_LOG_LEVEL.get(args.command, "warning"))
+    if getattr(args, "scip_log", False):
+        from carbonsched.formulations.scip_run import show_scip_output
+
+        scip_output = show_scip_output(True)
+    else:
+        scip_output = contextlib.nullcontext()
     try:
-        return COMMANDS[args.command](args)
+        with scip_output:
+            return COMMANDS[args.command](args)
     except CarbonschedError as exc:
         print(f"carbonsched: error: {exc}", file=sys.stderr)
         return exc.exit_status

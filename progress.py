@@ -8,6 +8,7 @@ ends, and at least every few seconds while it works; the CLI prints them, a stud
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,3 +60,38 @@ class ProgressEvent:
 
 #: A receiver of progress events.
 ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class ProgressReporter:
+    """Sends a method's :class:`ProgressEvent` to its callback, forced or at most every ``interval`` s.
+
+    A method calls the reporter wherever it has something to say; forced reports (a bound moved, a
+    phase started or ended) always go out, the others only when ``interval`` seconds have passed since
+    the last report, so a tight loop can call it on every step for the price of a clock read.
+
+    Parameters
+    ----------
+    progress : ProgressCallback or None
+        The receiver; ``None`` makes every call a no-op.
+    t0 : float, optional
+        ``time.perf_counter()`` at the start of the solve (default: now), s.
+    interval : float
+        Least time between two unforced reports, s.
+    """
+
+    def __init__(self, progress: ProgressCallback | None, t0: float | None = None, interval: float = 2.0) -> None:
+        self.progress = progress
+        self.t0 = time.perf_counter() if t0 is None else t0
+        self.interval = interval
+        self._last = -math.inf
+
+    def __call__(self, phase: str, primal: float, bound: float = math.inf, iteration: int = 0, message: str = "",
+                 *, force: bool = False) -> None:
+        """Report (``primal``, ``bound`` in $) if forced or if ``interval`` s have passed since the last report."""
+        if self.progress is None:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        self.progress(ProgressEvent(now - self.t0, phase, float(primal), float(bound), int(iteration), message))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from carbonsched.bench.scaling import METHODS, certified_gap, load_results, time_to_gap
+from carbonsched.bench.scaling_results import METHODS, certified_gap, load_results, time_to_gap
 
 DECOMPOSITIONS: tuple[str, ...] = ("benders", "lagrangian")
 

@@ -40,21 +40,21 @@ from typing import Any
 
 import h5py
 import numpy as np
+from carbonsched.bench.scaling_results import (
+    METHODS,
+    STAGING,
+    TRACE_FIELDS,
+    certified_gap,
+    run_key,
+    stored_runs,
+)
+from carbonsched.progress import ProgressEvent
 
-METHODS: tuple[str, ...] = ("monolithic", "highs", "benders", "lagrangian", "scip-benders")
 #: Prefix of the lines a child writes to stdout for the parent (everything else is relayed as is).
 PROGRESS_TAG = "@@progress "
-#: Staging area for a run being written; moved to its final path when complete.
-STAGING = "_staging"
-TRACE_FIELDS: tuple[str, ...] = ("seconds", "primal", "dual", "iteration")
 
 
 # ============================================================================== helpers
-def run_key(n_sites: int, n_periods: int, seed: int, method: str) -> str:
-    """HDF5 group path of one run."""
-    return f"S{n_sites}/T{n_periods}/seed{seed}/{method}"
-
-
 def highs_available() -> bool:
     """Whether :mod:`highspy` can be imported (the optional ``peers`` extra)."""
     try:
@@ -64,26 +64,16 @@ def highs_available() -> bool:
     return True
 
 
-def certified_gap(primal: np.ndarray, dual: np.ndarray) -> np.ndarray:
-    """Gap (dual − primal)/max(1, |primal|) per trace row; inf where either is not finite."""
-    primal = np.asarray(primal, dtype=np.float64)
-    dual = np.asarray(dual, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        gap = (dual - primal) / np.maximum(1.0, np.abs(primal))
-    return np.where(np.isfinite(gap), gap, np.inf)
-
-
-def time_to_gap(seconds: np.ndarray, primal: np.ndarray, dual: np.ndarray, target: float) -> float:
-    """First trace time (s) at which the certified gap is ≤ ``target``; inf if never."""
-    ok = np.flatnonzero(certified_gap(primal, dual) <= target)
-    return float(np.asarray(seconds)[ok[0]]) if ok.size else math.inf
-
-
 # ============================================================================== child side
 def _emit(seconds: float, primal: float, dual: float, iteration: int, **extra: Any) -> None:
     """One progress line on stdout for the parent."""
     row = {"t": float(seconds), "primal": float(primal), "dual": float(dual), "it": int(iteration), **extra}
     print(PROGRESS_TAG + json.dumps(row), flush=True)
+
+
+def _emit_event(event: ProgressEvent) -> None:
+    """A method's progress event as one progress line on stdout for the parent."""
+    _emit(event.seconds, event.primal, event.bound, event.iteration, phase=event.phase)
 
 
 def _model_size(inst) -> dict[str, int]:
@@ -204,12 +194,12 @@ def _solve(method: str, inst, time_limit: float, gap: float, jobs: int, workdir:
     if method == "monolithic":
         from carbonsched.formulations.monolithic import solve_monolithic
 
-        sol = solve_monolithic(inst, time_limit=time_limit, gap=gap, progress=_emit)
+        sol = solve_monolithic(inst, time_limit=time_limit, gap=gap, progress=_emit_event)
         return sol, {}
     if method == "scip-benders":
         from carbonsched.decomp.scip_benders import solve_scip_benders
 
-        return solve_scip_benders(inst, time_limit=time_limit, gap=gap, progress=_emit), {}
+        return solve_scip_benders(inst, time_limit=time_limit, gap=gap, progress=_emit_event), {}
     from carbonsched.decomp.parallel import ParallelConfig
 
     config = ParallelConfig(n_jobs=jobs)
@@ -455,20 +445,6 @@ def _trace_from_rows(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 
 # ============================================================================== results file
-def stored_runs(path: Path) -> set[str]:
-    """Keys of the complete runs in a results file (empty if there is no file)."""
-    if not Path(path).exists():
-        return set()
-    keys: set[str] = set()
-    with h5py.File(path, "r") as f:
-        def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Group) and obj.attrs.get("complete", False) and not name.startswith(STAGING):
-                keys.add(name)
-
-        f.visititems(visit)
-    return keys
-
-
 def store_run(path: Path, key: str, outcome: RunOutcome, meta: dict[str, Any]) -> None:
     """Write one finished run: staged under ``_staging``, marked complete, then moved to ``key``."""
     with h5py.File(path, "a") as f:
@@ -506,19 +482,6 @@ def store_run(path: Path, key: str, outcome: RunOutcome, meta: dict[str, Any]) -
         f.move(f"{STAGING}/run", key)
         del f[STAGING]
         f.flush()
-
-
-def load_results(path: Path) -> list[dict[str, Any]]:
-    """Every complete run of a results file: its attributes plus the trace arrays."""
-    runs = []
-    with h5py.File(path, "r") as f:
-        for key in sorted(stored_runs(path)):
-            g = f[key]
-            row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()}
-            row.update({k: g[k][()] for k in TRACE_FIELDS if k in g})
-            row["key"] = key
-            runs.append(row)
-    return runs
 
 
 # ============================================================================== sweep

@@ -1,7 +1,7 @@
 """Benders cut pool: storage, aging, and the hot loops (cut values at master points) in numba.
 
 A cut of site i is θ_i ≤ constant + Σ coef·m_i with m_i the site's (5, T) master quantities
-(:data:`formulations.site_lp.MASTER_KINDS`). Evaluating every pool cut at a master point is a batched
+(:data:`carbonsched.formulations.site_lp.MASTER_KINDS`). Evaluating every pool cut at a master point is a batched
 sparse-by-dense product that runs every iteration over the whole pool; :func:`cut_values` is its njit
 kernel and :func:`cut_values_reference` the plain numpy definition it is tested against.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from carbonsched.formulations.benders_master import Cut
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -112,10 +113,8 @@ class CutPool:
         self.last_tight[slack <= tol] = iteration
         self._violated = slack < -tol
 
-    def active(self, iteration: int, age_limit: int) -> list:
+    def active(self, iteration: int, age_limit: int) -> list[Cut]:
         """Cuts for the next master: recently tight, new, or violated at the last point."""
-        from carbonsched.formulations.benders_master import Cut
-
         keep = (iteration - self.last_tight <= age_limit) | self._violated
         T5 = self.width
         return [Cut(int(self.site[c]), float(self.constant[c]), self.coef[c].reshape(5, T5 // 5))

@@ -1,8 +1,8 @@
-"""The peer: SCIP's built-in Benders decomposition on the same split as :mod:`decomp.benders`.
+"""The peer: SCIP's built-in Benders decomposition on the same split as :mod:`carbonsched.decomp.benders`.
 
-The master is :func:`formulations.benders_master.build_benders_master` with θ fixed at 0 (SCIP adds its
+The master is :func:`carbonsched.formulations.benders_master.build_benders_master` with θ fixed at 0 (SCIP adds its
 own auxiliary variables, one per site). Subproblem i is the energy side of site i
-(:func:`formulations.energy.add_energy_block`) whose copies of the master quantities — busy GPUs U, the
+(:func:`carbonsched.formulations.energy.add_energy_block`) whose copies of the master quantities — busy GPUs U, the
 commitment binaries γ, β, on, su and the allowance e_i — carry the master's variable names, which is how
 SCIP's default Benders links them. The copies are continuous: fixed by the master, they leave an LP, on
 which SCIP's classical optimality and feasibility cuts are exact, so the dual bound is certified.
@@ -26,6 +26,8 @@ silently.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import time
 
@@ -37,11 +39,14 @@ from carbonsched.formulations.diagnose import diagnose_mandatory
 from carbonsched.formulations.energy import add_energy_block
 from carbonsched.formulations.evaluate import evaluate
 from carbonsched.formulations.scip_arrays import ArrayModel
-from carbonsched.formulations.scip_run import ProgressFn, configure, run_scip
+from carbonsched.formulations.scip_run import configure, run_scip
 from carbonsched.formulations.solution import Solution, SolveStatus, Trace, compute_gap
 from carbonsched.instances.schema import Instance
+from carbonsched.progress import ProgressCallback, ProgressEvent, ProgressReporter
 
 from .benders import plan_from_master
+
+log = logging.getLogger(__name__)
 
 #: Energy-side commitment variables that live in the master (BendersMaster attribute = EnergyBlock key).
 _LINKED = ("bat_charging", "grid_importing", "gen_on", "gen_start")
@@ -115,7 +120,7 @@ def _minimize_negated(am: ArrayModel) -> None:
 
 
 def solve_scip_benders(inst: Instance, *, time_limit: float | None = None, gap: float = 1e-4, seed: int = 0,
-                       progress: ProgressFn | None = None) -> Solution:
+                       progress: ProgressCallback | None = None) -> Solution:
     """Solve with SCIP's default Benders on the commitment-in-master split.
 
     Parameters
@@ -128,16 +133,19 @@ def solve_scip_benders(inst: Instance, *, time_limit: float | None = None, gap: 
         Relative gap at which SCIP stops.
     seed : int
         SCIP's random seed shift.
-    progress : callable, optional
-        ``progress(seconds, primal, dual, nodes)`` in benefit terms ($), every few seconds.
+    progress : ProgressCallback, optional
+        Receives a :class:`carbonsched.progress.ProgressEvent` in benefit terms ($): when the models
+        are built, at every new incumbent of SCIP and at most every 2 s while it searches
+        (``iteration`` = B&B nodes), when the plan is scored and at the end.
 
     Returns
     -------
     Solution
-        ``objective`` is the exact value of the master's plan (:func:`formulations.evaluate.evaluate`),
+        ``objective`` is the exact value of the master's plan (:func:`carbonsched.formulations.evaluate.evaluate`),
         which is at least SCIP's own primal value; ``bound`` is SCIP's dual bound.
     """
     t0 = time.perf_counter()
+    report = ProgressReporter(progress, t0)
     master = build_benders_master(inst)
     master.am.set_var_data(master.theta, obj=0.0, lb=0.0, ub=0.0)
     subproblems = {i: site_energy_subproblem(inst, master, i) for i in range(inst.n_sites)}
@@ -153,8 +161,16 @@ def solve_scip_benders(inst: Instance, *, time_limit: float | None = None, gap: 
     model.setParam("misc/allowstrongdualreds", False)
     model.setParam("misc/allowweakdualreds", False)
     model.setParam("benders/default/benderscut/optimality/mir", False)
-    negated = None if progress is None else (lambda s, p, d, n: progress(s, -p, -d, n))
-    run = run_scip(model, progress=negated, t0=t0)
+    log.info("%s: Benders master and %d site subproblems built in %.2f s", inst.name, len(subproblems),
+             time.perf_counter() - t0)
+    report("build", -math.inf, math.inf, message=f"master and {len(subproblems)} site LPs", force=True)
+
+    def negated(event: ProgressEvent) -> None:  # SCIP minimizes −Z
+        assert progress is not None
+        progress(dataclasses.replace(event, primal=-event.primal, bound=-event.bound))
+
+    run = run_scip(model, progress=None if progress is None else negated, t0=t0)
+    log.info("SCIP Benders: %s after %.2f s and %d nodes", run.scip_status, run.wall_seconds, run.nodes)
     if run.scip_status in ("infeasible", "inforunbd"):
         raise diagnose_mandatory(inst)
     if not run.has_solution:
@@ -162,6 +178,8 @@ def solve_scip_benders(inst: Instance, *, time_limit: float | None = None, gap: 
     convex = all(_subproblem_is_convex(sub) for sub in subproblems.values())
     plan = plan_from_master(master, master.am.values())
     left = None if time_limit is None else max(time_limit - (time.perf_counter() - t0), 1.0)
+    report("scoring", -run.primal, -run.dual, run.nodes, message="exact evaluation of the master's plan",
+           force=True)
     sol = evaluate(inst, plan, method="scip-benders", time_limit=left)
     sol.status = SolveStatus(run.status) if run.status in SolveStatus._value2member_map_ else SolveStatus.TIME_LIMIT
     sol.bound = -run.dual
@@ -171,6 +189,7 @@ def solve_scip_benders(inst: Instance, *, time_limit: float | None = None, gap: 
     tr = run.trace
     sol.trace = Trace(seconds=tr["seconds"], primal=-tr["primal"], dual=-tr["dual"], iteration=tr["iteration"])
     sol.trace.append(sol.wall_seconds, max(sol.objective, float(-tr["primal"][-1])), sol.bound, run.nodes)
+    report("done", sol.objective, sol.bound, run.nodes, message=sol.status.value, force=True)
     return sol
 
 

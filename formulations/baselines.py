@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 
 import numpy as np
 from carbonsched.errors import InfeasibleError
 from carbonsched.instances.schema import Instance
+from carbonsched.progress import ProgressCallback
 
 from .evaluate import evaluate
 from .monolithic import solve_monolithic
@@ -113,7 +113,7 @@ def energy_only_plan(inst: Instance) -> ComputePlan:
 
 
 def run_strategy(inst: Instance, name: str, *, time_limit: float | None = None, gap: float | None = 1e-6,
-                 progress: Callable | None = None) -> Solution:
+                 progress: ProgressCallback | None = None) -> Solution:
     """Run one strategy of MODEL.md's comparison on ``inst``; the result is scored on ``inst``.
 
     Parameters
@@ -126,6 +126,8 @@ def run_strategy(inst: Instance, name: str, *, time_limit: float | None = None, 
         Seconds for each MILP solve inside the strategy.
     gap : float, optional
         Relative gap for the MILP solves.
+    progress : ProgressCallback, optional
+        Passed to every :func:`~carbonsched.formulations.monolithic.solve_monolithic` call of the strategy.
     """
     t0 = time.perf_counter()
     opts = dict(time_limit=time_limit, gap=gap, progress=progress)

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from carbonsched.instances.schema import Instance
 
-from .energy import _min_up_down, _rows, _shift, has_battery, has_generator
+from .energy import add_masked_rows, add_min_up_down_rows, has_battery, has_generator, shifted_ids
 from .joint import ComputeBlock, add_compute_block
 from .scip_arrays import ArrayModel
 from .site_lp import MASTER_KINDS
@@ -159,8 +159,8 @@ def build_benders_master(inst: Instance, cuts: list[Cut] | None = None, *, relax
     gamma = binaries("gamma", both)
     on = binaries("on", gen)
     su = binaries("su", gen, -s.gen_startup_cost[:, None])
-    _rows(am, "startup", [(su, 1.0), (on, -1.0), (_shift(on, 1), 1.0)], gen, 0.0, np.inf)
-    _min_up_down(am, inst, gen, on, su)
+    add_masked_rows(am, "startup", [(su, 1.0), (on, -1.0), (shifted_ids(on, 1), 1.0)], gen, 0.0, np.inf)
+    add_min_up_down_rows(am, inst, gen, on, su)
 
     allowance = np.full(S, -1, dtype=np.int64)
     if math.isfinite(inst.carbon_budget_t):

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from carbonsched.instances.schema import Instance
 
 from .baselines import STRATEGIES, run_strategy
-from .solution import BREAKDOWN_TERMS, Solution
+from .fields import BREAKDOWN_TERMS
+from .solution import Solution
 
 SHORT = {
     "training_value": "train",

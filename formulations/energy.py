@@ -15,9 +15,9 @@ import numpy as np
 import scipy.sparse as sp
 from carbonsched.instances.schema import Instance
 
+from .fields import ENERGY_BINARY_FIELDS as BINARY_FIELDS
+from .fields import ENERGY_FIELDS
 from .scip_arrays import ArrayModel
-from .solution import ENERGY_BINARY_FIELDS as BINARY_FIELDS
-from .solution import ENERGY_FIELDS
 
 
 def has_battery(inst: Instance) -> np.ndarray:
@@ -108,10 +108,29 @@ def _ids_where(am: ArrayModel, name: str, mask: np.ndarray, lb, ub, obj, vtype: 
     return ids
 
 
-def _rows(am: ArrayModel, name: str, terms: list[tuple[np.ndarray, np.ndarray]], mask: np.ndarray, lhs, rhs):
-    """One row per true entry of ``mask``; ``terms`` are (ids, coefficient) arrays shaped like mask.
+def add_masked_rows(am: ArrayModel, name: str, terms: list[tuple[np.ndarray, np.ndarray]], mask: np.ndarray,
+                    lhs, rhs) -> np.ndarray:
+    """One row ``lhs ≤ Σ coef·var ≤ rhs`` per true entry of ``mask`` (S,T), vectorized.
 
     Entries whose id is −1 are dropped, so absent variables simply vanish from a row.
+
+    Parameters
+    ----------
+    am : ArrayModel
+        The model the rows are added to.
+    name : str
+        Row family name (unique per model).
+    terms : list of (ids, coefficient)
+        Variable ids and coefficients, each broadcastable to ``mask.shape``.
+    mask : np.ndarray
+        (S,T) bool, where a row exists.
+    lhs, rhs : float or np.ndarray
+        Row bounds broadcastable to ``mask.shape`` (units of the row's terms).
+
+    Returns
+    -------
+    np.ndarray
+        Row ids (int64) in the order of ``mask``'s true entries.
     """
     n = int(mask.sum())
     if n == 0:
@@ -134,8 +153,8 @@ def _rows(am: ArrayModel, name: str, terms: list[tuple[np.ndarray, np.ndarray]],
     return am.add_rows(name, mat, lhs, rhs)
 
 
-def _shift(ids: np.ndarray, k: int) -> np.ndarray:
-    """ids[:, t − k] (−1 where t − k < 0)."""
+def shifted_ids(ids: np.ndarray, k: int) -> np.ndarray:
+    """(S,T) variable ids ``k`` periods earlier: ``ids[:, t − k]``, −1 where ``t − k < 0``."""
     out = np.full_like(ids, -1)
     if k < ids.shape[1]:
         out[:, k:] = ids[:, : ids.shape[1] - k]
@@ -214,60 +233,69 @@ def add_energy_block(
         rhs = -s.pue * col(s.gpu_idle_kw * s.gpus) / 1000.0
     else:
         rhs = -s.pue * np.asarray(it_load_mw, np.float64)
-    balance_rows = _rows(am, "balance", terms, site_t, rhs, rhs)
+    balance_rows = add_masked_rows(am, "balance", terms, site_t, rhs, rhs)
     balance = np.full((S, T), -1, dtype=np.int64)
     balance[site_t] = balance_rows
     rows["balance"] = balance_rows
 
     # 6. battery: soc_t − soc_{t−1} − Δ·η^c·ch + Δ/η^d·dis = soc0 at t = 0, else 0
-    soc_prev = _shift(ids["soc"], 1)
+    soc_prev = shifted_ids(ids["soc"], 1)
     rhs0 = np.zeros((S, T))
     rhs0[:, 0] = s.bat_soc0_mwh
-    rows["soc"] = _rows(am, "socdyn", [(ids["soc"], 1.0), (soc_prev, -1.0),
-                                       (ids["charge"], -dt * col(s.bat_eta_charge)),
-                                       (ids["discharge"], dt / col(s.bat_eta_discharge))], bat, rhs0, rhs0)
-    rows["charge_mode"] = _rows(am, "chmode", [(ids["charge"], 1.0), (ids["bat_charging"], -col(s.bat_power_mw))],
-                                bat, -np.inf, 0.0)
-    rows["discharge_mode"] = _rows(am, "dismode", [(ids["discharge"], 1.0),
-                                                   (ids["bat_charging"], col(s.bat_power_mw))],
-                                   bat, -np.inf, col(s.bat_power_mw))
+    rows["soc"] = add_masked_rows(am, "socdyn", [(ids["soc"], 1.0), (soc_prev, -1.0),
+                                                 (ids["charge"], -dt * col(s.bat_eta_charge)),
+                                                 (ids["discharge"], dt / col(s.bat_eta_discharge))], bat, rhs0, rhs0)
+    rows["charge_mode"] = add_masked_rows(am, "chmode", [(ids["charge"], 1.0),
+                                                         (ids["bat_charging"], -col(s.bat_power_mw))],
+                                          bat, -np.inf, 0.0)
+    rows["discharge_mode"] = add_masked_rows(am, "dismode", [(ids["discharge"], 1.0),
+                                                             (ids["bat_charging"], col(s.bat_power_mw))],
+                                             bat, -np.inf, col(s.bat_power_mw))
     # 7. grid direction (only where both directions exist)
     both = can_imp & can_exp
-    rows["import_mode"] = _rows(am, "impmode", [(ids["grid_import"], 1.0),
-                                                (ids["grid_importing"], -col(s.grid_import_mw))], both, -np.inf, 0.0)
-    rows["export_mode"] = _rows(am, "expmode", [(ids["grid_export"], 1.0),
-                                                (ids["grid_importing"], col(s.grid_export_mw))],
-                                both, -np.inf, col(s.grid_export_mw))
+    rows["import_mode"] = add_masked_rows(am, "impmode", [(ids["grid_import"], 1.0),
+                                                          (ids["grid_importing"], -col(s.grid_import_mw))],
+                                          both, -np.inf, 0.0)
+    rows["export_mode"] = add_masked_rows(am, "expmode", [(ids["grid_export"], 1.0),
+                                                          (ids["grid_importing"], col(s.grid_export_mw))],
+                                          both, -np.inf, col(s.grid_export_mw))
     # 8. unit commitment
-    rows["gen_max"] = _rows(am, "genmax", [(ids["gen"], 1.0), (ids["gen_on"], -col(s.gen_max_mw))],
-                            gen_site, -np.inf, 0.0)
+    rows["gen_max"] = add_masked_rows(am, "genmax", [(ids["gen"], 1.0), (ids["gen_on"], -col(s.gen_max_mw))],
+                                      gen_site, -np.inf, 0.0)
     if (s.gen_min_mw[gen_site.any(axis=1)] > 0).any():
-        rows["gen_min"] = _rows(am, "genmin", [(ids["gen"], 1.0), (ids["gen_on"], -col(s.gen_min_mw))],
-                                gen_site & (s.gen_min_mw > 0)[:, None], 0.0, np.inf)
+        rows["gen_min"] = add_masked_rows(am, "genmin", [(ids["gen"], 1.0), (ids["gen_on"], -col(s.gen_min_mw))],
+                                          gen_site & (s.gen_min_mw > 0)[:, None], 0.0, np.inf)
     on, su = ids["gen_on"], ids["gen_start"]
-    rows["startup"] = _rows(am, "startup", [(su, 1.0), (on, -1.0), (_shift(on, 1), 1.0)], gen_site, 0.0, np.inf)
-    rows.update(_min_up_down(am, inst, gen_site, on, su))
+    rows["startup"] = add_masked_rows(am, "startup", [(su, 1.0), (on, -1.0), (shifted_ids(on, 1), 1.0)],
+                                      gen_site, 0.0, np.inf)
+    rows.update(add_min_up_down_rows(am, inst, gen_site, on, su))
     return EnergyBlock(sites=np.flatnonzero(in_block), ids=ids, balance=balance, rows=rows)
 
 
-def _min_up_down(am: ArrayModel, inst: Instance, gen_site: np.ndarray, on: np.ndarray, su: np.ndarray):
+def add_min_up_down_rows(am: ArrayModel, inst: Instance, gen_site: np.ndarray, on: np.ndarray,
+                         su: np.ndarray) -> dict[str, np.ndarray]:
     """Minimum up/down rows: Σ_{τ=t−UT+1..t} su_τ ≤ on_t and Σ_{τ=t−DT+1..t} su_τ ≤ 1 − on_{t−DT}.
 
     Sites are grouped by their UT (DT) value so each group is one vectorized block. With UT = 1 the
     up row reads su_t ≤ on_t, which the start-up row already implies only together with on_{t−1};
     it is kept because MODEL.md states it for every t.
+
+    Returns
+    -------
+    dict
+        ``{"min_up": row ids, "min_down": row ids}``.
     """
     s = inst.sites
     rows: dict[str, list[np.ndarray]] = {"min_up": [], "min_down": []}
     for key, durations in (("min_up", s.gen_min_up), ("min_down", s.gen_min_down)):
         for length in np.unique(durations[gen_site.any(axis=1)]):
             mask = gen_site & (durations == length)[:, None]
-            terms = [(_shift(su, k), 1.0) for k in range(int(length))]
+            terms = [(shifted_ids(su, k), 1.0) for k in range(int(length))]
             if key == "min_up":
                 terms.append((on, -1.0))
                 rhs = 0.0
             else:
-                terms.append((_shift(on, int(length)), 1.0))
+                terms.append((shifted_ids(on, int(length)), 1.0))
                 rhs = 1.0
-            rows[key].append(_rows(am, f"{key}{int(length)}", terms, mask, -np.inf, rhs))  # unique row names
+            rows[key].append(add_masked_rows(am, f"{key}{int(length)}", terms, mask, -np.inf, rhs))  # unique row names
     return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in rows.items()}

@@ -2,7 +2,7 @@
 
 Variable handles are numpy id arrays indexed by meaning (job placements as parallel arrays
 ``x_job``, ``x_site``, ``x_start``; ``y`` as (K,S,T); ``u`` as (K,T); the busy-GPU count ``U`` as
-(S,T); energy ids in :class:`~formulations.energy.EnergyBlock`), so any code maps a solver value
+(S,T); energy ids in :class:`~carbonsched.formulations.energy.EnergyBlock`), so any code maps a solver value
 back to its meaning without parsing names. All rows are assembled as sparse index arrays.
 
 Modelling note: the busy-GPU count U_{i,t} of constraint 3 is a variable with bounds [0, G_i]
@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from carbonsched.instances.schema import Instance
 
 from .energy import EnergyBlock, add_energy_block
+from .plan import ComputePlan
 from .scip_arrays import ArrayModel
 
 
@@ -136,8 +137,6 @@ class JointModel:
         out[self.y[mask]] = sol.served[mask]
         out[self.u] = sol.unserved
         busy = self.busy >= 0
-        from .plan import ComputePlan
-
         out[self.busy[busy]] = ComputePlan.from_solution(sol).busy_gpus(inst)[busy]
         for name, ids in self.energy.ids.items():
             have = ids >= 0

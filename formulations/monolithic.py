@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 import numpy as np
 from carbonsched.errors import InfeasibleError, NoSolutionError
 from carbonsched.instances.schema import Instance
+from carbonsched.progress import ProgressCallback, ProgressReporter
 
 from .diagnose import diagnose_mandatory
+from .energy import has_battery
 from .evaluate import evaluate
 from .joint import JointModel, build_joint_model
 from .plan import ComputePlan
-from .scip_run import ProgressFn, configure, run_scip
+from .scip_run import configure, run_scip
 from .solution import Solution, Trace
+
+log = logging.getLogger(__name__)
 
 
 def solve_monolithic(
@@ -24,7 +29,7 @@ def solve_monolithic(
     gap: float | None = 1e-6,
     threads: int = 1,
     seed: int = 0,
-    progress: ProgressFn | None = None,
+    progress: ProgressCallback | None = None,
     method: str = "monolithic",
     certified: bool = True,
     scored_on: Instance | None = None,
@@ -44,8 +49,9 @@ def solve_monolithic(
         Threads SCIP's LP solver may use.
     seed : int
         SCIP random seed shift.
-    progress : callable, optional
-        ``progress(seconds, primal, dual, nodes)`` at most every 2 s.
+    progress : ProgressCallback, optional
+        Receives a :class:`carbonsched.progress.ProgressEvent` when the model is built, at every new
+        incumbent, at most every 2 s while SCIP searches (``iteration`` = B&B nodes) and at the end.
     method : str
         Name recorded in the solution.
     certified : bool
@@ -54,7 +60,8 @@ def solve_monolithic(
     scored_on : Instance, optional
         Instance whose objective scores the solution (default ``inst``).
     initial : ComputePlan, optional
-        A plan scored exactly (:func:`formulations.evaluate`) and given to SCIP as its first incumbent.
+        A plan scored exactly (:func:`carbonsched.formulations.evaluate.evaluate`) and given to SCIP as
+        its first incumbent.
 
     Raises
     ------
@@ -64,26 +71,36 @@ def solve_monolithic(
         A limit was reached before any solution was found (status 4).
     """
     t0 = time.perf_counter()
+    report = ProgressReporter(progress, t0)
     jm = build_joint_model(inst)
     build_seconds = time.perf_counter() - t0
+    log.info("%s: joint MILP built in %.2f s (%d variables, %d rows)", inst.name, build_seconds, jm.am.n_vars,
+             jm.am.n_rows)
+    report("build", -math.inf, math.inf, message=f"joint MILP: {jm.am.n_vars} variables, {jm.am.n_rows} rows",
+           force=True)
     remaining = None if time_limit is None else max(time_limit - build_seconds, 0.0)
     configure(jm.model, time_limit=remaining, gap=gap, threads=threads, seed=seed)
     initial_primal = None
     if initial is not None:
         start = evaluate(inst, initial, time_limit=remaining)
         initial_primal = seed_scip(jm, start)
+        log.info("initial plan scored %.2f $; %s by SCIP", start.objective,
+                 "accepted" if initial_primal is not None else "refused")
     run = run_scip(jm.model, progress=progress, t0=t0, initial_primal=initial_primal)
+    log.info("SCIP: %s after %.2f s and %d nodes", run.scip_status, run.wall_seconds, run.nodes)
     if run.scip_status in ("infeasible", "inforunbd"):
         raise diagnose_mandatory(inst)
     if not run.has_solution:
         raise NoSolutionError(
             f"no feasible solution found before the solve stopped ({run.status}, {run.wall_seconds:.1f} s)"
         )
-    return solution_from_model(
+    sol = solution_from_model(
         jm, scored_on or inst, method=method, status=run.status, bound=run.dual if certified else math.inf,
         certified=certified, wall_seconds=run.wall_seconds, trace=Trace(**run.trace),
         extra={"build_seconds": build_seconds, "nodes": run.nodes, "scip_status": run.scip_status},
     )
+    report("done", sol.objective, sol.bound, run.nodes, message=sol.status.value, force=True)
+    return sol
 
 
 def seed_scip(jm: JointModel, sol: Solution) -> float | None:
@@ -99,8 +116,6 @@ def solution_from_model(jm: JointModel, inst: Instance, **kwargs) -> Solution:
     """
     arrays = jm.extract(jm.am.values())
     energy = arrays.pop("energy")
-    from .energy import has_battery
-
     no_bat = ~has_battery(jm.inst)
     energy["soc"][no_bat] = np.asarray(inst.sites.bat_soc0_mwh)[no_bat, None]
     return Solution.from_arrays(inst, energy=energy, **arrays, **kwargs)

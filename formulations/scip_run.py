@@ -1,18 +1,30 @@
-"""Running a SCIP model: limits, an event handler that records the unified trace, progress lines.
+"""Running a SCIP model: limits, an event handler that records the unified trace, progress events.
 
 The trace handler listens to new incumbents and to solved nodes, and records (seconds, primal,
-dual, nodes) rows, at every incumbent and at most every ``trace_interval`` seconds otherwise.
+dual, nodes) rows, at every incumbent and at most every ``trace_interval`` seconds otherwise; it
+reports a :class:`carbonsched.progress.ProgressEvent` at every new incumbent and at most every
+``progress_interval`` seconds otherwise.
+
+SCIP's own log is hidden by :func:`configure` unless it is switched on for the process with
+:func:`show_scip_output` (the CLI's ``--scip-log``). The switch is an environment variable, so the
+worker processes a decomposition starts afterwards inherit it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from carbonsched.progress import ProgressCallback, ProgressEvent
 from pyscipopt import SCIP_EVENTTYPE, Eventhdlr, Model
+
+log = logging.getLogger(__name__)
 
 SCIP_INF = 1e20
 
@@ -31,7 +43,30 @@ STATUS_MAP = {
     "memlimit": "iteration_limit",
 }
 
-ProgressFn = Callable[[float, float, float, int], None]
+#: Environment variable that shows SCIP's own log in every model :func:`configure` sets up ("1" on).
+SCIP_OUTPUT_ENV = "CARBONSCHED_SCIP_OUTPUT"
+
+
+def scip_output_shown() -> bool:
+    """Whether SCIP's own log is switched on for this process (:data:`SCIP_OUTPUT_ENV`)."""
+    return os.environ.get(SCIP_OUTPUT_ENV, "0") not in ("", "0")
+
+
+@contextlib.contextmanager
+def show_scip_output(enabled: bool = True) -> Iterator[None]:
+    """Show (or hide) SCIP's own log in the models configured inside the ``with`` block.
+
+    Worker processes started inside the block inherit the setting.
+    """
+    before = os.environ.get(SCIP_OUTPUT_ENV)
+    os.environ[SCIP_OUTPUT_ENV] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SCIP_OUTPUT_ENV, None)
+        else:
+            os.environ[SCIP_OUTPUT_ENV] = before
 
 
 def _primal(value: float) -> float:
@@ -64,12 +99,15 @@ class TraceRecorder:
 
 
 class TraceEventhdlr(Eventhdlr):
-    """Records the trace and calls ``progress`` at most every ``progress_interval`` seconds.
+    """Records the trace and reports a :class:`ProgressEvent` at every new incumbent and at most every
+    ``progress_interval`` seconds otherwise.
 
     LP solves are listened to as well, so the long root node of a large model reports its progress.
+    Events carry SCIP's primal and dual bounds as they are (the model's own sense) and the node count
+    as ``iteration``; phase ``root`` until the first node is solved, ``search`` after.
     """
 
-    def __init__(self, recorder: TraceRecorder, progress: ProgressFn | None, progress_interval: float,
+    def __init__(self, recorder: TraceRecorder, progress: ProgressCallback | None, progress_interval: float,
                  trace_interval: float = 0.25) -> None:
         self.recorder = recorder
         self.progress = progress
@@ -90,23 +128,47 @@ class TraceEventhdlr(Eventhdlr):
         is_incumbent = event.getType() == SCIP_EVENTTYPE.BESTSOLFOUND
         if not is_incumbent and now - self._last_trace < self.trace_interval:
             return
-        self.snapshot()
-        if self.progress is not None and now - self._last_progress >= self.progress_interval:
+        self.snapshot(incumbent=is_incumbent)
+        if self.progress is not None and (is_incumbent or now - self._last_progress >= self.progress_interval):
             self._last_progress = now
             r = self.recorder
-            self.progress(r.seconds[-1], r.primal[-1], r.dual[-1], r.iteration[-1])
+            phase = "root" if r.iteration[-1] <= 1 else "search"
+            self.progress(ProgressEvent(r.seconds[-1], phase, r.primal[-1], r.dual[-1], r.iteration[-1],
+                                        "new incumbent" if is_incumbent else ""))
 
-    def snapshot(self) -> None:
+    def snapshot(self, incumbent: bool = False) -> None:
+        """Record a trace row; at a new incumbent its value, which SCIP's primal bound shows only later."""
         m = self.model
         self._last_trace = time.perf_counter()
-        self.recorder.add(_primal(m.getPrimalbound()), _primal(m.getDualbound()), m.getNNodes())
+        primal = _primal(m.getSolObjVal(m.getBestSol()) if incumbent else m.getPrimalbound())
+        self.recorder.add(primal, _primal(m.getDualbound()), m.getNNodes())
 
 
 def configure(model: Model, *, time_limit: float | None, gap: float | None, threads: int = 1,
-              seed: int = 0, quiet: bool = True) -> None:
-    """Apply limits and determinism settings to a SCIP model."""
+              seed: int = 0, quiet: bool | None = None) -> None:
+    """Apply limits, determinism settings and the log setting to a SCIP model.
+
+    Parameters
+    ----------
+    model : Model
+        The SCIP model.
+    time_limit : float, optional
+        SCIP's time limit, s.
+    gap : float, optional
+        Relative gap at which SCIP stops.
+    threads : int
+        Threads SCIP's LP solver may use.
+    seed : int
+        SCIP's random seed shift.
+    quiet : bool, optional
+        Hide SCIP's own log; default: hidden unless :func:`show_scip_output` switched it on.
+    """
+    if quiet is None:
+        quiet = not scip_output_shown()
     if quiet:
         model.hideOutput()
+    else:
+        model.hideOutput(False)
     if time_limit is not None:
         model.setParam("limits/time", max(float(time_limit), 0.0))
     if gap is not None:
@@ -130,12 +192,14 @@ class RunResult:
     trace: dict[str, np.ndarray]
 
 
-def run_scip(model: Model, *, progress: ProgressFn | None = None, progress_interval: float = 2.0,
+def run_scip(model: Model, *, progress: ProgressCallback | None = None, progress_interval: float = 2.0,
              t0: float | None = None, record_trace: bool = True,
              initial_primal: float | None = None) -> RunResult:
     """Optimize ``model`` recording the trace; SCIP handles Ctrl-C itself (status ``interrupted``).
 
-    ``record_trace=False`` skips the event handler (a model re-solved in a loop can include it once only).
+    ``progress`` receives :class:`ProgressEvent` with SCIP's bounds in the model's sense (see
+    :class:`TraceEventhdlr`); ``record_trace=False`` skips the event handler (a model re-solved in a
+    loop can include it once only) and with it the progress events.
     """
     t0 = time.perf_counter() if t0 is None else t0
     rec = TraceRecorder(t0)
@@ -150,6 +214,8 @@ def run_scip(model: Model, *, progress: ProgressFn | None = None, progress_inter
     primal = _primal(model.getPrimalbound()) if has_sol else -math.inf
     dual = _primal(model.getDualbound())
     rec.add(primal, dual, model.getNNodes())
+    log.debug("SCIP stopped: %s after %.2f s, %d nodes, primal %g, dual %g", scip_status,
+              time.perf_counter() - t0, model.getNNodes(), primal, dual)
     return RunResult(
         scip_status=scip_status,
         status=STATUS_MAP.get(scip_status, scip_status),

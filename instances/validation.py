@@ -1,4 +1,4 @@
-"""Every rule of INSTANCE.md, checked on an in-memory :class:`~instances.schema.Instance`.
+"""Every rule of INSTANCE.md, checked on an in-memory :class:`~carbonsched.instances.schema.Instance`.
 
 The checks run in file order and stop at the first broken rule, raising :class:`InstanceError`
 with a one-line message: the dataset or attribute, the rule, and for arrays the first offending

@@ -2,7 +2,7 @@
 
 - :func:`greedy.solve_greedy` — carbon- and price-aware greedy placement, scored exactly.
 - :func:`local_search.solve_local_search` — job moves, swaps and routing shifts on an
-  :class:`formulations.evaluator.Evaluator`.
+  :class:`carbonsched.formulations.evaluator.Evaluator`.
 """
 
 from .greedy import greedy_plan, solve_greedy

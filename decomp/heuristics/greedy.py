@@ -1,7 +1,7 @@
 """A greedy carbon- and price-aware placement, scored exactly.
 
-Uses only the public API: the instance's arrays, :class:`formulations.ComputePlan` and
-:func:`formulations.evaluate`.
+Uses only the public API: the instance's arrays, :class:`carbonsched.formulations.ComputePlan` and
+:func:`carbonsched.formulations.evaluate`.
 
 The rule, for a carbon shadow price λ ($/t): a busy GPU at site i in period t costs
 Δ·pue·(b − a)/1000·(π^buy + (τ + λ)·κ) $ — except the GPUs the site's renewables can carry after its
@@ -14,6 +14,7 @@ Several λ are tried; each plan is scored exactly and the best is kept.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -21,6 +22,9 @@ import numpy as np
 from carbonsched.formulations import ComputePlan, Solution, evaluate
 from carbonsched.formulations.solution import SolveStatus, Trace
 from carbonsched.instances import Instance
+from carbonsched.progress import ProgressCallback, ProgressReporter
+
+log = logging.getLogger(__name__)
 
 #: Carbon shadow prices tried, $/t CO2 (added to the instance's τ).
 DEFAULT_CARBON_PRICES = (0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)
@@ -29,7 +33,7 @@ DEFAULT_CARBON_PRICES = (0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)
 def greedy_plan(inst: Instance, carbon_shadow: float = 0.0) -> ComputePlan:
     """The greedy plan for carbon shadow price ``carbon_shadow`` ($/t CO2, on top of τ).
 
-    A mandatory job that fits nowhere stays unscheduled; :func:`formulations.evaluate` then raises
+    A mandatory job that fits nowhere stays unscheduled; :func:`carbonsched.formulations.evaluate` then raises
     a PlanError naming it.
     """
     s, jb, inf = inst.sites, inst.jobs, inst.inference
@@ -98,7 +102,8 @@ def greedy_plan(inst: Instance, carbon_shadow: float = 0.0) -> ComputePlan:
     return ComputePlan(job_site=job_site, job_start=job_start, served=served)
 
 
-def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_limit: float | None = None) -> Solution:
+def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_limit: float | None = None,
+                 progress: ProgressCallback | None = None) -> Solution:
     """Greedy plans for several carbon shadow prices, each scored exactly; the best as a Solution.
 
     Parameters
@@ -109,6 +114,9 @@ def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_li
         Carbon shadow prices λ tried, $/t CO2.
     time_limit : float, optional
         Wall-clock limit, s (checked between plans).
+    progress : ProgressCallback, optional
+        Receives a :class:`carbonsched.progress.ProgressEvent` after each plan is scored (``iteration``
+        = plans scored; no bound) and at the end.
 
     Returns
     -------
@@ -117,6 +125,7 @@ def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_li
         not certified; ``extra['carbon_shadow']`` is the λ of the kept plan.
     """
     t0 = time.perf_counter()
+    report = ProgressReporter(progress, t0)
     best: Solution | None = None
     best_lam = math.nan
     trace = Trace()
@@ -129,9 +138,15 @@ def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_li
         if best is None or sol.objective > best.objective:
             best, best_lam = sol, lam
         trace.append(time.perf_counter() - t0, best.objective, math.inf, n)
+        log.debug("greedy: carbon shadow price %g $/t gives Z = %.2f $", lam, sol.objective)
+        report("search", best.objective, math.inf, n + 1, message=f"λ = {lam:g} $/t: Z = {sol.objective:.2f} $",
+               force=True)
     assert best is not None
     best.method, best.status = "greedy", SolveStatus(status)
     best.wall_seconds = time.perf_counter() - t0
     best.trace = trace
     best.extra = {"carbon_shadow": best_lam}
+    log.info("greedy: best plan at carbon shadow price %g $/t, Z = %.2f $ (%.2f s)", best_lam, best.objective,
+             best.wall_seconds)
+    report("done", best.objective, math.inf, len(trace), message=status, force=True)
     return best

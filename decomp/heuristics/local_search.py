@@ -1,4 +1,4 @@
-"""Local search on an :class:`formulations.evaluator.Evaluator`: job moves, swaps, routing shifts.
+"""Local search on an :class:`carbonsched.formulations.evaluator.Evaluator`: job moves, swaps, routing shifts.
 
 Uses only the public API (``ComputePlan``, ``Evaluator`` and its moves, ``PlanError``). Every
 candidate is scored exactly by the evaluator (only the sites a move touches are re-solved; the carbon
@@ -17,6 +17,7 @@ Stops when a full round finds no improvement, or at the iteration or time limit.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -25,8 +26,11 @@ from carbonsched.formulations import ComputePlan, PlanError, Solution
 from carbonsched.formulations.evaluator import Evaluator, MoveJob, ShiftRouting, SwapJobs
 from carbonsched.formulations.solution import Trace
 from carbonsched.instances import Instance
+from carbonsched.progress import ProgressCallback, ProgressReporter
 
 from .greedy import solve_greedy
+
+log = logging.getLogger(__name__)
 
 
 def _job_moves(inst: Instance, plan: ComputePlan, j: int, rng: np.random.Generator, n_slots: int):
@@ -67,7 +71,8 @@ def _routing_moves(inst: Instance, plan: ComputePlan, k: int, t: int):
 
 
 def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, time_limit: float | None = 60.0,
-                       iteration_limit: int = 2000, n_slots: int = 6, seed: int = 0) -> Solution:
+                       iteration_limit: int = 2000, n_slots: int = 6, seed: int = 0,
+                       progress: ProgressCallback | None = None) -> Solution:
     """Improve ``initial`` (default: the greedy plan) by first-improvement local search.
 
     Parameters
@@ -84,6 +89,10 @@ def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, ti
         Alternative (site, start) slots tried per job and round.
     seed : int
         Seed of the neighbourhood order.
+    progress : ProgressCallback, optional
+        Receives a :class:`carbonsched.progress.ProgressEvent` when the search starts, at most every
+        2 s while it runs (``iteration`` = moves scored; no bound) and at the end. The greedy start
+        reports its own events to the same callback.
 
     Returns
     -------
@@ -93,12 +102,14 @@ def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, ti
         certified. ``extra`` holds the evaluator's counters.
     """
     t0 = time.perf_counter()
+    report = ProgressReporter(progress, t0)
     rng = np.random.default_rng(seed)
     if initial is None:
-        initial = ComputePlan.from_solution(solve_greedy(inst, time_limit=time_limit))
+        initial = ComputePlan.from_solution(solve_greedy(inst, time_limit=time_limit, progress=progress))
     ev = Evaluator(inst, initial)
     trace = Trace()
     trace.append(time.perf_counter() - t0, ev.objective, math.inf, 0)
+    report("search", ev.objective, message="local search from the initial plan", force=True)
     tried = 0
     status = "iteration_limit"
 
@@ -115,6 +126,7 @@ def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, ti
                 status = "time_limit"
                 return False
             tried += 1
+            report("search", ev.objective, iteration=tried)
             try:
                 z = ev.try_move(mv)
             except PlanError:
@@ -142,4 +154,7 @@ def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, ti
     trace.append(sol.wall_seconds, sol.objective, math.inf, tried)
     sol.trace = trace
     ev.close()
+    log.info("local search: %d moves scored, Z = %.2f $ (%s, %.2f s)", tried, sol.objective, status,
+             sol.wall_seconds)
+    report("done", sol.objective, iteration=tried, message=status, force=True)
     return sol
