@@ -11,7 +11,7 @@ Every decomposition (Benders, the Lagrangian) is a short :class:`DecompositionAl
   a constraint is rejected with its reason, never dropped silently;
 - the worker pool (:class:`~carbonsched.decomp.parallel.SitePool`), opened and closed around the run;
 - the hooks (:class:`~carbonsched.decomp.hooks.DecompositionHooks`) and the one
-  :class:`SolveState` they see, whichever method runs;
+  :class:`~carbonsched.decomp.state.SolveState` they see, whichever method runs;
 - progress (:class:`~carbonsched.progress.ProgressEvent`) and the module logger;
 - the status rule and the final :class:`~carbonsched.formulations.solution.Solution`; Ctrl-C and
   SIGTERM end the run with its best solution and status ``interrupted``.
@@ -36,13 +36,14 @@ from carbonsched.errors import InputError, NoSolutionError
 from carbonsched.formulations.evaluate import evaluate
 from carbonsched.formulations.monolithic import solve_monolithic
 from carbonsched.formulations.plan import ComputePlan, PlanError
-from carbonsched.formulations.solution import Solution, SolveStatus, compute_gap
+from carbonsched.formulations.solution import Solution, SolveStatus
 from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback, ProgressEvent
 
 from .bounds import BoundTracker
 from .hooks import DecompositionHooks
 from .parallel import ParallelConfig, SitePool
+from .state import SolveState
 
 log = logging.getLogger(__name__)
 
@@ -84,58 +85,6 @@ class EngineOptions:
             raise InputError(f"config: must be a ParallelConfig (got {type(self.config).__name__})")
         if self.initial is not None and not isinstance(self.initial, ComputePlan):
             raise InputError(f"initial: must be a ComputePlan or None (got {type(self.initial).__name__})")
-
-
-@dataclass
-class SolveState:
-    """What every hook and heuristic sees, for every method.
-
-    Attributes
-    ----------
-    inst : Instance
-        The instance.
-    method : str
-        ``benders``, ``lagrangian``, ...
-    phase : str
-        What the method is doing (``start``, ``lp``, ``root``, ``master``, ``iteration``, ``closing``,
-        ``done``).
-    iteration : int
-        The method's iteration counter.
-    seconds : float
-        Wall time since the start, s.
-    bound : float
-        Best proven upper bound on the optimal Z, $.
-    incumbent : Solution or None
-        Best feasible solution, scored exactly.
-    results : object
-        The last per-site subproblem results (method-specific: ``SiteResult`` by site for the
-        Lagrangian, site-LP results for Benders), or None.
-    info : dict
-        Method-specific figures (``lagrangian_bound``, ``lp_bound``, ``cuts``, ``multipliers``, ...).
-    rejected : list of (str, str)
-        (source, reason) of every offered plan that broke a constraint.
-    """
-
-    inst: Instance
-    method: str
-    phase: str = "start"
-    iteration: int = 0
-    seconds: float = 0.0
-    bound: float = math.inf
-    incumbent: Solution | None = None
-    results: Any = None
-    info: dict[str, Any] = field(default_factory=dict)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def primal(self) -> float:
-        """Z of the incumbent, $ (``-inf`` without one)."""
-        return -math.inf if self.incumbent is None else float(self.incumbent.objective)
-
-    @property
-    def gap(self) -> float:
-        """SOLUTION.md gap, ``inf`` while either side is missing."""
-        return compute_gap(self.primal, self.bound)
 
 
 class PrimalHeuristic:

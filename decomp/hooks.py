@@ -3,7 +3,7 @@
 Subclass :class:`DecompositionHooks`, override the phases you need and pass an instance as ``hooks=``
 to :func:`~carbonsched.decomp.benders.solve_benders` or
 :func:`~carbonsched.decomp.lagrangian.solve_lagrangian` (or to :class:`~carbonsched.decomp.engine.Hub`).
-Every method receives the same :class:`~carbonsched.decomp.engine.SolveState`, whichever method runs.
+Every method receives the same :class:`~carbonsched.decomp.state.SolveState`, whichever method runs.
 ``post_iteration`` may return a :class:`~carbonsched.formulations.plan.ComputePlan` (or a list of
 them): the engine scores each exactly and keeps it if it improves the incumbent; a plan that breaks a
 constraint is rejected with the reason logged as a warning and kept in ``state.rejected``.
@@ -11,12 +11,11 @@ constraint is rejected with the reason logged as a warning and kept in ``state.r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from carbonsched.formulations.solution import Solution
+from carbonsched.formulations.solution import Solution
 
-    from .engine import SolveState
+from .state import SolveState
 
 
 class DecompositionHooks:

@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from carbonsched.decomp.engine import EngineOptions, Hub, SolveState
+from carbonsched.decomp.engine import EngineOptions, Hub
 from carbonsched.decomp.hooks import DecompositionHooks
 from carbonsched.decomp.lagrangian import make_layout, solve_lagrangian
 from carbonsched.decomp.parallel import ParallelConfig
+from carbonsched.decomp.state import SolveState
 from carbonsched.errors import InputError
 from carbonsched.formulations.baselines import ablate
 from carbonsched.formulations.checker import check_solution
