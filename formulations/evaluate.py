@@ -58,6 +58,10 @@ EMISSION_GRID = 1e-9
 CERTIFICATE_TOL = 1e-6
 #: Price-search rounds (each a parallel solve of the sites that are still undecided) before the repair.
 MAX_PRICE_ROUNDS = 12
+#: The search hands over to the repair once at most this many sites (or a tenth of them) are undecided
+#: (emissions differ at the two ends of the price bracket): a joint MILP of a few sites is cheaper than
+#: more rounds.
+REPAIR_SITES = 4
 
 
 class SiteMap(Protocol):
@@ -324,6 +328,9 @@ class CarbonPriceScore:
         Per-site MILP solves in all rounds.
     repair_sites : int
         Sites in the joint repair MILP (0 without repair).
+    search_gap : float
+        Lagrangian bound minus the value of the dispatch at the feasible price when the search ended, $
+        (what the price search alone leaves; 0 when separable).
     seconds : dict of str to float
         Wall seconds of the search, the repair and the joint fallback.
     """
@@ -338,6 +345,7 @@ class CarbonPriceScore:
     rounds: int
     site_solves: int
     repair_sites: int = 0
+    search_gap: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -461,6 +469,7 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
                                 method, resp.lam, counters["rounds"], counters["solves"], **kw)
 
     all_sites = np.arange(S)
+    repair_size = max(REPAIR_SITES, S // 10)
     lo = respond(0.0, all_sites, None, None)
     history = [lo]  # every price tried, with valid per-site bounds: the cuts of the repair's bound
     best_bound = lo.dual_value(cap)
@@ -471,9 +480,9 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
         return out
 
     # bracket: raise λ until the emissions fit. A site without emissions keeps its dispatch (V_i(λ) is
-    # nonincreasing in λ, constant for a dispatch with Em_i = 0) and its bound. First guess: the price at
-    # which load shedding at VOLL costs as much as the average emitting MWh of the λ = 0 dispatch.
-    lam = max(_shedding_price(inst, lo), 4.0 * abs(inst.carbon_price), 100.0)
+    # nonincreasing in λ, constant for a dispatch with Em_i = 0) and its bound. Each guess comes from a
+    # model of the emission curve (_shedding_price); at least ×1.25 per round.
+    lam = _shedding_price(inst, lo, cap)
     hi: _Response | None = None
     while not limited(lo) and counters["rounds"] < MAX_PRICE_ROUNDS:
         resp = respond(lam, np.flatnonzero(lo.em > 0), lo, lo.bound)
@@ -484,39 +493,53 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
             break
         if limited(resp):
             break
-        lo, lam = resp, 4.0 * lam
+        lo, lam = resp, max(_shedding_price(inst, resp, cap), 1.25 * lam)
 
     def undecided_sites() -> np.ndarray:
         return np.flatnonzero(np.abs(lo.em - hi.em) > EMISSION_GRID * np.maximum(1.0, np.abs(hi.em)))
 
-    # narrow the bracket [λ_lo, λ_hi] with Kelley's step: the intersection of the Lagrangian's lines at its
-    # ends. A site whose emissions are equal at both ends keeps its dispatch in between (a dispatch
-    # optimal at two prices is optimal between them, V_i being convex in λ) and is not re-solved.
+    # narrow the bracket [λ_lo, λ_hi] with the Illinois variant of regula falsi on E(λ) − C (the secant
+    # step, with the stale end's excess halved each time the same end moves again). A site whose emissions
+    # are equal at both ends keeps its dispatch in between (a dispatch optimal at two prices is optimal
+    # between them, V_i being convex in λ) and is not re-solved. Kelley's step (the intersection of the
+    # Lagrangian's lines at the ends) tells when no price in the bracket can lower the bound any more.
+    if hi is not None:
+        excess = {"lo": lo.emissions - cap, "hi": hi.emissions - cap}
+    last = ""
     while hi is not None and not limited(hi) and counters["rounds"] < MAX_PRICE_ROUNDS:
-        if _close_enough(float(hi.value.sum()), best_bound):
+        if _close_enough(float(hi.value.sum()), best_bound) or undecided_sites().size <= repair_size:
             break
         g_lo, g_hi = cap - lo.emissions, cap - hi.emissions  # slopes of L at the bracket's ends
         p_lo, p_hi = lo.priced_value(cap), hi.priced_value(cap)
-        lam_x = (p_hi - p_lo + g_lo * lo.lam - g_hi * hi.lam) / (g_lo - g_hi)
-        model_min = p_lo + g_lo * (lam_x - lo.lam)  # no λ in the bracket has L below this (convexity)
+        lam_k = (p_hi - p_lo + g_lo * lo.lam - g_hi * hi.lam) / (g_lo - g_hi)
+        model_min = p_lo + g_lo * (lam_k - lo.lam)  # no λ in the bracket has L below this (convexity)
         span = hi.lam - lo.lam
-        if _close_enough(model_min, best_bound) or not lo.lam + 1e-9 * span < lam_x < hi.lam - 1e-9 * span:
+        if _close_enough(model_min, best_bound) or not lo.lam + 1e-9 * span < lam_k < hi.lam - 1e-9 * span:
             break  # the dual cannot improve: what is left is the duality gap of the MILP, for the repair
+        lam_x = lo.lam + span * excess["lo"] / (excess["lo"] - excess["hi"])
+        if not lo.lam + 1e-9 * span < lam_x < hi.lam - 1e-9 * span:
+            lam_x = 0.5 * (lo.lam + hi.lam)
         theta = (hi.lam - lam_x) / span
         # for a site not re-solved: V_i(λ_x) ≤ θ·V̄_i(λ_lo) + (1 − θ)·V̄_i(λ_hi) by convexity of V_i
         resp = respond(lam_x, undecided_sites(), hi, theta * lo.bound + (1.0 - theta) * hi.bound)
         history.append(resp)
         best_bound = min(best_bound, resp.dual_value(cap))
-        if resp.emissions <= cap:
-            hi = resp
-        elif limited(resp):
+        if limited(resp) and resp.emissions > cap:
             break
+        side = "hi" if resp.emissions <= cap else "lo"
+        if side == "hi":
+            hi = resp
         else:
             lo = resp
+        excess[side] = resp.emissions - cap
+        if side == last:
+            excess["lo" if side == "hi" else "hi"] *= 0.5
+        last = side
     t_search = time.perf_counter() - t0
+    search_gap = best_bound - float(hi.value.sum()) if hi is not None else math.inf
 
     if hi is not None and (limited(hi) or _close_enough(float(hi.value.sum()), best_bound)):
-        out = result(hi, best_bound, "price")
+        out = result(hi, best_bound, "price", search_gap=search_gap)
         out.seconds["search"] = t_search
         return out
 
@@ -527,7 +550,7 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
         t1 = time.perf_counter()
         undecided = undecided_sites()
         fixed = np.setdiff1d(all_sites, undecided)
-        out = result(hi, best_bound, "repair", repair_sites=int(undecided.size))
+        out = result(hi, best_bound, "repair", repair_sites=int(undecided.size), search_gap=search_gap)
         run, energy = _solve_joint(inst, it_load_mw, undecided, cap - float(hi.em[fixed].sum()), out.energy,
                                    remaining())
         if run.has_solution and run.primal >= float(hi.value[undecided].sum()):
@@ -556,18 +579,39 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
              "%.10g, joint dual bound %.10g", S, run.primal, best_bound, run.dual)
     out = CarbonPriceScore(energy, run.status, run.primal, min(best_bound, run.dual), run.status == "optimal",
                            "joint", hi.lam if hi is not None else math.nan, counters["rounds"], counters["solves"],
-                           repair_sites=0 if hi is None else int(undecided.size))
+                           repair_sites=0 if hi is None else int(undecided.size), search_gap=search_gap)
     out.seconds.update(search=t_search, joint=time.perf_counter() - t2)
     return out
 
 
-def _shedding_price(inst: Instance, resp: _Response) -> float:
-    """VOLL divided by the mean emission factor (t/MWh) of the emitting energy in ``resp``'s dispatch, $/t."""
-    s, dt = inst.sites, inst.period_hours
+def _shedding_price(inst: Instance, resp: _Response, cap: float) -> float:
+    """Estimated carbon price ($/t) above ``resp.lam`` that brings the emissions of ``resp``'s dispatch to C.
+
+    A model of the emission curve E(λ) from the dispatch at hand: each emitting MWh (grid import in a
+    period, generator output) is taken to be shed at VOLL once λ passes its switch price (VOLL − energy
+    price)/emission factor − τ, cheapest tonnes first. It ignores batteries and unit commitment; it
+    only chooses where the search looks next, never what it proves.
+    """
+    s, dt, tau = inst.sites, inst.period_hours, inst.carbon_price
     imp = np.array([e["grid_import"] for e in resp.energy])
     gen = np.array([e["gen"] for e in resp.energy])
-    mwh = dt * (imp[s.grid_co2 > 0].sum() + gen[s.gen_co2 > 0].sum())
-    return inst.voll * mwh / resp.emissions if resp.emissions > 0 else 0.0
+    kappa = s.grid_co2
+    gen_co2 = np.broadcast_to(s.gen_co2[:, None], gen.shape)
+    gen_cost = np.broadcast_to(s.gen_cost[:, None], gen.shape)
+    factor = np.concatenate([kappa.ravel(), gen_co2.ravel()])
+    tonnes = dt * np.concatenate([(imp * kappa).ravel(), (gen * gen_co2).ravel()])
+    cost = np.concatenate([s.price_buy.ravel(), gen_cost.ravel()])
+    keep = (tonnes > 0) & (factor > 0)
+    price = (inst.voll - cost[keep]) / factor[keep] - tau
+    tonnes = tonnes[keep]
+    above = price > resp.lam
+    price, tonnes = price[above], tonnes[above]
+    if price.size == 0:
+        return 4.0 * max(resp.lam, 25.0)
+    order = np.argsort(price, kind="stable")
+    k = int(np.searchsorted(np.cumsum(tonnes[order]), resp.emissions - cap))
+    # just past the switch price, where the dispatch has moved
+    return float(price[order][min(k, price.size - 1)]) * (1.0 + 1e-6)
 
 
 def _repair_bound(inst: Instance, load: np.ndarray, sites: np.ndarray, cut_price: np.ndarray, cut_rhs: np.ndarray,
@@ -635,8 +679,8 @@ def evaluate(
         plan's value says nothing about the optimum of the model), ``certified`` False. ``extra`` holds
         ``scoring`` (``separable``, ``price``, ``repair``, ``joint``: what proved the value),
         ``proven_exact`` (bool), ``certificate_gap`` ($, best upper bound on the plan's value minus the
-        value), and for the price search ``carbon_shadow_price`` ($/t), ``price_rounds``, ``site_solves``
-        and ``repair_sites``.
+        value), and for the price search ``carbon_shadow_price`` ($/t), ``price_rounds``, ``site_solves``,
+        ``repair_sites`` and ``price_search_gap`` ($, the gap the price search alone left).
 
     Raises
     ------
@@ -664,7 +708,8 @@ def evaluate(
         energy, status = score.energy, score.status
         extra.update(scoring=score.method, proven_exact=bool(score.proven_exact),
                      certificate_gap=max(score.certificate_gap, 0.0), carbon_shadow_price=float(score.carbon_price),
-                     price_rounds=score.rounds, site_solves=score.site_solves, repair_sites=score.repair_sites)
+                     price_rounds=score.rounds, site_solves=score.site_solves, repair_sites=score.repair_sites,
+                     price_search_gap=max(score.search_gap, 0.0))
     else:
         res = solve_sites_separately(inst, load, range(inst.n_sites), time_limit=time_limit, pool=pool)
         missing = [inst.sites.name[i] for i, r in res.items() if not r["has_solution"]]
