@@ -287,6 +287,7 @@ class _Response:
     em: np.ndarray
     energy: list[dict[str, np.ndarray]]
     status: list[str]
+    solved: np.ndarray  # the sites solved at this price (the others were carried over)
 
     @property
     def emissions(self) -> float:
@@ -381,7 +382,8 @@ def _solve_joint(inst: Instance, load: np.ndarray, sites: np.ndarray, allowance:
 
 def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: SiteMap | None = None,
                             time_limit: float | None = None, joint_fallback: bool = True,
-                            solvers: dict[int, SiteEnergySolver] | None = None) -> CarbonPriceScore:
+                            solvers: dict[int, SiteEnergySolver] | None = None,
+                            repair_sites: int | None = None) -> CarbonPriceScore:
     """Optimal energy dispatch for a fixed IT load under the global carbon budget, site by site.
 
     Prices the carbon row: each round solves the undecided sites' energy MILPs (``pool`` runs them in
@@ -410,6 +412,9 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
         be not proven exact (``proven_exact`` False, ``certificate_gap`` > tolerance).
     solvers : dict, optional
         In-process site solvers to reuse between calls (ignored with ``pool``).
+    repair_sites : int, optional
+        Hand over to the repair once at most this many sites are undecided (default
+        max(:data:`REPAIR_SITES`, S/10)); 0 runs the price search until it cannot improve the bound.
 
     Returns
     -------
@@ -450,7 +455,7 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
         for i, r in res.items():
             value[i], em[i], bound[i] = r["objective"], r["emissions_t"], r["bound"]
             energy[i], status[i] = r["energy"], r["status"]
-        out = _Response(lam, value, bound, em, energy, status)
+        out = _Response(lam, value, bound, em, energy, status, np.asarray(sites, dtype=np.int64))
         log.debug("carbon price %.6g $/t: %d site(s) solved, emissions %.6g t (budget %.6g), L %.10g, value %.10g",
                   lam, len(res), out.emissions, cap, out.dual_value(cap), float(value.sum()))
         return out
@@ -469,7 +474,7 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
                                 method, resp.lam, counters["rounds"], counters["solves"], **kw)
 
     all_sites = np.arange(S)
-    repair_size = max(REPAIR_SITES, S // 10)
+    repair_size = max(REPAIR_SITES, S // 10) if repair_sites is None else int(repair_sites)
     lo = respond(0.0, all_sites, None, None)
     history = [lo]  # every price tried, with valid per-site bounds: the cuts of the repair's bound
     best_bound = lo.dual_value(cap)
@@ -546,26 +551,33 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
     seed = None
     if hi is not None:
         # repair: the undecided sites share what the others leave of the budget, in one joint MILP; its
-        # certificate is a sharper bound that keeps these sites' MILP and prices only the others
+        # certificate is a sharper bound that keeps these sites' MILP and prices only the others. If a gap
+        # remains, once more with every site re-solved in the last two rounds (the sites near the price).
         t1 = time.perf_counter()
         undecided = undecided_sites()
-        fixed = np.setdiff1d(all_sites, undecided)
-        out = result(hi, best_bound, "repair", repair_sites=int(undecided.size), search_gap=search_gap)
-        run, energy = _solve_joint(inst, it_load_mw, undecided, cap - float(hi.em[fixed].sum()), out.energy,
-                                   remaining())
-        if run.has_solution and run.primal >= float(hi.value[undecided].sum()):
-            for name, arr in out.energy.items():
-                arr[undecided] = energy[name][undecided]
-            out.value = float(hi.value[fixed].sum()) + run.primal
-        cuts_lam = np.array([r.lam for r in history])
-        cuts_rhs = np.array([float(r.bound[fixed].sum()) + r.lam * cap for r in history])
-        bound_run = _repair_bound(inst, it_load_mw, undecided, cuts_lam, cuts_rhs, out.energy, remaining())
-        out.bound = best_bound = min(best_bound, bound_run.dual)
-        out.status = _worst_status([out.status, run.status, bound_run.status])
-        out.proven_exact = out.status == "optimal" and _close_enough(out.value, out.bound)
+        out = result(hi, best_bound, "repair", search_gap=search_gap)
+        recent = np.union1d(undecided, np.concatenate([r.solved for r in history[-2:]]))
+        for group in (undecided, recent) if recent.size > undecided.size else (undecided,):
+            fixed = np.setdiff1d(all_sites, group)
+            run, energy = _solve_joint(inst, it_load_mw, group, cap - float(hi.em[fixed].sum()), out.energy,
+                                       remaining())
+            here = out.value - float(hi.value[fixed].sum())  # the current dispatch's value at these sites
+            if run.has_solution and run.primal > here:
+                for name, arr in out.energy.items():
+                    arr[group] = energy[name][group]
+                out.value = float(hi.value[fixed].sum()) + run.primal
+            cuts_lam = np.array([r.lam for r in history])
+            cuts_rhs = np.array([float(r.bound[fixed].sum()) + r.lam * cap for r in history])
+            bound_run = _repair_bound(inst, it_load_mw, group, cuts_lam, cuts_rhs, out.energy, remaining())
+            out.bound = best_bound = min(best_bound, bound_run.dual)
+            out.status = _worst_status([out.status, run.status, bound_run.status])
+            out.repair_sites = int(group.size)
+            out.proven_exact = out.status == "optimal" and _close_enough(out.value, out.bound)
+            log.debug("carbon-price scoring: repair of %d site(s), value %.10g, bound %.10g", group.size,
+                      out.value, out.bound)
+            if out.proven_exact:
+                break
         out.seconds.update(search=t_search, repair=time.perf_counter() - t1)
-        log.debug("carbon-price scoring: repair of %d site(s), value %.10g, bound %.10g", undecided.size,
-                  out.value, out.bound)
         if out.proven_exact or not joint_fallback:
             return out
         seed = out.energy
@@ -579,7 +591,7 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
              "%.10g, joint dual bound %.10g", S, run.primal, best_bound, run.dual)
     out = CarbonPriceScore(energy, run.status, run.primal, min(best_bound, run.dual), run.status == "optimal",
                            "joint", hi.lam if hi is not None else math.nan, counters["rounds"], counters["solves"],
-                           repair_sites=0 if hi is None else int(undecided.size), search_gap=search_gap)
+                           repair_sites=0 if hi is None else out.repair_sites, search_gap=search_gap)
     out.seconds.update(search=t_search, joint=time.perf_counter() - t2)
     return out
 
