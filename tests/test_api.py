@@ -57,14 +57,15 @@ def test_evaluate_of_the_optimal_plan_is_the_optimum(name):
 
 
 def test_evaluate_without_budget_solves_sites_apart_and_in_parallel():
-    from carbonsched.decomp.parallel import ParallelConfig
+    from carbonsched.decomp.parallel import ParallelConfig, SitePool
 
     inst = build_small_instance()  # C = inf
     assert math.isinf(inst.carbon_budget_t)
     opt = _checked(inst, solve_monolithic(inst, gap=0.0))
     plan = ComputePlan.from_solution(opt)
     one = _checked(inst, evaluate(inst, plan))
-    two = _checked(inst, evaluate(inst, plan, config=ParallelConfig(n_jobs=2)))
+    with SitePool(inst, ParallelConfig(n_jobs=2)) as pool:
+        two = _checked(inst, evaluate(inst, plan, pool=pool))
     assert _close(one.objective, opt.objective) and _close(two.objective, opt.objective)
 
 
