@@ -118,7 +118,8 @@ def plot_dispatch(inst: Instance, sol: Solution, path: Path, max_sites: int = 4)
                         linewidth=0, label="renewables curtailed")
         down = [-ext(arr[idx].sum(axis=0)) for _, arr, _ in sinks]
         ax.stackplot(t, *down, labels=[n for n, _, _ in sinks], colors=[c for _, _, c in sinks], step="post")
-        ax.step(t, ext(load[idx].sum(axis=0)), where="post", color="black", linewidth=1.5, label="facility load (pue·IT)")
+        ax.step(t, ext(load[idx].sum(axis=0)), where="post", color="black", linewidth=1.5,
+                label="facility load (pue·IT)")
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.set_ylabel("MW")
         ax.set_title(title, fontsize=9, loc="left")
@@ -180,7 +181,8 @@ def plot_emissions(inst: Instance, sol: Solution, path: Path, max_sites: int = 8
     cum = np.r_[0.0, np.cumsum(per.sum(axis=0))]
     ax2.plot(np.r_[t, inst.n_periods * hours], cum, color="black", label=f"cumulative ({cum[-1]:,.1f} t)")
     if math.isfinite(inst.carbon_budget_t):
-        ax2.axhline(inst.carbon_budget_t, color="red", linestyle="--", label=f"budget C = {inst.carbon_budget_t:,.1f} t")
+        ax2.axhline(inst.carbon_budget_t, color="red", linestyle="--",
+                    label=f"budget C = {inst.carbon_budget_t:,.1f} t")
     ax2.set_xlabel("hours since the start of period 0")
     ax2.set_ylabel("t CO2")
     ax2.set_title("cumulative emissions against the budget", fontsize=10)

@@ -178,7 +178,8 @@ def _time_index(table: str, df: pd.DataFrame, n_periods: int, period_hours: floa
         stamps = pd.to_datetime(df["timestamp"], errors="coerce")
         if stamps.isna().any():
             row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
-            raise InputError(f"table {table}: column 'timestamp' row {row}: not a date-time: {df['timestamp'].iloc[row]!r}")
+            raise InputError(f"table {table}: column 'timestamp' row {row}: not a date-time: "
+                             f"{df['timestamp'].iloc[row]!r}")
         if stamps.shape[0] != n_periods:
             raise InputError(f"table {table}: expected {n_periods} rows (one per period, T from table instance), "
                              f"got {stamps.shape[0]}")
@@ -228,7 +229,8 @@ def _root_attrs(df: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
     for row, (key, value) in enumerate(zip(df["key"], df["value"], strict=True)):
         kind = str(df["type"].iloc[row]) if "type" in df.columns and not pd.isna(df["type"].iloc[row]) else "str"
         if kind not in _TYPES:
-            raise InputError(f"table instance: column 'type' row {row}: must be one of {', '.join(_TYPES)}, got {kind!r}")
+            raise InputError(f"table instance: column 'type' row {row}: must be one of {', '.join(_TYPES)}, "
+                             f"got {kind!r}")
         if key in attrs:
             raise InputError(f"table instance: column 'key': '{key}' appears more than once")
         text = "" if pd.isna(value) else str(value)
@@ -338,7 +340,7 @@ def read_instance_folder(folder: str | os.PathLike) -> Instance:
     order = [str(c) for c in lat_df["class"]]
     if sorted(order) != sorted(str(c) for c in class_names):
         missing = [str(c) for c in class_names if str(c) not in order]
-        raise InputError(f"table latency_ms: column 'class' must list the classes of table inference once each"
+        raise InputError("table latency_ms: column 'class' must list the classes of table inference once each"
                          + (f"; missing '{missing[0]}'" if missing else f"; got {', '.join(order[:4])}"))
     lat_df = lat_df.set_index("class").loc[[str(c) for c in class_names]].reset_index(drop=True)
     lat_df = lat_df.replace({"inf": np.inf})
@@ -413,7 +415,8 @@ def instance_tables(inst: Instance) -> dict[str, pd.DataFrame]:
                                    "release": jb.release, "deadline": jb.deadline, "value": jb.value,
                                    "mandatory": np.where(jb.mandatory, "true", "false"), "allowed": allowed},
                                   columns=list(JOB_COLUMNS))
-    tables["inference"] = pd.DataFrame({"name": [str(n) for n in inf.name]} | {c: getattr(inf, c) for c in CLASS_COLUMNS[1:]},
+    tables["inference"] = pd.DataFrame({"name": [str(n) for n in inf.name]}
+                                       | {c: getattr(inf, c) for c in CLASS_COLUMNS[1:]},
                                        columns=list(CLASS_COLUMNS))
     tables["demand"] = pd.concat([index, pd.DataFrame(inf.demand.T, columns=[str(n) for n in inf.name])], axis=1)
     lat = pd.DataFrame(inf.latency_ms, columns=[str(n) for n in s.name])
@@ -462,7 +465,8 @@ def instances_equal(a: Instance, b: Instance) -> bool:
     if (a.name, a.n_periods, a.period_hours, a.voll, a.carbon_price) != (
             b.name, b.n_periods, b.period_hours, b.voll, b.carbon_price):
         return False
-    if not (a.carbon_budget_t == b.carbon_budget_t or (math.isinf(a.carbon_budget_t) and math.isinf(b.carbon_budget_t))):
+    same_budget = a.carbon_budget_t == b.carbon_budget_t
+    if not (same_budget or (math.isinf(a.carbon_budget_t) and math.isinf(b.carbon_budget_t))):
         return False
     for group in ("sites", "jobs", "inference"):
         for spec in group_fields(group):
@@ -491,10 +495,10 @@ def instance_to_xarray(inst: Instance):
             if spec.name == "name":
                 continue
             values = getattr(inst.group(group), spec.name)
-            name = spec.name if group == "sites" or spec.name not in ("gpus", "name") else f"job_{spec.name}"
-            if group == "jobs" and spec.name != "allowed":
-                name = f"job_{spec.name}"
-            data[name] = ([dims_of[d] for d in spec.dims], np.asarray(values), {"units": spec.unit} if spec.unit else {})
+            # job datasets share names with site datasets (gpus), so they carry a prefix
+            name = f"job_{spec.name}" if group == "jobs" and spec.name != "allowed" else spec.name
+            units = {"units": spec.unit} if spec.unit else {}
+            data[name] = ([dims_of[d] for d in spec.dims], np.asarray(values), units)
     index = period_index(inst)
     coords: dict[str, Any] = {
         "site": [str(n) for n in inst.sites.name], "period": index["period"].to_numpy(),
