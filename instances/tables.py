@@ -69,6 +69,8 @@ _UNIT_SUFFIXES: dict[str, str] = {
 }
 #: Largest credible carbon intensity in t/MWh (coal plants emit about 1); above it the data is in kg or g.
 MAX_CO2_T_PER_MWH = 3.0
+#: read_csv options that parse every float written by to_csv back to the same bits (pandas 3 does by default).
+_EXACT_FLOATS: dict[str, str] = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 _TYPES = {"str": str, "int": int, "float": float, "bool": lambda s: str(s).strip().lower() in ("true", "1")}
 
 
@@ -94,7 +96,7 @@ def _read_table(folder: Path, table: str, required: bool = True) -> pd.DataFrame
         except ImportError as exc:
             raise InputError(f"table {table}: reading {path.name} needs pyarrow ({exc}); give {table}.csv") from None
     try:
-        return pd.read_csv(path, float_precision="round_trip", keep_default_na=False, na_values=[""],
+        return pd.read_csv(path, **_EXACT_FLOATS, keep_default_na=False, na_values=[""],
                            dtype={"name": str, "class": str, "key": str, "value": str, "type": str, "allowed": str}
                            if table in ("sites", "jobs", "inference", "latency_ms", "instance") else None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -290,9 +292,8 @@ def read_instance_folder(folder: str | os.PathLike) -> Instance:
         sites[column] = _numbers("sites", sites_df, column, kinds[column])
     _check_intensity("sites", "gen_co2", sites["gen_co2"])
     for table in SITE_SERIES:
+        _unit_mismatch_table(folder, table)
         df = _read_table(folder, table)
-        if table != "renewable_mw":
-            _unit_mismatch_table(folder, table)
         df, start = _time_index(table, df, T, dt, start)
         sites[table] = _matrix(table, df, site_names, "site", T, "periods").T
         if table == "grid_co2":
@@ -333,8 +334,8 @@ def read_instance_folder(folder: str | os.PathLike) -> Instance:
         inference[column] = _numbers("inference", inf_df, column)
     df, start = _time_index("demand", _read_table(folder, "demand"), T, dt, start)
     inference["demand"] = _matrix("demand", df, class_names, "class", T, "periods").T
-    lat_df = _read_table(folder, "latency_ms")
     _unit_mismatch_table(folder, "latency_ms")
+    lat_df = _read_table(folder, "latency_ms")
     if "class" not in lat_df.columns:
         raise InputError("table latency_ms: missing column 'class' (one row per inference class, one column per site)")
     order = [str(c) for c in lat_df["class"]]
