@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from carbonsched.cli import main
 from carbonsched.errors import InputError
-from carbonsched.instances import default_instance_path, load, load_default
+from carbonsched.instances import default_instance_path, load, load_default, make_instance
 from carbonsched.instances.tables import instances_equal, read_instance_folder, write_instance_folder
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "own-data"
@@ -20,7 +20,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "own-data"
 def test_export_import_round_trip_is_identical(small_instance_factory, tmp_path, fmt):
     if fmt == "parquet":
         pytest.importorskip("pyarrow")
-    for inst in (load_default(), small_instance_factory()):
+    no_jobs = make_instance(4, 1, sites={"gpus": 10, "grid_import_mw": 1.0}, name="no-jobs")
+    for inst in (load_default(), small_instance_factory(), no_jobs):
         folder = tmp_path / f"{inst.name}-{fmt}"
         write_instance_folder(inst, folder, fmt)
         back = read_instance_folder(folder)
