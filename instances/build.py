@@ -1,9 +1,9 @@
 """Build an :class:`Instance` from a few arrays, with neutral defaults for everything else.
 
 Meant for tests with hand-derived optima, examples and users assembling instances in code: every
-field of the instance format (docs/file-formats.md) may be given as a scalar (broadcast to its shape) or an array; what is not
-given takes a default that switches the corresponding feature off (no battery, no generator, no
-grid export, ...).
+field of the instance format (docs/file-formats.md) may be given as a scalar (broadcast to its shape)
+or an array; what is not given takes a default that switches the corresponding feature off (no
+battery, no generator, no grid export, ...).
 """
 
 from __future__ import annotations
