@@ -277,7 +277,8 @@ def plot_comparison(inst: Instance, results: dict[str, Solution], path: str | os
     bars = ax.barh(y, np.maximum(z, lo), color=["tab:green" if n == "joint" else "tab:grey" for n in names],
                    hatch=hatch, edgecolor="black", linewidth=0.4)
     for bar, value in zip(bars, z, strict=True):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:,.0f}", va="center", fontsize=7)
+        label = f" {value:,.0f}" + (" (off scale)" if value < lo else "")
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=7)
     joint = results.get("joint")
     if joint is not None and math.isfinite(joint.bound):
         ax.axvline(joint.bound, color="red", linestyle=":", label=f"joint's bound {joint.bound:,.0f} $")
