@@ -1,4 +1,4 @@
-"""The ``carbonsched`` command line: generate, info, solve, check, compare, demo.
+"""The ``carbonsched`` command line: generate, info, solve, check, compare, demo, export, import, plot, frontier.
 
 Exit statuses: 0 success, 1 a checked solution is invalid, 2 bad input (one-line message, no
 traceback), 3 infeasible instance, 4 time limit without a solution, 130 interrupted.
@@ -127,7 +127,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[common, scip], help="compare all strategies on the embedded paper instance")
     demo.add_argument("--out-dir", help="write DIR/STRATEGY.h5 for each strategy")
+    _add_results_commands(sub, common, scip, compare)
     return parser
+
+
+def _add_results_commands(sub, common: argparse.ArgumentParser, scip: argparse.ArgumentParser,
+                          compare: argparse.ArgumentParser) -> None:
+    """The commands that turn files into tables, pictures and studies: export, import, plot, frontier."""
+    compare.add_argument("--plot", help="also draw the table as a chart (PNG file)")
+
+    export = sub.add_parser("export", parents=[common],
+                            help="write an instance or a solution file as CSV tables or netCDF")
+    export.add_argument("file", help="instance or solution HDF5 file (told apart by its root attribute 'schema')")
+    export.add_argument("--instance", help="the instance of a solution FILE (needed for its names)")
+    export.add_argument("--csv", metavar="DIR", help="write one CSV table per part into DIR")
+    export.add_argument("--parquet", metavar="DIR", help="instance only: the import folder as Parquet tables")
+    export.add_argument("--netcdf", metavar="OUT.nc", help="write an xarray Dataset as netCDF-3 (scipy engine)")
+
+    imp = sub.add_parser("import", parents=[common],
+                         help="build an instance file from a folder of CSV/Parquet tables (docs/own-data.md)")
+    imp.add_argument("folder", help="folder of tables: instance, sites, price_buy, ... (docs/own-data.md)")
+    imp.add_argument("-o", "--output", required=True, help="instance HDF5 file to write")
+
+    plot = sub.add_parser("plot", parents=[common], help="draw a solution: Gantt, dispatch, charge, emissions, trace")
+    plot.add_argument("instance", help="instance HDF5 file")
+    plot.add_argument("solution", help="solution HDF5 file")
+    plot.add_argument("-o", "--out-dir", required=True, help="folder for the PNG files (one per figure)")
+    plot.add_argument("--sites", type=_positive_int, default=4,
+                      help="dispatch panels drawn site by site, largest IT energy first; the rest are summed "
+                           "(default 4)")
+
+    front = sub.add_parser("frontier", parents=[common, scip],
+                           help="solve joint and the baselines at several carbon budgets: benefit against emissions")
+    front.add_argument("instance", help="instance HDF5 file")
+    front.add_argument("--budgets", type=_nonneg_float, nargs="+", required=True, help="carbon budgets C, t CO2")
+    front.add_argument("-o", "--output", required=True, help="results HDF5 file to write")
+    front.add_argument("--plot", help="draw benefit against emissions (PNG file)")
+    front.add_argument("--strategies", nargs="+", help="strategies to solve (default joint compute-only "
+                                                       "energy-only sequential)")
+    front.add_argument("--time-limit", type=_positive_float, help="seconds per MILP solve")
+    front.add_argument("--gap", type=_nonneg_float, default=1e-6, help="relative gap per MILP (default 1e-6)")
+    front.add_argument("--jobs", type=_positive_int, default=1,
+                       help="worker processes: the joint chain and each baseline in parallel (default 1)")
+    front.add_argument("--out-dir", help="also write DIR/STRATEGY-C.h5 for each solution")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -234,7 +276,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _compare(inst, out_dir: Path | None, time_limit: float | None, gap: float | None) -> int:
+def _compare(inst, out_dir: Path | None, time_limit: float | None, gap: float | None,
+             plot: str | None = None) -> int:
     from carbonsched.formulations.checker import check_solution
     from carbonsched.formulations.compare import format_comparison, run_comparison
 
@@ -248,6 +291,8 @@ def _compare(inst, out_dir: Path | None, time_limit: float | None, gap: float | 
         if out_dir is not None:
             sol.save(out_dir / f"{name}.h5")
     print(format_comparison(inst, results))
+    if plot is not None:
+        _plot_comparison(inst, results, plot)
     if out_dir is not None:
         print(f"wrote {len(results)} solution files to {out_dir}/")
     if invalid:
@@ -270,7 +315,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     inst = load(args.instance)
     print(f"{inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; running strategies")
-    return _compare(inst, _out_dir(args.out_dir), args.time_limit, args.gap)
+    plot = None if args.plot is None else str(_output_path(args.plot, "--plot"))
+    return _compare(inst, _out_dir(args.out_dir), args.time_limit, args.gap, plot)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -296,6 +342,138 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _compare(inst, _out_dir(args.out_dir), time_limit=60.0, gap=1e-6)
 
 
+def _plot_comparison(inst, results, path: str) -> None:
+    from carbonsched.formulations.compare import unproven
+    from carbonsched.formulations.plots import plot_comparison
+
+    print(f"wrote {plot_comparison(inst, results, path, unproven=unproven(results))}")
+
+
+def _file_schema(path: str) -> str:
+    """The root attribute ``schema`` of an HDF5 file (InputError naming the file when unreadable)."""
+    import h5py
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            schema = f.attrs.get("schema", "")
+    except OSError as exc:
+        raise InputError(f"{path}: not an HDF5 file ({exc})") from None
+    return schema.decode() if isinstance(schema, bytes) else str(schema)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from carbonsched.instances.storage import load
+
+    targets = [t for t in (args.csv, args.parquet, args.netcdf) if t is not None]
+    if not targets:
+        raise InputError("export: give --csv DIR, --parquet DIR or --netcdf OUT.nc")
+    schema = _file_schema(args.file)
+    if schema == "carbonsched-instance":
+        from carbonsched.instances.tables import instance_to_xarray, write_instance_folder
+
+        inst = load(args.file)
+        for folder, fmt in ((args.csv, "csv"), (args.parquet, "parquet")):
+            if folder is not None:
+                paths = write_instance_folder(inst, folder, fmt)
+                print(f"wrote {len(paths)} tables to {folder}/ (the layout 'carbonsched import' reads)")
+        if args.netcdf is not None:
+            from carbonsched.formulations.tables import write_netcdf
+
+            print(f"wrote {write_netcdf(instance_to_xarray(inst), _output_path(args.netcdf, '--netcdf'))}")
+        return 0
+    if schema != "carbonsched-solution":
+        raise InputError(f"{args.file}: root attribute 'schema' is {schema!r}; expected carbonsched-instance or "
+                         "carbonsched-solution")
+    from carbonsched.formulations.solution import Solution
+    from carbonsched.formulations.tables import solution_to_xarray, write_netcdf, write_solution_csv
+
+    if args.instance is None:
+        raise InputError("export: a solution needs its instance for the names: give --instance INSTANCE.h5")
+    if args.parquet is not None:
+        raise InputError("export: --parquet writes instances only; use --csv or --netcdf for a solution")
+    inst = load(args.instance)
+    sol = Solution.load(args.file)
+    if args.csv is not None:
+        paths = write_solution_csv(inst, sol, args.csv)
+        print(f"wrote {len(paths)} tables to {args.csv}/: {', '.join(p.stem for p in paths)}")
+    if args.netcdf is not None:
+        print(f"wrote {write_netcdf(solution_to_xarray(inst, sol), _output_path(args.netcdf, '--netcdf'))}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from carbonsched.instances.storage import save
+    from carbonsched.instances.summary import format_summary
+    from carbonsched.instances.tables import read_instance_folder
+
+    out = _output_path(args.output, "--output")
+    inst = read_instance_folder(args.folder)
+    save(inst, out)
+    print(f"wrote {out}")
+    print(format_summary(inst))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from carbonsched.formulations.plots import plot_solution
+    from carbonsched.formulations.solution import Solution
+    from carbonsched.instances.storage import load
+
+    inst = load(args.instance)
+    sol = Solution.load(args.solution)
+    if sol.instance_name != inst.name:
+        raise InputError(f"{args.solution}: solution of instance '{sol.instance_name}', not '{inst.name}'")
+    for path in plot_solution(inst, sol, _out_dir(args.out_dir), max_sites=args.sites):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_frontier(args: argparse.Namespace) -> int:
+    from carbonsched.formulations.frontier import DEFAULT_STRATEGIES, save_frontier, solve_frontier
+    from carbonsched.instances.storage import load
+
+    out = _output_path(args.output, "--output")
+    plot = None if args.plot is None else _output_path(args.plot, "--plot")
+    inst = load(args.instance)
+    strategies = args.strategies or list(DEFAULT_STRATEGIES)
+    budgets = sorted(args.budgets)
+    print(f"{inst.name}: {len(strategies)} strategies × {len(budgets)} budgets "
+          f"({', '.join(f'{b:g}' for b in budgets)} t; the instance's own is {inst.carbon_budget_t:g} t)", flush=True)
+    front = solve_frontier(inst, budgets, strategies=strategies, time_limit=args.time_limit, gap=args.gap,
+                           n_jobs=args.jobs)
+    save_frontier(front, out, budgets_command=" ".join(f"{b:g}" for b in budgets))
+    print(_format_frontier(front))
+    if args.out_dir is not None:
+        folder = _out_dir(args.out_dir)
+        for (name, budget), sol in front.solutions.items():
+            sol.save(folder / f"{name}-{budget:g}.h5")
+    print(f"wrote {out}")
+    if plot is not None:
+        from carbonsched.formulations.frontier import load_frontier
+        from carbonsched.formulations.plots import plot_frontier
+
+        print(f"wrote {plot_frontier(load_frontier(out)[0], plot, title=f'{inst.name}: benefit against emissions')}")
+    bad = [f"{r['strategy']} at {r['budget_t']:g} t" for r in front.rows if not r["checked"]]
+    if bad:
+        print(f"checker: INVALID solutions: {', '.join(bad)}")
+        return 1
+    print("checker: every solution OK")
+    return 0
+
+
+def _format_frontier(front) -> str:
+    import math
+
+    lines = [f"{'strategy':<13} {'C t':>7} {'status':<10} {'Z $':>12} {'bound $':>10} {'CO2 t':>7} {'s':>6}"]
+    for r in front.rows:
+        bound = f"{r['bound']:,.0f}" if math.isfinite(r["bound"]) else "-"
+        lines.append(f"{r['strategy']:<13} {r['budget_t']:>7g} {r['status']:<10} {r['objective']:>12,.0f} "
+                     f"{bound:>10} {r['emissions_t']:>7.1f} {r['wall_seconds']:>6.1f}")
+    return "\n".join(lines)
+
+
 COMMANDS = {
     "generate": _cmd_generate,
     "info": _cmd_info,
@@ -303,6 +481,10 @@ COMMANDS = {
     "compare": _cmd_compare,
     "check": _cmd_check,
     "demo": _cmd_demo,
+    "export": _cmd_export,
+    "import": _cmd_import,
+    "plot": _cmd_plot,
+    "frontier": _cmd_frontier,
 }
 
 

@@ -212,7 +212,7 @@ def plot_against_sites(runs: list[dict[str, Any]], img_dir: Path, prefix: str) -
     return paths
 
 
-def write_report(results: Path, *, img_dir: Path = Path("docs/img"), prefix: str = "scaling",
+def write_report(results: Path, *, img_dir: Path = Path("scaling-report"), prefix: str = "scaling",
                  link_dir: str | None = None) -> str:
     """Build the markdown report of ``results`` and write its PNGs into ``img_dir``.
 
@@ -221,7 +221,8 @@ def write_report(results: Path, *, img_dir: Path = Path("docs/img"), prefix: str
     results : Path
         A results file written by ``python -m carbonsched.bench.scaling run``.
     img_dir : Path
-        Where the PNGs go (created if needed).
+        Where the PNGs go (created if needed; default ``scaling-report``, so that a report never
+        overwrites the shipped figures in docs/img unless asked to).
     prefix : str
         File-name prefix of the PNGs.
     link_dir : str, optional

@@ -10,9 +10,13 @@ stored, so an interrupted sweep resumes where it stopped.
 
 ``report`` turns a results file into markdown tables and PNG plots.
 
-    python -m carbonsched.bench.scaling run --results scaling.h5 --sites 3 10 30 100 --periods 24 --seeds 0 \\
+    python -m carbonsched.bench.scaling run --results my-scaling.h5 --sites 3 10 30 100 --periods 24 --seeds 0 \\
         --methods monolithic highs benders lagrangian --time-limit 60 --jobs 2
-    python -m carbonsched.bench.scaling report scaling.h5 --out scaling.md --img-dir docs/img
+    python -m carbonsched.bench.scaling report my-scaling.h5 --out my-scaling.md --img-dir my-scaling-img
+
+Every run group records the commit (``git rev-parse``, "unknown" outside a checkout), the package versions,
+the CPU count and the host (:func:`carbonsched.provenance.provenance`). Load a results file into pandas with
+``carbonsched.bench.scaling_results.to_dataframe(path)``.
 
 Methods: ``monolithic`` (the joint MILP in SCIP), ``highs`` (HiGHS on the same joint model, read from the
 MPS file SCIP writes; needs the optional ``peers`` extra), ``benders`` and ``lagrangian`` (the
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -49,6 +54,7 @@ from carbonsched.bench.scaling_results import (
     stored_runs,
 )
 from carbonsched.progress import ProgressEvent
+from carbonsched.provenance import provenance
 
 #: Prefix of the lines a child writes to stdout for the parent (everything else is relayed as is).
 PROGRESS_TAG = "@@progress "
@@ -445,6 +451,12 @@ def _trace_from_rows(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 
 # ============================================================================== results file
+@functools.lru_cache(maxsize=1)
+def _provenance() -> dict[str, Any]:
+    """Commit, package versions, CPU count and host of this sweep, stored on every run it writes."""
+    return provenance()
+
+
 def store_run(path: Path, key: str, outcome: RunOutcome, meta: dict[str, Any]) -> None:
     """Write one finished run: staged under ``_staging``, marked complete, then moved to ``key``."""
     with h5py.File(path, "a") as f:
@@ -475,6 +487,7 @@ def store_run(path: Path, key: str, outcome: RunOutcome, meta: dict[str, Any]) -
             if k in s:
                 attrs[k] = int(s[k])
         attrs.update(meta)
+        attrs.update(_provenance())
         g.attrs.update(attrs)
         g.attrs["complete"] = True
         parent = key.rsplit("/", 1)[0]
@@ -559,7 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = sub.add_parser("report", help="markdown tables and PNG plots from a results file")
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, help="write the markdown here (default: print)")
-    rep.add_argument("--img-dir", type=Path, default=Path("docs/img"))
+    rep.add_argument("--img-dir", type=Path, default=Path("scaling-report"),
+                     help="folder for the PNGs (default scaling-report; never the shipped docs/img)")
     rep.add_argument("--img-prefix", default="scaling")
     rep.add_argument("--img-link", help="directory prefix of the image links in the markdown (default: img-dir)")
     child = sub.add_parser("_child", help=argparse.SUPPRESS)

@@ -66,3 +66,17 @@ def load_results(path: Path) -> list[dict[str, Any]]:
             row["key"] = key
             runs.append(row)
     return runs
+
+
+def to_dataframe(path: str | Path):
+    """A results file as a pandas DataFrame: one row per complete run, its attributes as columns.
+
+    The trace arrays (``seconds``, ``primal``, ``dual``, ``iteration``) are kept as one array per cell;
+    ``key`` is the run's group path (``S{S}/T{T}/seed{k}/{method}``). Example::
+
+        df = to_dataframe("my-scaling.h5")
+        df.groupby(["method", "sites"])["wall_seconds"].median()
+    """
+    import pandas as pd
+
+    return pd.DataFrame(load_results(Path(path)))

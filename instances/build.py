@@ -1,9 +1,9 @@
 """Build an :class:`Instance` from a few arrays, with neutral defaults for everything else.
 
 Meant for tests with hand-derived optima, examples and users assembling instances in code: every
-field of INSTANCE.md may be given as a scalar (broadcast to its shape) or an array; what is not
-given takes a default that switches the corresponding feature off (no battery, no generator, no
-grid export, ...).
+field of the instance format (docs/file-formats.md) may be given as a scalar (broadcast to its shape)
+or an array; what is not given takes a default that switches the corresponding feature off (no
+battery, no generator, no grid export, ...).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from carbonsched.errors import InputError
 
 from .schema import GROUP_CLASSES, NUMPY_DTYPE, Instance, group_fields
 from .validation import validate
@@ -74,8 +75,21 @@ def _fill(group: str, given: dict[str, Any], defaults: dict[str, Any], dims: dic
             val = 0  # an empty group needs no data
         else:
             raise TypeError(f"{group} field '{spec.name}' is required")
-        arr = np.asarray(val, dtype=NUMPY_DTYPE[spec.kind])
-        values[spec.name] = np.array(np.broadcast_to(arr, shape), copy=True)
+        try:
+            arr = np.asarray(val, dtype=NUMPY_DTYPE[spec.kind])
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{group} field '{spec.name}': expected {spec.kind} values ({exc})") from None
+        if arr.ndim > len(shape) or (arr.ndim == len(shape) and arr.shape != shape):
+            symbols = "(" + ",".join(spec.dims) + ")"
+            hint = " — it looks transposed" if arr.ndim == 2 and arr.shape == shape[::-1] else ""
+            raise InputError(f"{group} field '{spec.name}': expected shape {symbols} = {shape} "
+                             f"({spec.unit or 'no unit'}) or a scalar, got {arr.shape}{hint}")
+        try:
+            values[spec.name] = np.array(np.broadcast_to(arr, shape), copy=True)
+        except ValueError:
+            symbols = "(" + ",".join(spec.dims) + ")"
+            raise InputError(f"{group} field '{spec.name}': expected shape {symbols} = {shape} or a scalar, "
+                             f"got {arr.shape}") from None
     return GROUP_CLASSES[group](**values)
 
 
@@ -110,10 +124,34 @@ def make_instance(
     carbon_price : float
         τ in $/t.
     sites, jobs, inference : dict, optional
-        Field name -> scalar or array (shapes of INSTANCE.md). Jobs need ``gpus`` and ``duration``;
+        Field name -> scalar or array (shapes of docs/file-formats.md). Jobs need ``gpus`` and ``duration``;
         ``deadline`` defaults to T, ``release`` to 0, ``allowed`` to every site.
     validate_result : bool
-        Check the result against INSTANCE.md (default True).
+        Check the result against the instance rules of docs/file-formats.md (default True).
+
+    Raises
+    ------
+    InputError
+        A field has a shape that neither equals its shape in docs/file-formats.md nor broadcasts to it
+        (a (T,S) series where (S,T) is expected is called transposed), or values of the wrong kind.
+    TypeError
+        An unknown field name, or a required field (jobs' ``gpus`` and ``duration``) is missing.
+    InstanceError
+        The result breaks a rule of the instance format (with ``validate_result``).
+
+    Examples
+    --------
+    Two sites, 24 hourly periods, prices per site and period ((S,T)), one mandatory job:
+
+    >>> import numpy as np
+    >>> inst = make_instance(24, 2, n_jobs=1, carbon_budget_t=50.0, carbon_price=40.0,
+    ...                      sites={"name": ["a", "b"], "gpus": [1000, 500], "gpu_busy_kw": 0.7,
+    ...                             "gpu_idle_kw": 0.1, "grid_import_mw": 5.0,
+    ...                             "price_buy": np.full((2, 24), 60.0), "price_sell": 40.0,
+    ...                             "grid_co2": np.full((2, 24), 0.3)},
+    ...                      jobs={"gpus": [800], "duration": [6], "value": [900.0], "mandatory": [True]})
+    >>> inst.sites.price_buy.shape
+    (2, 24)
     """
     dims = {"S": n_sites, "T": n_periods, "J": n_jobs, "K": n_classes}
     inst = Instance(

@@ -2,7 +2,8 @@
 
 Layer ranks (docs/design.md, "Layers and where each concern lives"):
 
-* 0 — ``carbonsched`` (the root ``__init__``), ``carbonsched.errors``, ``carbonsched.progress``;
+* 0 — ``carbonsched`` (the root ``__init__``), ``carbonsched.errors``, ``carbonsched.progress``,
+  ``carbonsched.provenance``;
 * 1 — ``carbonsched.instances.*``;
 * 2 — ``carbonsched.formulations.*``;
 * 3 — ``carbonsched.decomp.*``;
@@ -34,7 +35,8 @@ NOT_IN_PACKAGE = frozenset({"setup.py"})
 #: Calls that import, or find the files of, a package named by a string (checked for the prefix too).
 IMPORTING_CALLS = frozenset({"import_module", "__import__", "find_spec", "files"})
 
-LAYER_OF_ROOT_MODULE = {PACKAGE: 0, f"{PACKAGE}.errors": 0, f"{PACKAGE}.progress": 0, f"{PACKAGE}.cli": 4}
+LAYER_OF_ROOT_MODULE = {PACKAGE: 0, f"{PACKAGE}.errors": 0, f"{PACKAGE}.progress": 0, f"{PACKAGE}.provenance": 0,
+                        f"{PACKAGE}.cli": 4}
 LAYER_OF_SUBPACKAGE = {"instances": 1, "formulations": 2, "decomp": 3, "bench": 4}
 
 #: Violations inside files that are being rewritten on another branch (they may not be edited here);
