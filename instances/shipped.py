@@ -20,12 +20,12 @@ def default_instance_path() -> Path:
     Valid for an installed or source-tree package; a package imported from a zip archive is not
     supported (use :func:`load_default`, which extracts the file as needed).
     """
-    return Path(str(resources.files("instances").joinpath("data", DEFAULT_INSTANCE)))
+    return Path(str(resources.files(__package__).joinpath("data", DEFAULT_INSTANCE)))
 
 
 @contextlib.contextmanager
 def _as_file() -> Iterator[Path]:
-    with resources.as_file(resources.files("instances").joinpath("data", DEFAULT_INSTANCE)) as path:
+    with resources.as_file(resources.files(__package__).joinpath("data", DEFAULT_INSTANCE)) as path:
         yield Path(path)
 
 
