@@ -179,7 +179,8 @@ def allocate(inst: Instance, point: FractionalPoint, *, min_mass: float = MIN_MA
     """
     J, S, T, K = inst.n_jobs, inst.n_sites, inst.n_periods, inst.n_classes
     jb = inst.jobs
-    ok = jb.allowed.copy()
+    # a job bigger than a site never runs there, though the LP may put a fraction of it there
+    ok = jb.allowed & (jb.gpus[:, None] <= inst.sites.gpus[None, :])
     if banned is not None:
         ok &= ~banned
     mass = np.where(ok, np.maximum(point.job_mass, 0.0), 0.0)
@@ -365,7 +366,8 @@ def rebalance(inst: Instance, sol: Solution, alloc: Allocation, point: Fractiona
         rank = point.job_mass if point.job_rank is None else point.job_rank
         for j in dropped:
             room = (cum[:, jb.deadline[j]] - cum[:, jb.release[j]]) / max(jb.gpus[j] * jb.duration[j], 1)
-            ok = jb.allowed[j] & (np.arange(S) != alloc.job_site[j]) & (room >= 1.0)
+            ok = (jb.allowed[j] & (jb.gpus[j] <= inst.sites.gpus) & (np.arange(S) != alloc.job_site[j])
+                  & (room >= 1.0))
             if ok.any():
                 key = np.where(ok, np.nan_to_num(rank[j], neginf=-1e300), -np.inf)
                 best = np.flatnonzero(key == key.max())
