@@ -84,14 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-limit", type=float, default=300.0, help="seconds for scoring the rounded LP")
     args = ap.parse_args(argv)
     cases = [(s, 10) for s in args.sizes] + [(s, s) for s in args.wide]
-    print("| S | allowed sites/job | J | LP s | rounded LP gap % | completion s | first pass gap % | completion gap % "
-          "| neighbourhood s | groups improved | after neighbourhoods gap % |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| S | allowed sites/job | J | LP bound $ | LP s | rounded LP gap % (s) | completion s | first pass gap % "
+          "| completion gap % | neighbourhood s | groups improved | after neighbourhoods gap % | final $ |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s, js in cases:
         r = run(s, js, args)
-        print(f"| {r['S']} | ≤{r['job_sites']} | {r['J']} | {r['lp_s']:.1f} | {gap(r['lp'], r['rounded']):.2f} "
-              f"({r['rounded_s']:.1f} s) | {r['compl_s']:.1f} | {gap(r['lp'], r['first']):.2f} | "
-              f"{gap(r['lp'], r['compl']):.2f} | {r['nbh_s']:.1f} | {r['groups']} | {gap(r['lp'], r['nbh']):.2f} |",
+        cells = [r["S"], f"≤{r['job_sites']}", r["J"], f"{r['lp']:,.0f}", f"{r['lp_s']:.1f}",
+                 f"{gap(r['lp'], r['rounded']):.2f} ({r['rounded_s']:.1f} s)", f"{r['compl_s']:.1f}",
+                 f"{gap(r['lp'], r['first']):.2f}", f"{gap(r['lp'], r['compl']):.2f}", f"{r['nbh_s']:.1f}",
+                 r["groups"], f"{gap(r['lp'], r['nbh']):.2f}", f"{r['nbh']:,.0f}"]
+        print("| " + " | ".join(str(c) for c in cells) + " |",
               flush=True)
 
 

@@ -38,7 +38,13 @@ from carbonsched.formulations.lp_relaxation import JointLP
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_arrays import ArrayModel
 from carbonsched.formulations.scip_run import SCIP_INF, STATUS_MAP, configure
-from carbonsched.formulations.site_milp import AllocatedResult, SiteResult, make_site_milp
+from carbonsched.formulations.site_milp import (
+    AllocatedResult,
+    SiteResult,
+    balance_dispatch,
+    busy_gpus,
+    make_site_milp,
+)
 from carbonsched.formulations.solution import ENERGY_FIELDS, Solution
 from carbonsched.instances.schema import Instance
 
@@ -624,6 +630,10 @@ class GroupSolver:
                 res.served *= np.where(tot > cap, cap / tot, 1.0)[:, None, :]
             energy = eb.extract(inst, vals)
             res.energy = {name: arr[sites].copy() for name, arr in energy.items()}
+            for q, i in enumerate(sites):  # the dispatch follows the extracted plan's load exactly
+                rows = {name: arr[q] for name, arr in res.energy.items()}
+                starts = np.where(res.job_site == i, res.job_start, -1)
+                balance_dispatch(inst, int(i), rows, busy_gpus(inst, int(i), starts, res.served[:, q, :]))
         res.seconds = time.perf_counter() - t0
         return res
 
