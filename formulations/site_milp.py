@@ -15,6 +15,11 @@ of x, y, grid import and generator output change with the multipliers. :meth:`Si
 :class:`SiteResult` carrying both the subproblem's *dual bound* (an upper bound on its optimum, used for
 the valid Lagrangian bound) and its best solution (used for cutting planes, subgradients and primal
 recovery).
+
+:meth:`SiteMILP.solve_allocated` solves the same model in *allocation mode* for the primal completion of
+:mod:`decomp.completion`: only the site's allocated jobs, serve caps on y, an emission cap (the
+``carbon_here`` row, free outside this mode), the site's true share of Z as objective. It restores the
+model afterwards, so :meth:`SiteMILP.solve` gives bit-identical results whether or not it ran before.
 """
 
 from __future__ import annotations
