@@ -15,6 +15,11 @@ of x, y, grid import and generator output change with the multipliers. :meth:`Si
 :class:`SiteResult` carrying both the subproblem's *dual bound* (an upper bound on its optimum, used for
 the valid Lagrangian bound) and its best solution (used for cutting planes, subgradients and primal
 recovery).
+
+:meth:`SiteMILP.solve_allocated` solves the same model in *allocation mode* for the primal completion of
+:mod:`decomp.completion`: only the site's allocated jobs, serve caps on y, an emission cap (the
+``carbon_here`` row, free outside this mode), the site's true share of Z as objective. It restores the
+model afterwards, so :meth:`SiteMILP.solve` gives bit-identical results whether or not it ran before.
 """
 
 from __future__ import annotations
@@ -113,8 +118,15 @@ class SiteMILP:
             # Σ_s x_{j,i,s} ≤ 1 per job: implied by the dualized constraint 1, kept to tighten the bound.
             jobs_here, row = np.unique(pl.job, return_inverse=True)
             a = sp.csr_matrix((np.ones(pl.size), (row, cb.x)), shape=(jobs_here.size, am.n_vars))
-            am.add_rows("job_here", a, -np.inf, 1.0)
+            self.job_rows = am.add_rows("job_here", a, -np.inf, 1.0)
+        else:
+            jobs_here, self.job_rows = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.jobs_here = jobs_here
         eb: EnergyBlock = add_energy_block(am, inst, sites, busy_gpu_ids=cb.busy)
+        # Em_i ≤ allowance: free (rhs +inf) except during solve_allocated, which sets it in place
+        cid, coef = eb.emission_terms(inst)
+        self.carbon_row = am.add_rows("carbon_here", sp.csr_matrix(
+            (coef, (np.zeros(cid.size, np.int64), cid)), shape=(1, am.n_vars)), -np.inf, np.inf)
         self.am, self.cb, self.eb = am, cb, eb
         # re-solved many times under changing objectives: SCIP's default presolve and separation effort
         # costs more than it saves here (see FAST_SEPARATION_MAX_PERIODS)
@@ -142,6 +154,12 @@ class SiteMILP:
         self.gen_obj = np.full(self.gen_ids.size, -dt * (s.gen_cost[i] + inst.carbon_price * s.gen_co2[i]))
         self.gen_co2 = np.full(self.gen_ids.size, dt * s.gen_co2[i])
         self.n_jobs, self.n_classes, self.n_periods = J, K, T
+        # serving a GPU of class k also avoids Δ·φ_k of unserved penalty: the site's true share of Z
+        y_penalty = dt * inst.inference.penalty if K else np.zeros(0)
+        self.y_obj_true = self.y_obj + np.broadcast_to(y_penalty[:, None], (K, T))[ym]
+        self.y_ub = np.broadcast_to(inst.inference.demand, (K, T))[ym].astype(np.float64)
+        self.job_row_of = np.full(J, -1, dtype=np.int64)
+        self.job_row_of[self.jobs_here] = np.arange(self.jobs_here.size)
         self._solved = False
 
     # ------------------------------------------------------------------ solve
@@ -224,6 +242,184 @@ class SiteMILP:
         mult = float(mu @ job_count + (pi * served).sum() + lam_c * emissions)
         return SiteResult(self.site, value, _up(bound), value + mult, job_count, job_start, served, emissions,
                           status, time.perf_counter() - t0, int(m.getNNodes()), values=vals)
+
+
+    # ------------------------------------------------------------------ allocation mode
+    def solve_allocated(self, jobs_allowed: np.ndarray, jobs_required: np.ndarray, serve_cap: np.ndarray,
+                        allowance_t: float, *, time_limit: float | None = None, gap: float | None = None,
+                        node_limit: int | None = None) -> AllocatedResult:
+        """Solve the site's own MILP for its share of an allocation (primal completion).
+
+        Only the allocated jobs may run here (the others' x are fixed to 0), the required ones must
+        (their ``job_here`` row becomes = 1), class k may use at most ``serve_cap`` GPUs here, and the
+        site may emit at most ``allowance_t``. The objective is the site's true share of Z: job values,
+        inference revenue net of latency cost plus the avoided unserved penalty Δ·φ_k, and the site's
+        energy terms (τ·Em included); no multipliers. With Σ_i serve_cap ≤ λ, Σ_i allowance ≤ C and each
+        job allocated to one site, the union of the sites' solutions is feasible for the joint model,
+        and Z = Σ_i share_i − Δ Σ_{k,t} φ_k λ_{k,t}.
+
+        Bounds and rows are restored afterwards, so :meth:`solve` behaves as if this call never happened.
+
+        Parameters
+        ----------
+        jobs_allowed : (J,) bool
+            Jobs that may run at this site (only those allowed here by ``jobs/allowed`` can).
+        jobs_required : (J,) bool
+            Jobs that must run here (a subset of ``jobs_allowed``; normally the allocated mandatory jobs).
+        serve_cap : (K,T) float
+            Upper bounds on y_{k,i,t}, GPUs (clipped to [0, λ_{k,t}]).
+        allowance_t : float
+            Emission cap Em_i ≤ allowance, t CO2 (``inf``: none).
+        time_limit : float, optional
+            Seconds for SCIP.
+        gap : float, optional
+            SCIP relative gap limit (default 0).
+        node_limit : int, optional
+            SCIP node limit.
+
+        Returns
+        -------
+        AllocatedResult
+        """
+        t0 = time.perf_counter()
+        am, m = self.am, self.am.model
+        if self._solved:
+            m.freeTransform()
+        J, K, T = self.n_jobs, self.n_classes, self.n_periods
+        allowed = np.asarray(jobs_allowed, dtype=bool).reshape(J)
+        required = np.asarray(jobs_required, dtype=bool).reshape(J) & allowed
+        cap = np.clip(np.asarray(serve_cap, np.float64).reshape(K, T), 0.0, None)
+        req_rows = self.job_rows[self.job_row_of[np.flatnonzero(required & (self.job_row_of >= 0))]]
+        missing = np.flatnonzero(required & (self.job_row_of < 0))
+        if missing.size:
+            raise ValueError(f"site {self.site}: required job(s) {missing.tolist()} have no placement here")
+        try:
+            if self.x_job.size:
+                am.set_var_data(self.cb.x, obj=self.x_obj, ub=allowed[self.x_job].astype(np.float64))
+            if self.y_ids.size:
+                am.set_var_data(self.y_ids, obj=self.y_obj_true, ub=np.minimum(cap[self.y_mask], self.y_ub))
+            if self.imp_ids.size:
+                am.set_var_data(self.imp_ids, obj=self.imp_obj)
+            if self.gen_ids.size:
+                am.set_var_data(self.gen_ids, obj=self.gen_obj)
+            if req_rows.size:
+                am.set_row_bounds(req_rows, lhs=1.0)
+            am.set_row_bounds(self.carbon_row, rhs=float(allowance_t))
+            configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed)
+            m.setParam("limits/nodes", -1 if node_limit is None else int(node_limit))
+            m.optimize()
+            self._solved = True
+            status = m.getStatus()
+            dual = float(m.getDualbound())
+            result = AllocatedResult(self.site, STATUS_MAP.get(status, status), m.getNSols() > 0, -math.inf,
+                                     math.inf if dual >= SCIP_INF else dual, np.full(J, -1, dtype=np.int64),
+                                     np.zeros((K, T)), {}, 0.0, 0.0, int(m.getNNodes()))
+            if result.has_solution:
+                vals = am.values()
+                result.value = float(m.getPrimalbound())
+                if self.x_job.size:
+                    on = vals[self.cb.x] > 0.5
+                    result.job_start[self.x_job[on]] = self.x_start[on]
+                if self.y_ids.size:
+                    # within the cap exactly: SCIP may overshoot a bound by its feasibility tolerance
+                    result.served[self.y_mask] = np.clip(vals[self.y_ids], 0.0, cap[self.y_mask])
+                energy = self.eb.extract(self.inst, vals)
+                result.energy = {name: arr[self.site].copy() for name, arr in energy.items()}
+                balance_dispatch(self.inst, self.site, result.energy,
+                                 busy_gpus(self.inst, self.site, result.job_start, result.served))
+                s = self.inst.sites
+                result.emissions_t = float(self.inst.period_hours * (
+                    s.grid_co2[self.site] @ result.energy["grid_import"]
+                    + s.gen_co2[self.site] * result.energy["gen"].sum()))
+        finally:
+            # back to the Lagrangian model: all placements open, no required job, y ≤ λ, no emission cap
+            m.freeTransform()
+            if self.x_job.size:
+                am.set_var_data(self.cb.x, ub=1.0)
+            if self.y_ids.size:
+                am.set_var_data(self.y_ids, ub=self.y_ub)
+            if req_rows.size:
+                am.set_row_bounds(req_rows, lhs=-np.inf)
+            am.set_row_bounds(self.carbon_row, rhs=np.inf)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+
+@dataclass
+class AllocatedResult:
+    """Outcome of :meth:`SiteMILP.solve_allocated`: the site's part of a plan and its energy dispatch.
+
+    Attributes
+    ----------
+    site : int
+        Site index i.
+    status : str
+        SOLUTION.md status of the solve, or SCIP's (``infeasible``: the required jobs do not fit).
+    has_solution : bool
+        Whether a solution was found (the fields below are meaningful only then).
+    value : float
+        The site's share of Z in the solution, $ (Δ·φ·y included, see :meth:`SiteMILP.solve_allocated`).
+    bound : float
+        SCIP's dual bound on that share, $.
+    job_start : (J,) int
+        Start period of each job run here, −1 otherwise.
+    served : (K,T) float
+        y_{k,i,t}, GPUs.
+    energy : dict of str to (T,) arrays
+        The site's row of every ``/energy`` array of SOLUTION.md.
+    emissions_t : float
+        Em_i, t CO2.
+    seconds : float
+        Wall time, s.
+    nodes : int
+        Branch-and-bound nodes.
+    """
+
+    site: int
+    status: str
+    has_solution: bool
+    value: float
+    bound: float
+    job_start: np.ndarray
+    served: np.ndarray
+    energy: dict[str, np.ndarray]
+    emissions_t: float
+    seconds: float
+    nodes: int
+
+
+def busy_gpus(inst: Instance, site: int, job_start: np.ndarray, served: np.ndarray) -> np.ndarray:
+    """U_{i,t} (T,) of one site from its jobs' starts (J,) (−1: not here) and its routing (K,T), GPUs."""
+    jb, T = inst.jobs, inst.n_periods
+    on = np.flatnonzero(job_start >= 0)
+    delta = np.zeros(T + 1)
+    np.add.at(delta, job_start[on], jb.gpus[on].astype(np.float64))
+    np.add.at(delta, np.minimum(job_start[on] + jb.duration[on], T), -jb.gpus[on].astype(np.float64))
+    return np.cumsum(delta)[:T] + np.asarray(served, np.float64).sum(axis=0)
+
+
+def balance_dispatch(inst: Instance, site: int, energy: dict[str, np.ndarray], busy: np.ndarray) -> None:
+    """Make one site's dispatch rows (T,) meet its power balance for busy GPUs ``busy`` (T,) exactly, in place.
+
+    SCIP meets rows and bounds within its feasibility tolerance, which is relative to their size, and the
+    extraction clips values to their bounds; with thousands of GPUs the plan's load and the dispatch can then
+    disagree by a few µW–kW, more than the checker's absolute 1e-6·max(1, rhs). The residual is absorbed
+    here: a deficit by energy not served, a surplus by less ens, then less renewable used, then less grid
+    import, then less generation above its minimum. Emissions never grow.
+    """
+    s, e = inst.sites, energy
+    load = s.pue[site] * (s.gpu_idle_kw[site] * s.gpus[site]
+                          + (s.gpu_busy_kw[site] - s.gpu_idle_kw[site]) * np.asarray(busy, np.float64)) / 1000.0
+    residual = (load + e["charge"] + e["grid_export"] - e["renewable_used"] - e["gen"] - e["discharge"]
+                - e["grid_import"] - e["ens"])
+    e["ens"] += np.maximum(residual, 0.0)
+    surplus = np.maximum(-residual, 0.0)
+    gen_floor = s.gen_min_mw[site] * e["gen_on"]
+    for name, floor in (("ens", 0.0), ("renewable_used", 0.0), ("grid_import", 0.0), ("gen", gen_floor)):
+        take = np.minimum(surplus, np.maximum(e[name] - floor, 0.0))
+        e[name] -= take
+        surplus -= take
+    # anything left over (not seen in practice) stays: the checker names it
 
 
 #: Results are snapped to this grid ($): a model re-solved in place and a fresh build of it differ by

@@ -186,6 +186,7 @@ def generate(
     seed: int = 0,
     name: str | None = None,
     day_of_year: int | None = None,
+    job_sites: int = 10,
 ) -> Instance:
     """Generate a realistic instance, deterministically for a seed.
 
@@ -205,6 +206,10 @@ def generate(
     day_of_year : int, optional
         Day (1-365) of the first period, which sets the sun's path and the season's temperatures;
         default the preset's (paper: 196, mid-July) or drawn from the seed.
+    job_sites : int
+        At most this many allowed sites per job (default 10; mandatory jobs get exactly min(S, job_sites),
+        the others between half and all of it). The default keeps every shipped and documented draw;
+        a larger value gives instances where jobs can run at most sites.
 
     Returns
     -------
@@ -262,7 +267,7 @@ def generate(
         **assets,
     )
     inference = _inference(seed, site, K, T, dt, fixed_classes)
-    job_data = _jobs(seed, site, J, T, dt)
+    job_data = _jobs(seed, site, J, T, dt, job_sites)
 
     label = preset if preset is not None else "custom"
     inst = Instance(
@@ -570,7 +575,7 @@ def _inference(seed: int, site: dict, K: int, T: int, dt: float,
     )
 
 
-def _jobs(seed: int, site: dict, J: int, T: int, dt: float) -> Jobs:
+def _jobs(seed: int, site: dict, J: int, T: int, dt: float, job_sites: int = 10) -> Jobs:
     """Training jobs: sizes, durations, windows, allowed sites (values are set by the caller)."""
     rng = _stream(seed, "jobs")
     S = len(site["name"])
@@ -590,7 +595,7 @@ def _jobs(seed: int, site: dict, J: int, T: int, dt: float) -> Jobs:
     release = np.where(mandatory, 0, release)
     deadline = np.where(mandatory, T, deadline)
 
-    m = min(S, 10)
+    m = min(S, max(int(job_sites), 1))
     n_allowed = np.where(mandatory, m, rng.integers(-(-m // 2), m + 1, J))
     score = rng.random((J, S))
     score[np.arange(J), home] = -1.0  # home ranks first
