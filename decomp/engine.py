@@ -315,7 +315,7 @@ class Hub:
         self.tracker.record(st.iteration)
         self._sync()
         event = ProgressEvent(self.seconds, st.phase, self.primal, self.bound, st.iteration, message)
-        log.info("%s %s", self.method, event.format())
+        log.debug("%s %s", self.method, event.format())
         if self.progress is not None:
             self.progress(event)
 

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from carbonsched.errors import InputError
+from carbonsched.errors import InfeasibleError, InputError
 from carbonsched.formulations.joint import JointModel, build_joint_model, enumerate_placements
-from carbonsched.formulations.lp_relaxation import solve_lp_relaxation
+from carbonsched.formulations.lp_relaxation import JointLP, solve_lp_relaxation
 from carbonsched.formulations.monolithic import solution_from_model
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_run import configure
@@ -44,10 +44,17 @@ from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback
 from scipy.optimize import linprog
 
+from .completion import (
+    choose_groups,
+    complete_from_site_results,
+    improve_by_neighbourhoods,
+    lp_site_shares,
+    solution_site_shares,
+)
 from .engine import DecompositionAlgorithm, EngineOptions, Hub
 from .hooks import DecompositionHooks
 from .parallel import ParallelConfig
-from .rounding import round_fractional_plan
+from .rounding import round_fractional_plan, route_by_lp
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,10 @@ POOL_GAP = 1e-4
 POOL_REDUCED_COST = 0.01
 #: ``close=None`` runs the closing phase on instances with at most this many sites × periods.
 CLOSE_AUTO_MAX_SITE_PERIODS = 1000
+#: The primal sides of the Lagrangian (see LagrangianOptions.primal).
+PRIMAL_MODES = ("auto", "joint", "parallel")
+#: Sites per group in the neighbourhood search.
+NEIGHBOURHOOD_SIZE = 3
 
 
 # ============================================================================ multipliers
@@ -151,15 +162,19 @@ class LPRelaxation:
     seconds: float
     plan: ComputePlan | None = None
     pool: np.ndarray | None = None
+    joint: JointLP | None = None
 
 
-def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = None) -> LPRelaxation:
+def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = None, *,
+                  route: bool = False) -> LPRelaxation:
     """The joint LP relaxation (:func:`formulations.lp_relaxation.solve_lp_relaxation`) as a warm start.
 
     The duals ∂Z/∂rhs of the ``job_once``, ``demand`` and ``carbon`` rows are the first multipliers; the
     LP optimum is itself a valid upper bound on Z; the LP solution rounded
     (:func:`decomp.rounding.round_fractional_plan`) is the first candidate plan of the primal recovery.
-    Past ``time_limit`` seconds the warm start is skipped (zero multipliers, no LP bound).
+    Past ``time_limit`` seconds the warm start is skipped (zero multipliers, no LP bound). With ``route``
+    the rounded plan's inference is re-routed by the LP at its placements
+    (:func:`decomp.rounding.route_by_lp`).
 
     Raises
     ------
@@ -179,9 +194,11 @@ def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = Non
     if "carbon" in jm.rows:
         z[-1] = lp.row_duals[jm.rows["carbon"]][0]
     plan = round_fractional_plan(inst, jm.placements, jm.x, jm.y, lp.values)
+    if route:
+        plan = route_by_lp(inst, plan, time_limit=time_limit) or plan
     value = np.abs(inst.jobs.value[jm.placements.job])
     pool = (lp.values[jm.x] > 1e-6) | (lp.reduced_costs[jm.x] >= -POOL_REDUCED_COST * value)
-    return LPRelaxation(bound=lp.bound, z=layout.project(z), seconds=lp.seconds, plan=plan, pool=pool)
+    return LPRelaxation(bound=lp.bound, z=layout.project(z), seconds=lp.seconds, plan=plan, pool=pool, joint=lp)
 
 
 # ============================================================================ oracle
@@ -545,6 +562,15 @@ class LagrangianOptions(EngineOptions):
         site-periods.
     close_share : float
         Share of ``time_limit`` reserved for the closing phase when it runs.
+    primal : {"auto", "joint", "parallel"}
+        The primal side. ``joint``: repaired plans polished by the joint model with their placements fixed
+        and the restricted MILP over the placement pool, both in this process. ``parallel``: every heavy
+        step per site or per group of sites on the workers: the LP plan re-routed by the LP at its
+        placements, completion by allocation from each recovery's site solutions, neighbourhood search
+        over disjoint site groups, plans scored by the carbon-price search. ``auto``: ``joint`` up to
+        :data:`CLOSE_AUTO_MAX_SITE_PERIODS` site-periods, ``parallel`` above.
+    neighbourhood_share : float
+        Share of the time limit one neighbourhood pass may take (parallel primal side).
     """
 
     method: str = "bundle"
@@ -556,9 +582,15 @@ class LagrangianOptions(EngineOptions):
     polish: bool = True
     close: bool | None = None
     close_share: float = 0.5
+    primal: str = "auto"
+    neighbourhood_share: float = 0.15
 
     def validate(self) -> None:
         super().validate()
+        if self.primal not in PRIMAL_MODES:
+            raise InputError(f"primal: must be one of {', '.join(PRIMAL_MODES)} (got {self.primal!r})")
+        if not 0.0 <= self.neighbourhood_share < 1.0:
+            raise InputError(f"neighbourhood_share: must be in [0, 1) (got {self.neighbourhood_share!r})")
         if self.method not in METHODS:
             raise InputError(f"method: must be one of {', '.join(METHODS)} (got {self.method!r})")
         if not 0.0 <= self.close_share < 1.0:
@@ -591,8 +623,9 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
         self.iterations = 0
         self.gap_before_closing = math.inf
         self.closing_seconds = 0.0
-        self.close = options.close if options.close is not None else \
-            inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
+        small = inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
+        self.close = options.close if options.close is not None else small
+        self.parallel_primal = options.primal == "parallel" or (options.primal == "auto" and not small)
 
     def extra(self) -> dict:
         return {"lagrangian_bound": self.lagrangian_bound, "lp_bound": self.lp_bound, "iterations": self.iterations,
@@ -607,13 +640,16 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
         remaining = lambda: None if loop_limit is None else loop_limit - hub.seconds  # noqa: E731
         hub.set_phase("lp", 0)
         # the warm start may use at most a quarter of the loop's time
-        lp = lp_relaxation(inst, layout, time_limit=None if loop_limit is None else 0.25 * loop_limit)
+        lp = lp_relaxation(inst, layout, time_limit=None if loop_limit is None else 0.25 * loop_limit,
+                           route=self.parallel_primal)
         self.lp_bound = lp.bound
         hub.state.info["lp_bound"] = lp.bound
         hub.offer_bound(lp.bound, "LP relaxation")
         hub.record(f"LP relaxation bound in {lp.seconds:.2f} s")
         sites = list(range(inst.n_sites))
-        recovery = Recovery(inst, hub, polish=opt.polish, seed=opt.seed, pool=lp.pool)
+        joint_polish = opt.polish and not self.parallel_primal
+        recovery = Recovery(inst, hub, polish=joint_polish, seed=opt.seed, pool=lp.pool)
+        lp_shares = lp_site_shares(lp.joint) if (self.parallel_primal and lp.joint is not None) else None
         stepper: BoxBundle | Subgradient = (BoxBundle(inst, layout, sites) if opt.method == "bundle"
                                             else Subgradient(layout))
         status = SolveStatus.ITERATION_LIMIT
@@ -629,9 +665,41 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             if sol is not None:
                 keep(sol, f"restricted MILP over {int(recovery.pool.sum())} placements")
 
+        def neighbourhoods() -> None:
+            """One pass of the neighbourhood search on the incumbent, groups seeded where the LP sees value left."""
+            inc = hub.incumbent
+            if inc is None:
+                return
+            left = remaining()
+            budget = None if left is None else min(left, opt.neighbourhood_share * loop_limit)
+            if budget is not None and budget < 1.0:
+                return
+            value_left = None if lp_shares is None else lp_shares - solution_site_shares(inst, inc)
+            groups = choose_groups(inst, inc, size=NEIGHBOURHOOD_SIZE, value_left=value_left)
+            if groups:
+                better = improve_by_neighbourhoods(inst, hub.pool, inc, groups, time_limit=budget,
+                                                   method="lagrangian")
+                keep(better, f"neighbourhoods ({len(groups)} groups)")
+
+        def complete(ov: OracleValue) -> None:
+            """Completion by allocation from the iteration's site solutions (per site, in parallel)."""
+            left = remaining()
+            budget = None if left is None else min(left, RECOVERY_SHARE * loop_limit)
+            if budget is not None and budget < 1.0:
+                return
+            try:
+                sol = complete_from_site_results(inst, hub.pool, ov.results, lam_c=layout.split(ov.z)[2],
+                                                 time_limit=budget, method="lagrangian")
+            except InfeasibleError as exc:  # the sites' choices leave a mandatory job nowhere to go
+                log.info("completion from site results skipped: %s", exc)
+                return
+            keep(sol, "completion by allocation")
+
         def recover(ov: OracleValue | None, extra_plan: ComputePlan | None = None) -> None:
             previous = hub.state.phase
             hub.set_phase("recovery")
+            if ov is not None and self.parallel_primal:
+                complete(ov)
             plans = [] if ov is None else [recovery.repair(ov.results, layout.split(ov.z)[2], prefer[0])]
             if extra_plan is not None:
                 plans.append(extra_plan)
@@ -644,10 +712,14 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
                 # scoring and polishing one plan may take at most RECOVERY_SHARE of the limit (at 100 sites the
                 # polish alone can otherwise eat the budget the multipliers need)
                 budget = None if left is None else max(min(left, RECOVERY_SHARE * loop_limit), 1.0)
+                if self.parallel_primal and plan is not extra_plan:
+                    plan = route_by_lp(inst, plan, time_limit=budget) or plan
                 for sol in recovery.score(plan, time_limit=budget):
                     keep(sol, "recovery")
+            if self.parallel_primal and opt.polish:
+                neighbourhoods()
             left = remaining()
-            if opt.polish and (left is None or left > 1.0):
+            if joint_polish and (left is None or left > 1.0):
                 # without a time limit the search is still capped: a restricted MILP at 100 sites can run for hours
                 search_pool(POOL_UNLIMITED_SECONDS if left is None else min(left, POOL_SHARE * loop_limit))
             hub.set_phase(previous)
@@ -703,7 +775,7 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
                 recover(ov)
             left = remaining()
             halfway = left is not None and left <= 0.5 * loop_limit
-            if opt.polish and not long_search_done and halfway:
+            if joint_polish and not long_search_done and halfway:
                 # one long search once the pool has grown for half the loop; then the loop goes on
                 long_search_done = True
                 hub.set_phase("recovery")

@@ -64,7 +64,8 @@ class JointLP:
                      + s.gen_co2 * self.values_at(ids["gen"]).sum(axis=1))
 
 
-def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None) -> JointLP:
+def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None,
+                        fixed_placements: np.ndarray | None = None) -> JointLP:
     """Solve the LP relaxation of the joint model of ``inst``.
 
     Parameters
@@ -73,6 +74,10 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None) -> J
         The instance.
     time_limit : float, optional
         Seconds for building and solving; past it the result is not optimal.
+    fixed_placements : (P,) float, optional
+        Values at which every placement variable x (in the model's placement order) is fixed: the LP
+        then optimizes routing and a relaxed dispatch for those placements (its bound is not a bound on
+        the model's optimum).
 
     Raises
     ------
@@ -82,6 +87,9 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None) -> J
     t0 = time.perf_counter()
     jm = build_joint_model(inst, name=f"{inst.name}-lp", record=True)
     a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
+    if fixed_placements is not None:
+        lb, ub = lb.copy(), ub.copy()
+        lb[jm.x] = ub[jm.x] = np.asarray(fixed_placements, dtype=np.float64)
     n, m = a.shape[1], a.shape[0]
     failed = JointLP(jm, False, math.inf, np.zeros(n), np.zeros(m), np.zeros(n), 0.0)
     left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
