@@ -28,7 +28,7 @@ from carbonsched.instances.schema import Instance
 from .energy import add_energy_block, idle_energy_arrays, it_power_mw
 from .plan import ComputePlan, check_plan
 from .scip_arrays import ArrayModel
-from .scip_run import STATUS_MAP, configure, run_scip
+from .scip_run import STATUS_MAP, configure, note_scip_status, run_scip
 from .solution import Solution, Trace
 
 
@@ -113,6 +113,7 @@ class SiteEnergySolver:
         configure(m, time_limit=time_limit, gap=0.0, seed=self.seed)
         m.optimize()
         status = m.getStatus()
+        note_scip_status(status)  # Ctrl-C during a site solve ends the loop of solves
         out = {"status": STATUS_MAP.get(status, status), "has_solution": m.getNSols() > 0,
                "energy": None, "objective": -math.inf, "emissions_t": math.nan}
         if out["has_solution"]:

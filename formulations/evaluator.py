@@ -40,7 +40,7 @@ from carbonsched.instances.schema import Instance
 from .energy import idle_energy_arrays, it_power_mw
 from .evaluate import SiteEnergySolver, site_energy_model, solve_sites_separately
 from .plan import ComputePlan, PlanError, check_plan
-from .scip_run import STATUS_MAP, configure
+from .scip_run import STATUS_MAP, configure, note_scip_status
 from .solution import Solution, Trace, breakdown_from_arrays, sum_terms
 
 # ------------------------------------------------------------------------------------------ moves
@@ -342,6 +342,7 @@ class Evaluator:
         configure(m, time_limit=self.time_limit, gap=0.0)
         m.optimize()
         c["solved"] = True
+        note_scip_status(m.getStatus())  # Ctrl-C during a move's scoring ends the local search
         self.stats["coupled_solves"] += 1
         if m.getNSols() == 0:
             raise NoSolutionError(f"energy dispatch found no solution before the solve stopped ({m.getStatus()})")

@@ -31,7 +31,7 @@ from pyscipopt import SCIP_PARAMSETTING
 from .energy import EnergyBlock, add_energy_block
 from .joint import ComputeBlock, add_compute_block
 from .scip_arrays import ArrayModel
-from .scip_run import STATUS_MAP, configure
+from .scip_run import STATUS_MAP, configure, note_scip_status
 
 SCIP_INF = 1e20
 #: Site subproblems with at most this many periods use SCIP's fast separation as well as fast presolving.
@@ -200,6 +200,7 @@ class SiteMILP:
             am.add_solution(start)
         m.optimize()
         self._solved = True
+        note_scip_status(m.getStatus())  # Ctrl-C during a site solve ends the loop of solves
         status = STATUS_MAP.get(m.getStatus(), m.getStatus())
         dual = float(m.getDualbound())
         bound = math.inf if dual >= SCIP_INF else dual
