@@ -22,7 +22,14 @@ import h5py
 import numpy as np
 from carbonsched.errors import CarbonschedError
 from carbonsched.instances.schema import Instance
-from carbonsched.instances.storage import atomic_hdf5, open_hdf5, write_array
+from carbonsched.instances.storage import (
+    atomic_hdf5,
+    check_dataset_storage,
+    checked_node,
+    open_hdf5,
+    verify_checksum,
+    write_array,
+)
 
 from .fields import (
     BREAKDOWN_TERMS,
@@ -501,6 +508,11 @@ class Solution:
             return sol
         except SolutionError as exc:
             raise SolutionError(f"{path}: {exc}") from None
+        except CarbonschedError:
+            raise
+        except (Exception, MemoryError) as exc:  # noqa: BLE001 - corrupted HDF5 structures raise many kinds
+            text = " ".join(str(exc).split())[:200]
+            raise SolutionError(f"{path}: cannot read HDF5 file ({type(exc).__name__}: {text})") from None
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -509,7 +521,10 @@ def _attr_value(value: Any) -> Any:
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
     if isinstance(value, (bytes, np.bytes_)):
-        return bytes(value).decode("utf-8")
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SolutionError(f"an attribute is not valid UTF-8 ({exc.reason})") from None
     if isinstance(value, np.str_):
         return str(value)
     if isinstance(value, np.generic):
@@ -526,15 +541,18 @@ def _number_attr(where: str, value: Any) -> float:
 def _read_array(group: h5py.Group, group_name: str, name: str, kind: str, ndim: int) -> np.ndarray:
     """Read one dataset of kind ``float``, ``int`` or ``binary``, any width; check rank and kind."""
     where = f"/{group_name}/{name}"
-    if name not in group:
+    node = checked_node(group, name, where, SolutionError)
+    if node is None:
         raise SolutionError(f"{where}: missing dataset")
-    node = group[name]
     if not isinstance(node, h5py.Dataset):
         raise SolutionError(f"{where}: must be a dataset")
     dtype = node.dtype
     if dtype.kind not in "biuf":
         raise SolutionError(f"{where}: must be numeric, got dtype {dtype}")
+    check_dataset_storage(where, node, SolutionError)
     data = np.asarray(node[()])
+    if data.size:
+        verify_checksum(where, node, data, SolutionError)
     if data.ndim != ndim and data.size:
         raise SolutionError(f"{where}: must have {ndim} dimension(s), got shape {data.shape}")
     if kind == "float":
@@ -574,7 +592,7 @@ def _load_unchecked(path: Path) -> Solution:
 
         groups = {}
         for name in ("jobs", "inference", "energy", "breakdown"):
-            if name not in f or not isinstance(f[name], h5py.Group):
+            if not isinstance(checked_node(f, name, f"/{name}", SolutionError), h5py.Group):
                 raise SolutionError(f"/{name}: missing group")
             groups[name] = f[name]
         arrays = {
