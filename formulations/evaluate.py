@@ -22,11 +22,11 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-from carbonsched.errors import NoSolutionError
+from carbonsched.errors import InputError, NoSolutionError
 from carbonsched.instances.schema import Instance
 
 from .energy import add_energy_block, idle_energy_arrays, it_power_mw
-from .plan import ComputePlan, check_plan
+from .plan import ComputePlan, PlanError, check_plan
 from .scip_arrays import ArrayModel
 from .scip_run import STATUS_MAP, configure, note_scip_status, run_scip
 from .solution import Solution, Trace
@@ -220,6 +220,11 @@ def evaluate(
     NoSolutionError
         A time limit stopped the energy solve before any dispatch was found.
     """
+    if not isinstance(plan, ComputePlan):
+        raise PlanError(f"plan: must be a ComputePlan (got {type(plan).__name__})")
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
+                                   or not time_limit >= 0):
+        raise InputError(f"time_limit: must be a number >= 0 s or None (got {time_limit!r})")
     t0 = time.perf_counter()
     if check:
         check_plan(inst, plan)
