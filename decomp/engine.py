@@ -369,6 +369,8 @@ class Hub:
                 self.pool.close()
                 self.pool = None
         if self.incumbent is None:
+            if status is SolveStatus.INTERRUPTED:
+                raise KeyboardInterrupt  # nothing to write: the CLI's "interrupted", status 130
             raise NoSolutionError(f"{self.method}: no feasible plan found before the solve stopped ({status.value})")
         if status is not SolveStatus.INTERRUPTED and self.gap_reached():
             status = SolveStatus.OPTIMAL if self.gap <= 1e-9 else SolveStatus.GAP_LIMIT

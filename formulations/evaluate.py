@@ -110,7 +110,7 @@ class SiteEnergySolver:
         self._solved = True
         rhs = -self.inst.sites.pue[self.site] * np.asarray(it_load_mw, dtype=np.float64)
         self.am.set_row_bounds(self.rows, lhs=rhs, rhs=rhs)
-        configure(m, time_limit=time_limit, gap=0.0, seed=self.seed)
+        configure(m, time_limit=time_limit, gap=0.0, seed=self.seed, catch_interrupt=True)
         m.optimize()
         status = m.getStatus()
         note_scip_status(status)  # Ctrl-C during a site solve ends the loop of solves

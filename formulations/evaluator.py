@@ -390,7 +390,7 @@ class Evaluator:
                     if val != 0.0:
                         m.setSolVal(sol, var, float(val))
                 m.addSol(sol, free=True)
-        configure(m, time_limit=self.time_limit, gap=0.0)
+        configure(m, time_limit=self.time_limit, gap=0.0, catch_interrupt=True)
         m.optimize()
         c["solved"] = True
         note_scip_status(m.getStatus())  # Ctrl-C during a move's scoring ends the local search

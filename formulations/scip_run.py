@@ -231,7 +231,7 @@ class TraceEventhdlr(Eventhdlr):
 
 
 def configure(model: Model, *, time_limit: float | None, gap: float | None, threads: int = 1,
-              seed: int = 0, quiet: bool | None = None) -> None:
+              seed: int = 0, quiet: bool | None = None, catch_interrupt: bool = False) -> None:
     """Apply limits, determinism settings and the log setting to a SCIP model.
 
     Parameters
@@ -248,6 +248,11 @@ def configure(model: Model, *, time_limit: float | None, gap: float | None, thre
         SCIP's random seed shift.
     quiet : bool, optional
         Hide SCIP's own log; default: hidden unless :func:`show_scip_output` switched it on.
+    catch_interrupt : bool
+        Let SCIP catch Ctrl-C (``misc/catchctrlc``) and stop at once with status ``userinterrupt``: only
+        for callers that pass the status to :func:`note_scip_status` (:func:`run_scip` sets it itself).
+        Otherwise SCIP leaves SIGINT to Python, which raises ``KeyboardInterrupt`` when the solve returns:
+        slower, but a caller that ignores the status cannot swallow the interrupt.
     """
     _raise_if_unread_interrupt(model)
     if quiet is None:
@@ -261,6 +266,7 @@ def configure(model: Model, *, time_limit: float | None, gap: float | None, thre
     if gap is not None:
         model.setParam("limits/gap", max(float(gap), 0.0))
     model.setParam("randomization/randomseedshift", int(seed))
+    model.setParam("misc/catchctrlc", bool(catch_interrupt))
     if threads > 1:
         model.setParam("lp/threads", int(threads))
 
@@ -298,6 +304,7 @@ def run_scip(model: Model, *, progress: ProgressCallback | None = None, progress
     if record_trace:
         handler = TraceEventhdlr(rec, progress, progress_interval)
         model.includeEventhdlr(handler, "carbonsched_trace", "records primal/dual bounds over time")
+    model.setParam("misc/catchctrlc", True)  # the status is read below
     model.optimize()
     scip_status = model.getStatus()
     note_scip_status(scip_status, raise_interrupt=raise_interrupt)

@@ -192,7 +192,7 @@ class SiteMILP:
             am.set_var_data(self.imp_ids, obj=self.imp_obj - lam_c * self.imp_co2)
         if self.gen_ids.size:
             am.set_var_data(self.gen_ids, obj=self.gen_obj - lam_c * self.gen_co2)
-        configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed)
+        configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed, catch_interrupt=True)
         m.setParam("limits/nodes", -1 if node_limit is None else int(node_limit))
         if start is not None:
             # offered in the transformed problem, where limits/maxorigsol = 0 does not discard it
