@@ -21,6 +21,7 @@ import logging
 import os
 import resource
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -87,6 +88,9 @@ def _watch_parent(owner: int, folder: str) -> None:
         _WATCHED.setdefault(owner, folder)
         return
     _WATCHED[owner] = folder
+    # Ctrl-C to the process group is the parent's to handle (it ends the run and stops the pool); a worker
+    # would print a KeyboardInterrupt traceback of its own. SCIP still stops a site solve in progress.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while True:
