@@ -361,10 +361,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from carbonsched.instances.storage import load
 
     inst = load(args.instance)
-    sol = Solution.load(args.solution)
+    # a solution file modified after it was written is judged by the constraints, the mismatch a finding
+    checksum_problems: list[str] = []
+    sol = Solution.load(args.solution, checksum_problems=checksum_problems)
     report = check_solution(inst, sol, carbon=(sol.method != "no-carbon"))
     print(report.format())
-    return 0 if report.ok else 1
+    for problem in checksum_problems:
+        print(f"integrity: {problem}")
+    return 0 if report.ok and not checksum_problems else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

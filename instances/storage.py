@@ -106,17 +106,26 @@ def checksum(values: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(arr).tobytes())
 
 
-def verify_checksum(where: str, ds: h5py.Dataset, values: np.ndarray, error: type[Exception]) -> None:
-    """Refuse ``values`` read from ``ds`` if the dataset carries a checksum that does not match."""
+def checksum_problem(where: str, ds: h5py.Dataset, values: np.ndarray) -> str | None:
+    """Why ``values`` read from ``ds`` do not match the dataset's checksum, or None (also without one)."""
     stored = ds.attrs.get(CHECKSUM_ATTR)
     if stored is None:
-        return  # a file written by another tool: no checksum to check
+        return None  # a file written by another tool: no checksum to check
     try:
         expected = int(np.asarray(stored).reshape(-1)[0])
     except (TypeError, ValueError, IndexError):
-        raise error(f"{where}: checksum attribute '{CHECKSUM_ATTR}' is not an integer") from None
+        return f"{where}: checksum attribute '{CHECKSUM_ATTR}' is not an integer"
     if checksum(values) != expected:
-        raise error(f"{where}: checksum mismatch (the file is corrupted)")
+        return (f"{where}: checksum mismatch (the file is corrupted, or was edited in place without removing "
+                f"the '{CHECKSUM_ATTR}' attribute)")
+    return None
+
+
+def verify_checksum(where: str, ds: h5py.Dataset, values: np.ndarray, error: type[Exception]) -> None:
+    """Refuse ``values`` read from ``ds`` (raise ``error``) if the dataset's checksum does not match."""
+    problem = checksum_problem(where, ds, values)
+    if problem is not None:
+        raise error(problem)
 
 
 def check_dataset_storage(where: str, ds: h5py.Dataset, error: type[Exception]) -> None:
@@ -201,7 +210,7 @@ def _read_attr(key: str, val):
     return val
 
 
-def _read_dataset(spec: FieldSpec, ds: h5py.Dataset, dims: dict[str, int]) -> np.ndarray:
+def _read_dataset(spec: FieldSpec, ds: h5py.Dataset, dims: dict[str, int], mismatches: list[str]) -> np.ndarray:
     where = f"/{spec.group}/{spec.name}"
     shape = tuple(dims[d] for d in spec.dims)
     if ds.shape != shape:
@@ -210,8 +219,8 @@ def _read_dataset(spec: FieldSpec, ds: h5py.Dataset, dims: dict[str, int]) -> np
             raise InstanceError(f"{where}: shape must be ({','.join(spec.dims)}) = {shape}, got {ds.shape}")
     check_dataset_storage(where, ds, InstanceError)
     data = _read_values(spec, ds, shape, where)
-    if ds.size:
-        verify_checksum(where, ds, ds[()] if spec.kind != "str" else data, InstanceError)
+    if ds.size and (problem := checksum_problem(where, ds, ds[()] if spec.kind != "str" else data)) is not None:
+        mismatches.append(problem)
     return data
 
 
@@ -267,7 +276,12 @@ def load(path: str | os.PathLike) -> Instance:
     """
     path = Path(path)
     try:
-        return validate(_load_unchecked(path))
+        mismatches: list[str] = []
+        inst = validate(_load_unchecked(path, mismatches))
+        # after validation, so that a value edited in place is reported by the rule it breaks, if any
+        if mismatches:
+            raise InstanceError(mismatches[0])
+        return inst
     except InstanceError as exc:
         raise InstanceError(f"{path}: {exc}") from None
     except CarbonschedError:
@@ -294,7 +308,7 @@ def open_hdf5(path: Path, error: type[Exception]) -> h5py.File:
         raise error(f"cannot open HDF5 file ({exc})") from None
 
 
-def _load_unchecked(path: Path) -> Instance:
+def _load_unchecked(path: Path, mismatches: list[str]) -> Instance:
     with open_hdf5(path, InstanceError) as f:
         attrs = {k: _read_attr(k, v) for k, v in f.attrs.items()}
         if "schema" in attrs and attrs["schema"] != SCHEMA:
@@ -328,7 +342,7 @@ def _load_unchecked(path: Path) -> Instance:
                     raise InstanceError(f"/{g}/{spec.name}: missing dataset")
                 if not isinstance(node, h5py.Dataset):
                     raise InstanceError(f"/{g}/{spec.name}: must be a dataset")
-                values[spec.name] = _read_dataset(spec, node, dims)
+                values[spec.name] = _read_dataset(spec, node, dims, mismatches)
             groups[g] = GROUP_CLASSES[g](**values)
         extra = {k: v for k, v in attrs.items() if k not in ROOT_ATTRS}
     return Instance(

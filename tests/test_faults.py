@@ -518,6 +518,16 @@ def test_flipped_byte_is_refused_naming_the_dataset(tmp_path, paper_file, paper_
         Solution.load(sol)
 
 
+def test_check_reports_a_modified_solution_as_a_finding(tmp_path, paper_file, paper_solution):
+    sol = tmp_path / "sol.h5"
+    shutil.copy(paper_solution, sol)
+    _flip_in_dataset(sol, "jobs/start")
+    res = _run("check", str(paper_file), str(sol))
+    assert res.returncode == 1  # judged, not refused: a modified start may or may not break a constraint
+    assert "integrity: /jobs/start: checksum mismatch" in res.stdout
+    assert "Traceback" not in res.stderr
+
+
 def test_files_without_checksums_still_load(tmp_path, paper_file, paper_solution):
     def strip(f):
         f.visititems(lambda name, obj: obj.attrs.__delitem__(CHECKSUM_ATTR)
