@@ -1,7 +1,10 @@
 """The ``carbonsched`` command line: generate, info, solve, check, compare, demo, export, import, plot, frontier.
 
 Exit statuses: 0 success, 1 a checked solution is invalid, 2 bad input (one-line message, no
-traceback), 3 infeasible instance, 4 time limit without a solution, 130 interrupted.
+traceback), 3 infeasible instance, 4 time limit without a solution, 5 an output file could not be
+written (the previous file is intact), 130 interrupted without a solution to write (or a ``compare``
+whose strategies did not all finish). Outputs are checked before any work starts, and SIGTERM is
+handled like Ctrl-C (see docs/reliability.md).
 
 Outside the benchmarks, the CLI is the one place that prints: it attaches the handler of the ``carbonsched`` logger
 (``--log-level``), prints the solve methods' progress events, and switches SCIP's own log on
@@ -13,7 +16,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,8 +39,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _number(kind: type, minimum: float, strict: bool):
-    """An argparse type: ``kind`` (int or float) at least ``minimum`` (above it when ``strict``)."""
+def _number(kind: type, minimum: float, strict: bool, maximum: float | None = None):
+    """An argparse type: ``kind`` (int or float) at least ``minimum`` (above it when ``strict``), at most
+    ``maximum``."""
     word = "an integer" if kind is int else "a number"
     rule = f"> {minimum:g}" if strict else f">= {minimum:g}"
 
@@ -46,6 +52,8 @@ def _number(kind: type, minimum: float, strict: bool):
             raise argparse.ArgumentTypeError(f"must be {word}, got {text!r}") from None
         if not (val > minimum if strict else val >= minimum):  # also refuses NaN
             raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        if maximum is not None and not val <= maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:.0f}, got {text}")
         return val
 
     return parse
@@ -55,6 +63,8 @@ _positive_int = _number(int, 1, strict=False)
 _nonneg_int = _number(int, 0, strict=False)
 _positive_float = _number(float, 0.0, strict=True)
 _nonneg_float = _number(float, 0.0, strict=False)
+#: Seeds go to SCIP's ``randomization/randomseedshift`` and numpy: a 32-bit signed integer.
+_seed = _number(int, 0, strict=False, maximum=2**31 - 1)
 
 
 SOLVE_METHODS = ("monolithic", "benders", "lagrangian", "scip-benders", "greedy", "local-search")
@@ -86,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--jobs", type=_nonneg_int, help="number of training jobs J")
     gen.add_argument("--classes", type=_nonneg_int, help="number of inference classes K")
     gen.add_argument("--period-hours", type=_positive_float, help="period length in hours (default 1)")
-    gen.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+    gen.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     gen.add_argument("--name", help="instance name (default: derived from preset/size and seed)")
     gen.add_argument("-o", "--output", required=True, help="output HDF5 file")
 
@@ -100,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--time-limit", type=_positive_float, help="wall-clock limit in seconds")
     solve.add_argument("--gap", type=_nonneg_float, default=1e-4, help="relative gap to stop at (default 1e-4)")
     solve.add_argument("--threads", type=_positive_int, default=1, help="threads for the LP solver (default 1)")
-    solve.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+    solve.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     solve.add_argument("--jobs", type=_positive_int, default=1,
                        help="worker processes for the site subproblems of a decomposition (default 1)")
     solve.add_argument("--backend", default="loky", choices=("loky", "dask", "sequential"),
@@ -182,9 +192,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise InputError("generate: give --preset NAME or --sites S (with --periods/--jobs/--classes)")
     if args.preset is not None and any(v is not None for v in by_size):
         raise InputError("generate: --preset and --sites/--jobs/--classes are exclusive; use one or the other")
-    out = Path(args.output)
-    if not out.parent.exists():
-        raise InputError(f"--output: folder '{out.parent}' does not exist")
+    out = check_output_file(args.output, "--output", {})
     inst = generate(
         args.preset,
         sites=args.sites,
@@ -213,11 +221,69 @@ def _print_progress(event: ProgressEvent) -> None:
     print(event.format(), flush=True)
 
 
-def _output_path(text: str, flag: str) -> Path:
-    out = Path(text)
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise InputError(f"{flag}: folder '{out.parent}' does not exist")
-    return out
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (links, ``..``, other spellings, hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _check_folder_writable(folder: str, flag: str) -> None:
+    """Create and remove a probe file in ``folder``: permission bits alone miss read-only mounts."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".carbonsched-probe-", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{flag}: folder '{folder}' is not writable ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_file(text: str, flag: str, inputs: dict[str, str | None]) -> Path:
+    """Check an output file argument before any work starts; return its path.
+
+    Refused (``InputError`` naming ``flag``): the empty string, a directory, a file in a missing or
+    read-only folder, and any file that is one of the run's ``inputs`` (argument name -> path) under
+    any spelling (links, ``..``, hard links). A solve never writes over its inputs.
+    """
+    if not text or not text.strip():
+        raise InputError(f"{flag}: must name a file (got an empty string)")
+    real = os.path.realpath(text)
+    if os.path.isdir(real) or text.endswith(os.sep):
+        raise InputError(f"{flag}: '{text}' is a directory; give a file name")
+    folder = os.path.dirname(real)
+    if not os.path.isdir(folder):
+        raise InputError(f"{flag}: folder '{os.path.dirname(text) or '.'}' does not exist")
+    for name, path in inputs.items():
+        if path and _same_file(text, path):
+            raise InputError(f"{flag}: '{text}' is the {name} file '{path}'; a run never writes over its inputs")
+    _check_folder_writable(folder, flag)
+    return Path(text)
+
+
+def check_output_dir(text: str | None, flag: str, names: Sequence[str], inputs: dict[str, str | None]) -> Path | None:
+    """Check (and create) an output folder that will receive ``NAME.h5`` for each of ``names``."""
+    if text is None:
+        return None
+    if not text or not text.strip():
+        raise InputError(f"{flag}: must name a folder (got an empty string)")
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise InputError(f"{flag}: '{text}' exists and is not a folder")
+    try:
+        os.makedirs(text, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{flag}: cannot create folder '{text}' ({exc.strerror})") from None
+    for name in names:
+        target = os.path.join(text, f"{name}.h5")
+        if os.path.isdir(target):
+            raise InputError(f"{flag}: '{target}' is a directory")
+        for arg, path in inputs.items():
+            if path and _same_file(target, path):
+                raise InputError(f"{flag}: '{target}' is the {arg} file '{path}'; a run never writes over its inputs")
+    _check_folder_writable(text, flag)
+    return Path(text)
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
@@ -226,7 +292,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     from carbonsched.formulations.solution import Solution
     from carbonsched.instances.storage import load
 
-    out = _output_path(args.output, "--output")
+    out = check_output_file(args.output, "--output", {"instance": args.instance, "--initial": args.initial})
     inst = load(args.instance)
     initial = None
     if args.initial is not None:
@@ -276,13 +342,35 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+class _StrategyInterrupted(Exception):
+    """A strategy of ``compare`` was stopped by Ctrl-C or SIGTERM (its result is no verdict)."""
+
+
 def _compare(inst, out_dir: Path | None, time_limit: float | None, gap: float | None,
              plot: str | None = None) -> int:
     from carbonsched.formulations.checker import check_solution
     from carbonsched.formulations.compare import format_comparison, run_comparison
+    from carbonsched.formulations.scip_run import interrupts_seen
+    from carbonsched.formulations.solution import SolveStatus
 
-    results = run_comparison(inst, time_limit=time_limit, gap=gap,
-                             on_done=lambda name, sol: print(f"  {name:<13} {sol.wall_seconds:7.2f} s", flush=True))
+    seen = [interrupts_seen()]
+
+    def on_done(name, sol) -> None:
+        interrupted = sol.status is SolveStatus.INTERRUPTED or interrupts_seen() > seen[0]
+        print(f"  {name:<13} {sol.wall_seconds:7.2f} s{'  INTERRUPTED' if interrupted else ''}", flush=True)
+        if interrupted:
+            raise _StrategyInterrupted(name)
+
+    try:
+        results = run_comparison(inst, time_limit=time_limit, gap=gap, on_done=on_done)
+    except _StrategyInterrupted as exc:
+        print(f"carbonsched: interrupted during strategy {exc}; no comparison (no solution files written)",
+              file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("carbonsched: interrupted before every strategy finished; no comparison (no solution files written)",
+              file=sys.stderr)
+        return 130
     invalid = []
     for name, sol in results.items():
         report = check_solution(inst, sol, carbon=(name != "no-carbon"))
@@ -302,21 +390,15 @@ def _compare(inst, out_dir: Path | None, time_limit: float | None, gap: float | 
     return 0
 
 
-def _out_dir(text: str | None) -> Path | None:
-    if text is None:
-        return None
-    out = Path(text)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from carbonsched.formulations.baselines import STRATEGIES
     from carbonsched.instances.storage import load
 
+    out_dir = check_output_dir(args.out_dir, "--out-dir", STRATEGIES, {"instance": args.instance})
+    plot = None if args.plot is None else check_output_file(args.plot, "--plot", {"instance": args.instance})
     inst = load(args.instance)
     print(f"{inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; running strategies")
-    plot = None if args.plot is None else str(_output_path(args.plot, "--plot"))
-    return _compare(inst, _out_dir(args.out_dir), args.time_limit, args.gap, plot)
+    return _compare(inst, out_dir, args.time_limit, args.gap, None if plot is None else str(plot))
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -325,21 +407,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from carbonsched.instances.storage import load
 
     inst = load(args.instance)
-    sol = Solution.load(args.solution)
+    # a solution file modified after it was written is judged by the constraints, the mismatch a finding
+    checksum_problems: list[str] = []
+    sol = Solution.load(args.solution, checksum_problems=checksum_problems)
     report = check_solution(inst, sol, carbon=(sol.method != "no-carbon"))
     print(report.format())
-    return 0 if report.ok else 1
+    for problem in checksum_problems:
+        print(f"integrity: {problem}")
+    return 0 if report.ok and not checksum_problems else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from carbonsched.formulations.baselines import STRATEGIES
     from carbonsched.instances.shipped import default_instance_path, load_default
     from carbonsched.instances.summary import format_summary
 
+    embedded = {"embedded instance": str(default_instance_path())}
+    out_dir = check_output_dir(args.out_dir, "--out-dir", STRATEGIES, embedded)
     inst = load_default()
     print(f"embedded instance: {default_instance_path()}")
     print(format_summary(inst))
     print()
-    return _compare(inst, _out_dir(args.out_dir), time_limit=60.0, gap=1e-6)
+    return _compare(inst, out_dir, time_limit=60.0, gap=1e-6)
 
 
 def _plot_comparison(inst, results, path: str) -> None:
@@ -381,7 +470,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if args.netcdf is not None:
             from carbonsched.formulations.tables import write_netcdf
 
-            print(f"wrote {write_netcdf(instance_to_xarray(inst), _output_path(args.netcdf, '--netcdf'))}")
+            target = check_output_file(args.netcdf, "--netcdf", {"file": args.file})
+            print(f"wrote {write_netcdf(instance_to_xarray(inst), target)}")
         return 0
     if schema != "carbonsched-solution":
         raise InputError(f"{args.file}: root attribute 'schema' is {schema!r}; expected carbonsched-instance or "
@@ -399,7 +489,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         paths = write_solution_csv(inst, sol, args.csv)
         print(f"wrote {len(paths)} tables to {args.csv}/: {', '.join(p.stem for p in paths)}")
     if args.netcdf is not None:
-        print(f"wrote {write_netcdf(solution_to_xarray(inst, sol), _output_path(args.netcdf, '--netcdf'))}")
+        target = check_output_file(args.netcdf, "--netcdf", {"file": args.file, "--instance": args.instance})
+        print(f"wrote {write_netcdf(solution_to_xarray(inst, sol), target)}")
     return 0
 
 
@@ -408,7 +499,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from carbonsched.instances.summary import format_summary
     from carbonsched.instances.tables import read_instance_folder
 
-    out = _output_path(args.output, "--output")
+    out = check_output_file(args.output, "--output", {})
     inst = read_instance_folder(args.folder)
     save(inst, out)
     print(f"wrote {out}")
@@ -425,7 +516,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     sol = Solution.load(args.solution)
     if sol.instance_name != inst.name:
         raise InputError(f"{args.solution}: solution of instance '{sol.instance_name}', not '{inst.name}'")
-    for path in plot_solution(inst, sol, _out_dir(args.out_dir), max_sites=args.sites):
+    folder = check_output_dir(args.out_dir, "--out-dir", [], {"instance": args.instance, "solution": args.solution})
+    for path in plot_solution(inst, sol, folder, max_sites=args.sites):
         print(f"wrote {path}")
     return 0
 
@@ -434,8 +526,9 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     from carbonsched.formulations.frontier import DEFAULT_STRATEGIES, save_frontier, solve_frontier
     from carbonsched.instances.storage import load
 
-    out = _output_path(args.output, "--output")
-    plot = None if args.plot is None else _output_path(args.plot, "--plot")
+    inputs = {"instance": args.instance}
+    out = check_output_file(args.output, "--output", inputs)
+    plot = None if args.plot is None else check_output_file(args.plot, "--plot", inputs)
     inst = load(args.instance)
     strategies = args.strategies or list(DEFAULT_STRATEGIES)
     budgets = sorted(args.budgets)
@@ -446,7 +539,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     save_frontier(front, out, budgets_command=" ".join(f"{b:g}" for b in budgets))
     print(_format_frontier(front))
     if args.out_dir is not None:
-        folder = _out_dir(args.out_dir)
+        folder = check_output_dir(args.out_dir, "--out-dir", [], inputs)
         for (name, budget), sol in front.solutions.items():
             sol.save(folder / f"{name}-{budget:g}.h5")
     print(f"wrote {out}")
@@ -514,8 +607,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         scip_output = show_scip_output(True)
     else:
         scip_output = contextlib.nullcontext()
+    from carbonsched.formulations.scip_run import sigterm_as_sigint
+
     try:
-        with scip_output:
+        # SIGTERM ends every command like Ctrl-C: a solve writes its best solution with status interrupted
+        with scip_output, sigterm_as_sigint():
             return COMMANDS[args.command](args)
     except CarbonschedError as exc:
         print(f"carbonsched: error: {exc}", file=sys.stderr)

@@ -35,3 +35,9 @@ class NoSolutionError(CarbonschedError):
     """A limit (time, nodes, interrupt) was reached before any feasible solution was found."""
 
     exit_status = 4
+
+
+class OutputError(CarbonschedError):
+    """An output file could not be written (full disk, permissions, I/O error); the previous file is intact."""
+
+    exit_status = 5

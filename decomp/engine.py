@@ -25,9 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +34,7 @@ from carbonsched.errors import InputError, NoSolutionError
 from carbonsched.formulations.evaluate import evaluate
 from carbonsched.formulations.monolithic import solve_monolithic
 from carbonsched.formulations.plan import ComputePlan, PlanError
+from carbonsched.formulations.scip_run import interrupts_seen, sigterm_as_sigint
 from carbonsched.formulations.solution import Solution, SolveStatus
 from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback, ProgressEvent
@@ -114,21 +113,13 @@ class DecompositionAlgorithm:
         return {}
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt while the run lasts (main thread only), so it ends like Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def _sigterm_as_interrupt() -> contextlib.AbstractContextManager[None]:
+    """SIGTERM ends the run like Ctrl-C while it lasts (main thread only).
 
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    The handler relays SIGTERM as SIGINT (:func:`~carbonsched.formulations.scip_run.sigterm_as_sigint`), so
+    a SCIP solve in progress stops at once as well; its ``userinterrupt`` status becomes ``KeyboardInterrupt``.
+    """
+    return sigterm_as_sigint()
 
 
 class Hub:
@@ -355,24 +346,31 @@ class Hub:
             The run stopped before any feasible plan was found.
         """
         status = SolveStatus.ITERATION_LIMIT
-        self.pool = SitePool(self.inst, self.options.config)
+        interrupts_before = interrupts_seen()
         try:
             with _sigterm_as_interrupt():
+                self.pool = SitePool(self.inst, self.options.config)
                 if self.options.initial is not None:
                     self.set_phase("start", 0)
                     self.offer_plan(self.options.initial, "initial plan")
                 status = algorithm.run(self)
+            if interrupts_seen() > interrupts_before:  # a solve returned its interrupted result
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             status = SolveStatus.INTERRUPTED
             log.warning("%s: interrupted; writing the best solution so far", self.method)
         finally:
             # worker memory is bounded (ParallelConfig.worker_memory_mb) and reported; a worker process id
             # beyond the configured count is a replaced worker
-            self.state.info["peak_worker_mb"] = self.pool.peak_worker_mb
-            self.state.info["worker_processes"] = len(self.pool.worker_peak_mb)
-            self.pool.close()
-            self.pool = None
+            if self.pool is not None:
+                self.state.info["peak_worker_mb"] = self.pool.peak_worker_mb
+                self.state.info["worker_processes"] = len(self.pool.worker_peak_mb)
+                self.state.info["worker_recoveries"] = self.pool.recoveries
+                self.pool.close()
+                self.pool = None
         if self.incumbent is None:
+            if status is SolveStatus.INTERRUPTED:
+                raise KeyboardInterrupt  # nothing to write: the CLI's "interrupted", status 130
             raise NoSolutionError(f"{self.method}: no feasible plan found before the solve stopped ({status.value})")
         if status is not SolveStatus.INTERRUPTED and self.gap_reached():
             status = SolveStatus.OPTIMAL if self.gap <= 1e-9 else SolveStatus.GAP_LIMIT

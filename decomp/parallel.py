@@ -17,10 +17,14 @@ other than limits).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 import shutil
+import signal
 import tempfile
+import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -29,9 +33,12 @@ from typing import Any
 
 import numpy as np
 from carbonsched.errors import InputError
+from carbonsched.formulations.scip_run import raise_if_interrupted
 from carbonsched.instances.schema import Instance
 from carbonsched.instances.storage import load, save
 from joblib import Parallel, delayed, parallel_config
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("loky", "dask", "sequential")
 #: With per-site cost estimates, sites are packed into at most this many chunks per worker.
@@ -42,9 +49,70 @@ CHUNKS_PER_WORKER = 4
 #: rebuilt those models; the guard stays, at a size that means a real leak.
 DEFAULT_WORKER_MEMORY_MB = 4096.0
 
+#: Prefix of the pool's temporary folder: ``carbonsched-pool-<owner pid>-<random>``.
+POOL_DIR_PREFIX = "carbonsched-pool-"
+#: Seconds between a worker's checks that the process that started the pool is still alive.
+PARENT_CHECK_SECONDS = 0.5
+#: A lost worker is replaced and its chunk resubmitted at most this many times in a row.
+MAX_RECOVERIES_PER_MAP = 2
+
+
+class WorkersLost(KeyboardInterrupt):
+    """Workers died and could not be replaced: the run ends like an interrupt, with its best solution."""
+
+
 # ----------------------------------------------------------------------- worker-side state
 _INSTANCES: dict[str, Instance] = {}
 _SOLVERS: dict[tuple[str, str, int], Any] = {}
+_WATCHED: dict[int, str] = {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _watch_parent(owner: int, folder: str) -> None:
+    """In a worker: exit when ``owner`` (the process that made the pool) is gone, removing its folder.
+
+    loky keeps idle workers for minutes; a parent killed with SIGKILL never tells them to stop. A
+    daemon thread checks every :data:`PARENT_CHECK_SECONDS` (a worker inside a SCIP solve notices when
+    the solve returns) and ends the worker with ``os._exit``.
+    """
+    if owner != os.getppid() or owner in _WATCHED:  # not a loky worker of ``owner``, or already watching
+        _WATCHED.setdefault(owner, folder)
+        return
+    _WATCHED[owner] = folder
+    # Ctrl-C to the process group is the parent's to handle (it ends the run and stops the pool); a worker
+    # would print a KeyboardInterrupt traceback of its own. SCIP still stops a site solve in progress.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != owner:  # re-parented: the owner is gone (even if not yet reaped)
+                for path in _WATCHED.values():
+                    shutil.rmtree(path, ignore_errors=True)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="carbonsched-parent-watch", daemon=True).start()
+
+
+def _sweep_orphaned_pool_dirs() -> None:
+    """Remove pool folders whose owner process is gone (a parent killed before it could clean up)."""
+    root = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(root):
+            if not name.startswith(POOL_DIR_PREFIX):
+                continue
+            owner = name[len(POOL_DIR_PREFIX):].split("-", 1)[0]
+            if owner.isdigit() and not _pid_alive(int(owner)):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 def _set_worker_memory_guard(limit_mb: float) -> None:
@@ -72,11 +140,14 @@ def _worker_instance(token: str, path: str) -> Instance:
 
 def _run_chunk(token: str, path: str, kind: str, factory: Callable, options: dict, method: str,
                calls: list[tuple[int, tuple, dict]], memory_mb: float = DEFAULT_WORKER_MEMORY_MB,
-               ) -> tuple[list[tuple[int, Any]], int, float]:
+               owner: int | None = None) -> tuple[list[tuple[int, Any]], int, float]:
     """Worker entry point: run ``method`` of the site solvers of one chunk of sites.
 
+    ``owner`` is the process id of the pool's owner, which the worker watches (:func:`_watch_parent`).
     Returns the results by site, the worker's process id and its peak resident memory, MB.
     """
+    if owner is not None:
+        _watch_parent(owner, os.path.dirname(path))
     _set_worker_memory_guard(memory_mb)
     inst = _worker_instance(token, path)
     out = []
@@ -91,6 +162,12 @@ def _run_chunk(token: str, path: str, kind: str, factory: Callable, options: dic
 
 
 # ----------------------------------------------------------------------- driver side
+def _is_lost_worker(exc: BaseException) -> bool:
+    """Whether ``exc`` says a worker process died (killed, crashed), not that a task raised."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(names & {"TerminatedWorkerError", "BrokenProcessPool", "ShutdownExecutorError"})
+
+
 @dataclass
 class ParallelConfig:
     """How per-site work is spread.
@@ -140,7 +217,8 @@ class SitePool:
         self.inst = inst
         self.config = config or ParallelConfig()
         self.token = uuid.uuid4().hex
-        self._dir = tempfile.mkdtemp(prefix="carbonsched-pool-")
+        _sweep_orphaned_pool_dirs()
+        self._dir = tempfile.mkdtemp(prefix=f"{POOL_DIR_PREFIX}{os.getpid()}-")
         self.path = os.path.join(self._dir, "instance.h5")
         save(inst, self.path)
         self._client = None
@@ -151,6 +229,8 @@ class SitePool:
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
         #: Peak resident memory seen per worker process id, MB (the driver's own under pid 0 when in-process).
         self.worker_peak_mb: dict[int, float] = {}
+        #: Times a lost worker was replaced and the call's chunks resubmitted.
+        self.recoveries = 0
         self._start()
 
     def _start(self) -> None:
@@ -229,6 +309,7 @@ class SitePool:
         cost : mapping, optional
             Estimated seconds per site, to balance the workers' load (see :meth:`chunks`).
         """
+        raise_if_interrupted()  # Ctrl-C caught by a SCIP solve of this process whose caller did not look
         options = options or {}
         sites = sorted(calls)
         memory = self.config.worker_memory_mb
@@ -238,13 +319,41 @@ class SitePool:
             _worker_instance(self.token, self.path)  # keep the driver's cache bound to this pool
             self.worker_peak_mb[0] = peak
             return dict(res)
-        tasks = [delayed(_run_chunk)(self.token, self.path, kind, factory, options, method,
-                                     [(s, *calls[s]) for s in chunk], memory) for chunk in self.chunks(sites, cost)]
+        chunks = self.chunks(sites, cost)
+        owner = os.getpid() if self.config.backend == "loky" else None  # loky workers are this process's children
+        failures = 0
+        while True:
+            tasks = [delayed(_run_chunk)(self.token, self.path, kind, factory, options, method,
+                                         [(s, *calls[s]) for s in chunk], memory, owner) for chunk in chunks]
+            try:
+                results = self._parallel(tasks)
+                break
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - only a lost worker is recovered, the rest re-raised
+                if not _is_lost_worker(exc) or self.config.backend != "loky":
+                    raise
+                failures += 1
+                if failures > MAX_RECOVERIES_PER_MAP:
+                    raise WorkersLost(f"workers lost {failures} times in one call: {exc}") from exc
+                # site solves are deterministic: a new pool rebuilds the lost models and repeats the call
+                log.warning("a worker was lost (%s); restarting the pool and resubmitting %d chunk(s)",
+                            type(exc).__name__, len(chunks))
+                self.recoveries += 1
+                self._restart()
         out: dict[int, Any] = {}
-        for part, pid, peak in self._parallel(tasks):
+        for part, pid, peak in results:
             out.update(part)
             self.worker_peak_mb[pid] = max(peak, self.worker_peak_mb.get(pid, 0.0))
         return {s: out[s] for s in sites}  # site order, whatever the chunking: sums over sites stay bit-equal
+
+    def _restart(self) -> None:
+        """Replace the worker processes (after one was lost); the temporary folder stays."""
+        if self._ctx is not None:
+            with contextlib.suppress(Exception):
+                self._ctx.close()
+        self._ctx = None
+        self._start()
 
     @property
     def peak_worker_mb(self) -> float:

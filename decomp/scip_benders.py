@@ -169,7 +169,7 @@ def solve_scip_benders(inst: Instance, *, time_limit: float | None = None, gap: 
         assert progress is not None
         progress(dataclasses.replace(event, primal=-event.primal, bound=-event.bound))
 
-    run = run_scip(model, progress=None if progress is None else negated, t0=t0)
+    run = run_scip(model, progress=None if progress is None else negated, t0=t0, raise_interrupt=False)
     log.info("SCIP Benders: %s after %.2f s and %d nodes", run.scip_status, run.wall_seconds, run.nodes)
     if run.scip_status in ("infeasible", "inforunbd"):
         raise diagnose_mandatory(inst)

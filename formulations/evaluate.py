@@ -34,14 +34,14 @@ from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
-from carbonsched.errors import NoSolutionError
+from carbonsched.errors import InputError, NoSolutionError
 from carbonsched.instances.schema import Instance
 from pyscipopt import SCIP_PARAMSETTING
 
 from .energy import EnergyBlock, add_energy_block, idle_energy_arrays, it_power_mw
-from .plan import ComputePlan, check_plan
+from .plan import ComputePlan, PlanError, check_plan
 from .scip_arrays import ArrayModel
-from .scip_run import STATUS_MAP, configure, run_scip
+from .scip_run import STATUS_MAP, configure, note_scip_status, run_scip
 from .site_milp import FAST_SEPARATION_MAX_PERIODS
 from .solution import Solution, Trace
 
@@ -196,9 +196,10 @@ class SiteEnergySolver:
             self.am.set_var_data(self.imp_ids, obj=self.imp_obj - lam * self.imp_co2)
         if self.gen_ids.size:
             self.am.set_var_data(self.gen_ids, obj=self.gen_obj - lam * self.gen_co2)
-        configure(m, time_limit=time_limit, gap=0.0, seed=self.seed)
+        configure(m, time_limit=time_limit, gap=0.0, seed=self.seed, catch_interrupt=True)
         m.optimize()
         status = m.getStatus()
+        note_scip_status(status)  # Ctrl-C during a site solve ends the loop of solves
         dual = float(m.getDualbound())
         out = {"status": STATUS_MAP.get(status, status), "has_solution": m.getNSols() > 0,
                "energy": None, "objective": -math.inf, "priced_objective": -math.inf,
@@ -708,6 +709,11 @@ def evaluate(
     NoSolutionError
         A time limit stopped the energy solve before any dispatch was found.
     """
+    if not isinstance(plan, ComputePlan):
+        raise PlanError(f"plan: must be a ComputePlan (got {type(plan).__name__})")
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
+                                   or not time_limit >= 0):
+        raise InputError(f"time_limit: must be a number >= 0 s or None (got {time_limit!r})")
     t0 = time.perf_counter()
     if check:
         check_plan(inst, plan)

@@ -34,16 +34,31 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-from carbonsched.errors import NoSolutionError
+from carbonsched.errors import InputError, NoSolutionError
 from carbonsched.instances.schema import Instance
 
 from .energy import idle_energy_arrays, it_power_mw
 from .evaluate import SiteEnergySolver, site_energy_model, solve_sites_separately
 from .plan import ComputePlan, PlanError, check_plan
-from .scip_run import STATUS_MAP, configure
+from .scip_run import STATUS_MAP, configure, note_scip_status
 from .solution import Solution, Trace, breakdown_from_arrays, sum_terms
 
+
 # ------------------------------------------------------------------------------------------ moves
+def _index(move: str, field: str, value, minimum: int) -> None:
+    """Refuse a move's index that is not an integer >= ``minimum`` (PlanError naming the move's field)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise PlanError(f"{move}.{field}: must be an integer, got {value!r}")
+    if value < minimum:
+        rule = ">= 0" if minimum == 0 else f">= {minimum} ({minimum}: none)"
+        raise PlanError(f"{move}.{field}: must be {rule}, got {value}")
+
+
+def _below(move: str, field: str, value: int, limit: int, symbol: str) -> None:
+    if value >= limit:
+        raise PlanError(f"{move}.{field}: index {value} out of range ({symbol} = {limit})")
+
+
 
 
 @dataclass(frozen=True)
@@ -54,8 +69,16 @@ class MoveJob:
     site: int
     start: int
 
+    def __post_init__(self) -> None:
+        _index("MoveJob", "job", self.job, 0)
+        _index("MoveJob", "site", self.site, -1)
+        _index("MoveJob", "start", self.start, -1)
+
     def apply_to(self, inst: Instance, plan: ComputePlan) -> ComputePlan:
         """A new plan with the move made (``plan`` is left unchanged)."""
+        _below("MoveJob", "job", self.job, inst.n_jobs, "J")
+        _below("MoveJob", "site", self.site, inst.n_sites, "S")
+        _below("MoveJob", "start", self.start, inst.n_periods, "T")
         out = plan.copy()
         out.job_site[self.job], out.job_start[self.job] = self.site, self.start
         return out
@@ -68,8 +91,14 @@ class SwapJobs:
     a: int
     b: int
 
+    def __post_init__(self) -> None:
+        _index("SwapJobs", "a", self.a, 0)
+        _index("SwapJobs", "b", self.b, 0)
+
     def apply_to(self, inst: Instance, plan: ComputePlan) -> ComputePlan:
         """A new plan with the move made."""
+        _below("SwapJobs", "a", self.a, inst.n_jobs, "J")
+        _below("SwapJobs", "b", self.b, inst.n_jobs, "J")
         out = plan.copy()
         out.job_site[[self.a, self.b]] = plan.job_site[[self.b, self.a]]
         out.job_start[[self.a, self.b]] = plan.job_start[[self.b, self.a]]
@@ -89,8 +118,22 @@ class ShiftRouting:
     dst: int
     gpus: float
 
+    def __post_init__(self) -> None:
+        _index("ShiftRouting", "k", self.k, 0)
+        _index("ShiftRouting", "t", self.t, 0)
+        _index("ShiftRouting", "src", self.src, -1)
+        _index("ShiftRouting", "dst", self.dst, -1)
+        if isinstance(self.gpus, (bool, np.bool_)) or not isinstance(self.gpus, (int, float, np.integer, np.floating)):
+            raise PlanError(f"ShiftRouting.gpus: must be a number, got {self.gpus!r}")
+        if not math.isfinite(float(self.gpus)):
+            raise PlanError(f"ShiftRouting.gpus: must be finite, got {self.gpus!r}")
+
     def apply_to(self, inst: Instance, plan: ComputePlan) -> ComputePlan:
         """A new plan with the move made."""
+        _below("ShiftRouting", "k", self.k, inst.n_classes, "K")
+        _below("ShiftRouting", "t", self.t, inst.n_periods, "T")
+        _below("ShiftRouting", "src", self.src, inst.n_sites, "S")
+        _below("ShiftRouting", "dst", self.dst, inst.n_sites, "S")
         out = plan.copy()
         if self.src >= 0:
             out.served[self.k, self.src, self.t] -= self.gpus
@@ -104,6 +147,10 @@ class SetPlan:
     """Replace the whole plan (the evaluator still re-solves only the sites whose load changed)."""
 
     plan: ComputePlan
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.plan, ComputePlan):
+            raise PlanError(f"SetPlan.plan: must be a ComputePlan (got {type(self.plan).__name__})")
 
     def apply_to(self, inst: Instance, plan: ComputePlan) -> ComputePlan:
         """The new plan (a copy)."""
@@ -168,6 +215,8 @@ class Evaluator:
         self._site_status = ["optimal"] * inst.n_sites
         self.stats = {"site_solves": 0, "coupled_solves": 0, "cache_hits": 0, "relaxation_exact": 0,
                       "moves_tried": 0, "moves_applied": 0, "seconds": 0.0}
+        if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit >= 0):
+            raise InputError(f"time_limit: must be a number >= 0 s or None (got {time_limit!r})")
         t0 = time.perf_counter()
         check_plan(inst, plan)
         plan = plan.copy()
@@ -218,6 +267,8 @@ class Evaluator:
         PlanError
             The moved plan breaks a compute constraint (the current plan stays as it was).
         """
+        if not isinstance(move, (MoveJob, SwapJobs, ShiftRouting, SetPlan)):
+            raise PlanError(f"move: must be a MoveJob, SwapJobs, ShiftRouting or SetPlan (got {type(move).__name__})")
         t0 = time.perf_counter()
         self.stats["moves_tried"] += 1
         new_plan = move.apply_to(self.inst, self._state.plan)
@@ -339,9 +390,10 @@ class Evaluator:
                     if val != 0.0:
                         m.setSolVal(sol, var, float(val))
                 m.addSol(sol, free=True)
-        configure(m, time_limit=self.time_limit, gap=0.0)
+        configure(m, time_limit=self.time_limit, gap=0.0, catch_interrupt=True)
         m.optimize()
         c["solved"] = True
+        note_scip_status(m.getStatus())  # Ctrl-C during a move's scoring ends the local search
         self.stats["coupled_solves"] += 1
         if m.getNSols() == 0:
             raise NoSolutionError(f"energy dispatch found no solution before the solve stopped ({m.getStatus()})")

@@ -86,7 +86,7 @@ def solve_monolithic(
         initial_primal = seed_scip(jm, start)
         log.info("initial plan scored %.2f $; %s by SCIP", start.objective,
                  "accepted" if initial_primal is not None else "refused")
-    run = run_scip(jm.model, progress=progress, t0=t0, initial_primal=initial_primal)
+    run = run_scip(jm.model, progress=progress, t0=t0, initial_primal=initial_primal, raise_interrupt=False)
     log.info("SCIP: %s after %.2f s and %d nodes", run.scip_status, run.wall_seconds, run.nodes)
     if run.scip_status in ("infeasible", "inforunbd"):
         raise diagnose_mandatory(inst)

@@ -39,9 +39,9 @@ class ComputePlan:
     served: np.ndarray
 
     def __post_init__(self) -> None:
-        self.job_site = np.asarray(self.job_site, dtype=np.int64)
-        self.job_start = np.asarray(self.job_start, dtype=np.int64)
-        self.served = np.asarray(self.served, dtype=np.float64)
+        self.job_site = index_array("plan.job_site", self.job_site)
+        self.job_start = index_array("plan.job_start", self.job_start)
+        self.served = number_array("plan.served", self.served)
 
     @classmethod
     def from_solution(cls, sol) -> ComputePlan:
@@ -94,6 +94,36 @@ class ComputePlan:
         return self
 
 
+def index_array(name: str, values) -> np.ndarray:
+    """``values`` as an int64 array; PlanError naming ``name`` for non-numbers, NaN, fractions (1.7) or overflow."""
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError) as exc:
+        raise PlanError(f"{name}: must be an integer array ({exc})") from None
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
+        raise PlanError(f"{name}: must be an integer array, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.rint(arr))
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise PlanError(f"{name}{list(idx)}: must be an integer (got {arr[idx]!r})")
+    limit = np.iinfo(np.int64).max
+    if arr.size and (arr.max() > limit or arr.min() < -limit):
+        raise PlanError(f"{name}: values must fit in a 64-bit integer")
+    return arr.astype(np.int64)
+
+
+def number_array(name: str, values) -> np.ndarray:
+    """``values`` as a float64 array; PlanError naming ``name`` for anything that is not numbers."""
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError) as exc:
+        raise PlanError(f"{name}: must be a numeric array ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise PlanError(f"{name}: must be a numeric array, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
 def job_gpus(inst: Instance, job_site: np.ndarray, job_start: np.ndarray) -> np.ndarray:
     """GPUs (S,T) occupied by scheduled jobs."""
     S, T = inst.n_sites, inst.n_periods
@@ -111,6 +141,8 @@ def job_gpus(inst: Instance, job_site: np.ndarray, job_start: np.ndarray) -> np.
 
 def check_plan(inst: Instance, plan: ComputePlan) -> None:
     """Check constraints 1–3 of MODEL.md for ``plan``; raise PlanError naming what breaks."""
+    if not isinstance(plan, ComputePlan):
+        raise PlanError(f"plan: must be a ComputePlan (got {type(plan).__name__})")
     J, K, S, T = inst.n_jobs, inst.n_classes, inst.n_sites, inst.n_periods
     jb, inf = inst.jobs, inst.inference
     for name, arr, shape in (("job_site", plan.job_site, (J,)), ("job_start", plan.job_start, (J,)),
@@ -121,6 +153,11 @@ def check_plan(inst: Instance, plan: ComputePlan) -> None:
         k, i, t = np.argwhere(~np.isfinite(plan.served))[0]
         raise PlanError(f"plan.served[{k}, {i}, {t}]: must be finite (class {inf.name[k]}, site {inst.sites.name[i]})")
     names = jb.name
+    for name, arr in (("job_site", plan.job_site), ("job_start", plan.job_start)):
+        below = np.flatnonzero(arr < -1)
+        if below.size:
+            j = int(below[0])
+            raise PlanError(f"plan.{name}[{j}]: must be >= -1 (-1: not scheduled), got {arr[j]} (job {names[j]})")
     for j in range(J):
         i, s = int(plan.job_site[j]), int(plan.job_start[j])
         if (i < 0) != (s < 0):

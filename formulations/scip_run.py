@@ -16,7 +16,10 @@ import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -45,6 +48,89 @@ STATUS_MAP = {
 
 #: Environment variable that shows SCIP's own log in every model :func:`configure` sets up ("1" on).
 SCIP_OUTPUT_ENV = "CARBONSCHED_SCIP_OUTPUT"
+
+
+#: SCIP's status after it caught Ctrl-C (``misc/catchctrlc``) during a solve.
+SCIP_USER_INTERRUPT = "userinterrupt"
+
+#: Solves of this process that ended with :data:`SCIP_USER_INTERRUPT` (see :func:`interrupts_seen`).
+_interrupts = 0
+#: The model :func:`configure` saw last, until its status is read by :func:`note_scip_status`.
+_unread: weakref.ref | None = None
+
+
+def raise_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if the last SCIP solve of this process was stopped by Ctrl-C unnoticed.
+
+    A solve whose caller does not pass its status to :func:`note_scip_status` would swallow Ctrl-C;
+    the next solve of the process (:func:`configure` calls this first) and every round of site solves
+    (:meth:`carbonsched.decomp.parallel.SitePool.map`) raise it instead.
+    """
+    _raise_if_unread_interrupt(None)
+
+
+def _raise_if_unread_interrupt(model: Model | None) -> None:
+    global _unread, _interrupts
+    prev = None if _unread is None else _unread()
+    if model is not None:
+        _unread = weakref.ref(model)
+    if prev is None or prev is model:
+        return
+    if model is None:
+        _unread = None  # read now
+    try:
+        status = prev.getStatus()
+    except Exception:  # noqa: BLE001 - a model in a stage without a status
+        return
+    if status == SCIP_USER_INTERRUPT:
+        _interrupts += 1
+        raise KeyboardInterrupt
+
+
+def note_scip_status(scip_status: str, *, raise_interrupt: bool = True) -> None:
+    """Turn a SCIP solve that Ctrl-C stopped into ``KeyboardInterrupt``.
+
+    SCIP catches SIGINT itself while it solves (``misc/catchctrlc``): the signal never reaches Python,
+    the solve returns with status ``userinterrupt`` and a loop of solves would simply go on with its
+    next solve. Every solve in a loop passes its status here, so Ctrl-C ends the loop like it ends any
+    other Python code. A top-level solve that returns its interrupted solution passes
+    ``raise_interrupt=False``; the interrupt is counted either way (:func:`interrupts_seen`).
+    """
+    global _interrupts, _unread
+    _unread = None
+    if scip_status != SCIP_USER_INTERRUPT:
+        return
+    _interrupts += 1
+    if raise_interrupt:
+        raise KeyboardInterrupt
+
+
+def interrupts_seen() -> int:
+    """How many SCIP solves of this process Ctrl-C (or SIGTERM, see :func:`sigterm_as_sigint`) stopped."""
+    return _interrupts
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint() -> Iterator[None]:
+    """While the block runs, SIGTERM is handled like Ctrl-C (main thread only).
+
+    The handler sends SIGINT to this process: inside a SCIP solve SCIP catches it and stops with status
+    ``userinterrupt`` (which :func:`note_scip_status` turns into ``KeyboardInterrupt``); outside one,
+    Python raises ``KeyboardInterrupt``. Raising from the handler directly could happen inside one of
+    SCIP's Python callbacks (the trace event handler), where the exception would not stop SCIP.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def scip_output_shown() -> bool:
@@ -145,7 +231,7 @@ class TraceEventhdlr(Eventhdlr):
 
 
 def configure(model: Model, *, time_limit: float | None, gap: float | None, threads: int = 1,
-              seed: int = 0, quiet: bool | None = None) -> None:
+              seed: int = 0, quiet: bool | None = None, catch_interrupt: bool = False) -> None:
     """Apply limits, determinism settings and the log setting to a SCIP model.
 
     Parameters
@@ -162,7 +248,13 @@ def configure(model: Model, *, time_limit: float | None, gap: float | None, thre
         SCIP's random seed shift.
     quiet : bool, optional
         Hide SCIP's own log; default: hidden unless :func:`show_scip_output` switched it on.
+    catch_interrupt : bool
+        Let SCIP catch Ctrl-C (``misc/catchctrlc``) and stop at once with status ``userinterrupt``: only
+        for callers that pass the status to :func:`note_scip_status` (:func:`run_scip` sets it itself).
+        Otherwise SCIP leaves SIGINT to Python, which raises ``KeyboardInterrupt`` when the solve returns:
+        slower, but a caller that ignores the status cannot swallow the interrupt.
     """
+    _raise_if_unread_interrupt(model)
     if quiet is None:
         quiet = not scip_output_shown()
     if quiet:
@@ -174,6 +266,7 @@ def configure(model: Model, *, time_limit: float | None, gap: float | None, thre
     if gap is not None:
         model.setParam("limits/gap", max(float(gap), 0.0))
     model.setParam("randomization/randomseedshift", int(seed))
+    model.setParam("misc/catchctrlc", bool(catch_interrupt))
     if threads > 1:
         model.setParam("lp/threads", int(threads))
 
@@ -194,8 +287,11 @@ class RunResult:
 
 def run_scip(model: Model, *, progress: ProgressCallback | None = None, progress_interval: float = 2.0,
              t0: float | None = None, record_trace: bool = True,
-             initial_primal: float | None = None) -> RunResult:
-    """Optimize ``model`` recording the trace; SCIP handles Ctrl-C itself (status ``interrupted``).
+             initial_primal: float | None = None, raise_interrupt: bool = True) -> RunResult:
+    """Optimize ``model`` recording the trace.
+
+    SCIP handles Ctrl-C itself: with ``raise_interrupt`` (the default, for solves inside a loop) the
+    interrupted solve raises ``KeyboardInterrupt``; without it the result has status ``interrupted``.
 
     ``progress`` receives :class:`ProgressEvent` with SCIP's bounds in the model's sense (see
     :class:`TraceEventhdlr`); ``record_trace=False`` skips the event handler (a model re-solved in a
@@ -208,8 +304,10 @@ def run_scip(model: Model, *, progress: ProgressCallback | None = None, progress
     if record_trace:
         handler = TraceEventhdlr(rec, progress, progress_interval)
         model.includeEventhdlr(handler, "carbonsched_trace", "records primal/dual bounds over time")
+    model.setParam("misc/catchctrlc", True)  # the status is read below
     model.optimize()
     scip_status = model.getStatus()
+    note_scip_status(scip_status, raise_interrupt=raise_interrupt)
     has_sol = model.getNSols() > 0
     primal = _primal(model.getPrimalbound()) if has_sol else -math.inf
     dual = _primal(model.getDualbound())

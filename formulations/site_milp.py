@@ -36,7 +36,7 @@ from pyscipopt import SCIP_PARAMSETTING
 from .energy import EnergyBlock, add_energy_block
 from .joint import ComputeBlock, add_compute_block
 from .scip_arrays import ArrayModel
-from .scip_run import STATUS_MAP, configure
+from .scip_run import STATUS_MAP, configure, note_scip_status
 
 SCIP_INF = 1e20
 #: Site subproblems with at most this many periods use SCIP's fast separation as well as fast presolving.
@@ -210,7 +210,7 @@ class SiteMILP:
             am.set_var_data(self.imp_ids, obj=self.imp_obj - lam_c * self.imp_co2)
         if self.gen_ids.size:
             am.set_var_data(self.gen_ids, obj=self.gen_obj - lam_c * self.gen_co2)
-        configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed)
+        configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed, catch_interrupt=True)
         m.setParam("limits/nodes", -1 if node_limit is None else int(node_limit))
         if start is not None:
             # offered in the transformed problem, where limits/maxorigsol = 0 does not discard it
@@ -218,6 +218,7 @@ class SiteMILP:
             am.add_solution(start)
         m.optimize()
         self._solved = True
+        note_scip_status(m.getStatus())  # Ctrl-C during a site solve ends the loop of solves
         status = STATUS_MAP.get(m.getStatus(), m.getStatus())
         dual = float(m.getDualbound())
         bound = math.inf if dual >= SCIP_INF else dual

@@ -22,7 +22,15 @@ import h5py
 import numpy as np
 from carbonsched.errors import CarbonschedError
 from carbonsched.instances.schema import Instance
-from carbonsched.instances.storage import atomic_hdf5, open_hdf5, write_array
+from carbonsched.instances.storage import (
+    atomic_hdf5,
+    check_dataset_storage,
+    checked_node,
+    checksum_problem,
+    open_hdf5,
+    verify_checksum,
+    write_array,
+)
 
 from .fields import (
     BREAKDOWN_TERMS,
@@ -475,7 +483,8 @@ class Solution:
                     write_array(trace, name, values)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, instance: Instance | None = None) -> Solution:
+    def load(cls, path: str | os.PathLike, instance: Instance | None = None, *,
+             checksum_problems: list[str] | None = None) -> Solution:
         """Read a solution file written to SOLUTION.md by any tool.
 
         Shapes, presence and element kinds are validated; values (bounds, binaries in {0,1}, the
@@ -487,20 +496,29 @@ class Solution:
             An HDF5 file in the ``carbonsched-solution`` layout.
         instance : Instance, optional
             When given, the array shapes must match its S, T, J and K.
+        checksum_problems : list, optional
+            When given, a dataset whose values do not match its checksum (written by this project) is
+            reported here, one line each, instead of refused: ``carbonsched check`` judges such a file by
+            the constraints and reports the mismatch as a finding.
 
         Raises
         ------
         SolutionError
-            One line naming the file and the dataset or attribute at fault.
+            One line naming the file and the dataset or attribute at fault (also a checksum mismatch).
         """
         path = Path(path)
         try:
-            sol = _load_unchecked(path)
+            sol = _load_unchecked(path, checksum_problems)
             if instance is not None:
                 sol.check_shapes(instance.dims())
             return sol
         except SolutionError as exc:
             raise SolutionError(f"{path}: {exc}") from None
+        except CarbonschedError:
+            raise
+        except (Exception, MemoryError) as exc:  # noqa: BLE001 - corrupted HDF5 structures raise many kinds
+            text = " ".join(str(exc).split())[:200]
+            raise SolutionError(f"{path}: cannot read HDF5 file ({type(exc).__name__}: {text})") from None
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -509,7 +527,10 @@ def _attr_value(value: Any) -> Any:
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
     if isinstance(value, (bytes, np.bytes_)):
-        return bytes(value).decode("utf-8")
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SolutionError(f"an attribute is not valid UTF-8 ({exc.reason})") from None
     if isinstance(value, np.str_):
         return str(value)
     if isinstance(value, np.generic):
@@ -523,18 +544,25 @@ def _number_attr(where: str, value: Any) -> float:
     return float(value)
 
 
-def _read_array(group: h5py.Group, group_name: str, name: str, kind: str, ndim: int) -> np.ndarray:
+def _read_array(group: h5py.Group, group_name: str, name: str, kind: str, ndim: int,
+                mismatches: list[str] | None = None) -> np.ndarray:
     """Read one dataset of kind ``float``, ``int`` or ``binary``, any width; check rank and kind."""
     where = f"/{group_name}/{name}"
-    if name not in group:
+    node = checked_node(group, name, where, SolutionError)
+    if node is None:
         raise SolutionError(f"{where}: missing dataset")
-    node = group[name]
     if not isinstance(node, h5py.Dataset):
         raise SolutionError(f"{where}: must be a dataset")
     dtype = node.dtype
     if dtype.kind not in "biuf":
         raise SolutionError(f"{where}: must be numeric, got dtype {dtype}")
+    check_dataset_storage(where, node, SolutionError)
     data = np.asarray(node[()])
+    if data.size:
+        if mismatches is None:
+            verify_checksum(where, node, data, SolutionError)
+        elif (problem := checksum_problem(where, node, data)) is not None:
+            mismatches.append(problem)
     if data.ndim != ndim and data.size:
         raise SolutionError(f"{where}: must have {ndim} dimension(s), got shape {data.shape}")
     if kind == "float":
@@ -548,7 +576,7 @@ def _read_array(group: h5py.Group, group_name: str, name: str, kind: str, ndim: 
     return data.astype(np.int8 if kind == "binary" else np.int64)
 
 
-def _load_unchecked(path: Path) -> Solution:
+def _load_unchecked(path: Path, mismatches: list[str] | None = None) -> Solution:
     with open_hdf5(path, SolutionError) as f:
         attrs = {key: _attr_value(value) for key, value in f.attrs.items()}
         for key in ROOT_ATTRS:
@@ -574,18 +602,18 @@ def _load_unchecked(path: Path) -> Solution:
 
         groups = {}
         for name in ("jobs", "inference", "energy", "breakdown"):
-            if name not in f or not isinstance(f[name], h5py.Group):
+            if not isinstance(checked_node(f, name, f"/{name}", SolutionError), h5py.Group):
                 raise SolutionError(f"/{name}: missing group")
             groups[name] = f[name]
         arrays = {
-            "job_site": _read_array(groups["jobs"], "jobs", "site", "int", 1),
-            "job_start": _read_array(groups["jobs"], "jobs", "start", "int", 1),
-            "served": _read_array(groups["inference"], "inference", "served", "float", 3),
-            "unserved": _read_array(groups["inference"], "inference", "unserved", "float", 2),
+            "job_site": _read_array(groups["jobs"], "jobs", "site", "int", 1, mismatches),
+            "job_start": _read_array(groups["jobs"], "jobs", "start", "int", 1, mismatches),
+            "served": _read_array(groups["inference"], "inference", "served", "float", 3, mismatches),
+            "unserved": _read_array(groups["inference"], "inference", "unserved", "float", 2, mismatches),
         }
         for name in ENERGY_FIELDS:
             kind = "binary" if name in ENERGY_BINARY_FIELDS else "float"
-            arrays[name] = _read_array(groups["energy"], "energy", name, kind, 2)
+            arrays[name] = _read_array(groups["energy"], "energy", name, kind, 2, mismatches)
         if arrays["grid_import"].ndim != 2:
             raise SolutionError(f"/energy/grid_import: must be (S,T), got shape {arrays['grid_import'].shape}")
         n_sites, n_periods = arrays["grid_import"].shape
@@ -613,7 +641,7 @@ def _load_unchecked(path: Path) -> Solution:
             if not isinstance(f["trace"], h5py.Group):
                 raise SolutionError("/trace: must be a group")
             columns = {
-                name: _read_array(f["trace"], "trace", name, "int" if name == "iteration" else "float", 1)
+                name: _read_array(f["trace"], "trace", name, "int" if name == "iteration" else "float", 1, mismatches)
                 for name in TRACE_FIELDS
             }
             lengths = {name: values.size for name, values in columns.items()}

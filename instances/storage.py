@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import secrets
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
-from carbonsched.errors import InstanceError
+from carbonsched.errors import CarbonschedError, InstanceError, OutputError
 
 from .schema import (
     GROUP_CLASSES,
@@ -26,48 +29,147 @@ from .validation import check_mask, validate, validate_root
 
 #: Arrays at least this large are stored gzip-compressed (chunked); small ones stay contiguous.
 COMPRESS_MIN_ELEMENTS = 256
+#: Attribute holding the CRC-32 of a dataset's values, written on save and checked on load when present.
+CHECKSUM_ATTR = "carbonsched_crc32"
+#: A chunked (compressed) dataset may declare at most this many bytes per byte it occupies in the file
+#: (gzip's best ratio is about 1030:1), plus :data:`STORAGE_SLACK_BYTES`; more is refused before reading.
+MAX_COMPRESSION_RATIO = 1100
+STORAGE_SLACK_BYTES = 1 << 20
 
 
 @contextlib.contextmanager
 def atomic_hdf5(path: str | os.PathLike) -> Iterator[h5py.File]:
-    """Open a temporary HDF5 file beside ``path``; rename it onto ``path`` only on success.
+    """Build an HDF5 file in memory, then write it beside ``path`` and rename it onto ``path``.
 
-    A crash or exception inside the block leaves any existing file at ``path`` untouched and
-    removes the temporary file.
+    The file is assembled in memory and written with plain ``os.write``, so a full disk or an I/O error
+    is an ``OSError`` here (HDF5 itself crashed the process on ENOSPC), reported as
+    :class:`~carbonsched.errors.OutputError` (exit status 5). A crash or exception inside the block, or a
+    failed write, leaves any existing file at ``path`` untouched and removes the temporary file.
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", libver="earliest") as f:
+        yield f
+    write_atomically(path, buffer.getbuffer())
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to a temporary file beside ``path``, sync it, rename it onto ``path``.
+
+    Raises
+    ------
+    OutputError
+        The folder is missing or read-only, the disk is full, or another I/O error: one line naming
+        ``path``; the previous file at ``path`` is intact and no temporary file is left.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     # Not tempfile.mkstemp: it creates the file with mode 0600, and os.replace would keep that mode,
     # leaving the result unreadable by group/others.  O_EXCL with 0666 lets the umask apply as usual.
-    while True:
-        tmp = str(folder / f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            break
-        except FileExistsError:
-            continue
+    tmp = None
     try:
-        with h5py.File(tmp, "w", libver="earliest") as f:
-            yield f
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        while True:
+            tmp = str(folder / f".{path.name}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+                break
+            except FileExistsError:
+                continue
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.EIO, "write returned no progress")
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        tmp = None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); the previous file is unchanged") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def checksum(values: np.ndarray) -> int:
+    """CRC-32 of a dataset's values as stored (numbers: their bytes; strings: UTF-8, NUL-separated)."""
+    arr = np.asarray(values)
+    if arr.dtype == object or arr.dtype.kind in "US":
+        items = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.ravel()]
+        return zlib.crc32("\0".join(items).encode("utf-8", "surrogatepass"))
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.uint8)
+    return zlib.crc32(np.ascontiguousarray(arr).tobytes())
+
+
+def checksum_problem(where: str, ds: h5py.Dataset, values: np.ndarray) -> str | None:
+    """Why ``values`` read from ``ds`` do not match the dataset's checksum, or None (also without one)."""
+    stored = ds.attrs.get(CHECKSUM_ATTR)
+    if stored is None:
+        return None  # a file written by another tool: no checksum to check
+    try:
+        expected = int(np.asarray(stored).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return f"{where}: checksum attribute '{CHECKSUM_ATTR}' is not an integer"
+    if checksum(values) != expected:
+        return (f"{where}: checksum mismatch (the file is corrupted, or was edited in place without removing "
+                f"the '{CHECKSUM_ATTR}' attribute)")
+    return None
+
+
+def verify_checksum(where: str, ds: h5py.Dataset, values: np.ndarray, error: type[Exception]) -> None:
+    """Refuse ``values`` read from ``ds`` (raise ``error``) if the dataset's checksum does not match."""
+    problem = checksum_problem(where, ds, values)
+    if problem is not None:
+        raise error(problem)
+
+
+def check_dataset_storage(where: str, ds: h5py.Dataset, error: type[Exception]) -> None:
+    """Refuse a dataset before reading it if it reads another file or declares more than the file holds.
+
+    External raw storage (data in another file) is refused. A contiguous dataset must occupy its full
+    declared size in the file; a chunked (compressed) one at least 1/:data:`MAX_COMPRESSION_RATIO` of it.
+    So nothing is allocated for a dataset whose declared shape the file cannot back.
+    """
+    plist = ds.id.get_create_plist()
+    if plist.get_external_count() > 0:
+        raise error(f"{where}: external raw storage (data kept in another file) is not allowed")
+    declared = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize if ds.shape else ds.dtype.itemsize
+    if declared == 0:
+        return
+    stored = ds.id.get_storage_size()
+    vlen = h5py.check_string_dtype(ds.dtype) is not None or ds.dtype.kind == "O"
+    if ds.chunks is None and not vlen:
+        if stored < declared:
+            raise error(f"{where}: declares {declared} bytes but the file holds {stored} (truncated or resized)")
+    elif declared > MAX_COMPRESSION_RATIO * stored + STORAGE_SLACK_BYTES:
+        raise error(f"{where}: declares {declared} bytes but the file holds {stored} (resized or corrupted)")
+
+
+def checked_node(group: h5py.Group, name: str, where: str, error: type[Exception]):
+    """``group[name]`` or None if absent; external links are refused (they read other files)."""
+    link = group.get(name, getlink=True)
+    if link is None:
+        return None
+    if isinstance(link, h5py.ExternalLink):
+        raise error(f"{where}: external link to '{link.filename}' is not allowed")
+    return group.get(name)
 
 
 def write_array(group: h5py.Group, name: str, arr: np.ndarray) -> None:
     """Write one dataset; strings as UTF-8 variable length, large arrays compressed."""
     arr = np.asarray(arr)
     if arr.dtype == object or arr.dtype.kind == "U":
-        group.create_dataset(name, data=np.asarray(arr, dtype=object), dtype=h5py.string_dtype("utf-8"))
-        return
-    if arr.size >= COMPRESS_MIN_ELEMENTS:
-        group.create_dataset(name, data=arr, compression="gzip", compression_opts=4, shuffle=True)
+        ds = group.create_dataset(name, data=np.asarray(arr, dtype=object), dtype=h5py.string_dtype("utf-8"))
+    elif arr.size >= COMPRESS_MIN_ELEMENTS:
+        ds = group.create_dataset(name, data=arr, compression="gzip", compression_opts=4, shuffle=True)
     else:
-        group.create_dataset(name, data=arr)
+        ds = group.create_dataset(name, data=arr)
+    ds.attrs[CHECKSUM_ATTR] = np.int64(checksum(arr))
 
 
 def save(inst: Instance, path: str | os.PathLike) -> None:
@@ -108,13 +210,21 @@ def _read_attr(key: str, val):
     return val
 
 
-def _read_dataset(spec: FieldSpec, ds: h5py.Dataset, dims: dict[str, int]) -> np.ndarray:
+def _read_dataset(spec: FieldSpec, ds: h5py.Dataset, dims: dict[str, int], mismatches: list[str]) -> np.ndarray:
     where = f"/{spec.group}/{spec.name}"
     shape = tuple(dims[d] for d in spec.dims)
     if ds.shape != shape:
         # An empty group written by another tool may lose trailing dimensions: accept any empty shape.
         if not (0 in shape and ds.size == 0):
             raise InstanceError(f"{where}: shape must be ({','.join(spec.dims)}) = {shape}, got {ds.shape}")
+    check_dataset_storage(where, ds, InstanceError)
+    data = _read_values(spec, ds, shape, where)
+    if ds.size and (problem := checksum_problem(where, ds, ds[()] if spec.kind != "str" else data)) is not None:
+        mismatches.append(problem)
+    return data
+
+
+def _read_values(spec: FieldSpec, ds: h5py.Dataset, shape: tuple[int, ...], where: str) -> np.ndarray:
     dt = ds.dtype
     if spec.kind == "str":
         if h5py.check_string_dtype(dt) is None:
@@ -166,11 +276,22 @@ def load(path: str | os.PathLike) -> Instance:
     """
     path = Path(path)
     try:
-        return validate(_load_unchecked(path))
+        mismatches: list[str] = []
+        inst = validate(_load_unchecked(path, mismatches))
+        # after validation, so that a value edited in place is reported by the rule it breaks, if any
+        if mismatches:
+            raise InstanceError(mismatches[0])
+        return inst
     except InstanceError as exc:
         raise InstanceError(f"{path}: {exc}") from None
-    except OSError as exc:  # e.g. a corrupted chunk: h5py raises while reading a dataset
-        raise InstanceError(f"{path}: cannot read HDF5 file ({exc})") from None
+    except CarbonschedError:
+        raise
+    except (Exception, MemoryError) as exc:  # noqa: BLE001 - corrupted HDF5 structures raise many kinds
+        raise InstanceError(f"{path}: cannot read HDF5 file ({type(exc).__name__}: {_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def open_hdf5(path: Path, error: type[Exception]) -> h5py.File:
@@ -187,7 +308,7 @@ def open_hdf5(path: Path, error: type[Exception]) -> h5py.File:
         raise error(f"cannot open HDF5 file ({exc})") from None
 
 
-def _load_unchecked(path: Path) -> Instance:
+def _load_unchecked(path: Path, mismatches: list[str]) -> Instance:
     with open_hdf5(path, InstanceError) as f:
         attrs = {k: _read_attr(k, v) for k, v in f.attrs.items()}
         if "schema" in attrs and attrs["schema"] != SCHEMA:
@@ -195,16 +316,17 @@ def _load_unchecked(path: Path) -> Instance:
         validate_root(attrs)
         # .get, not `in` + []: a dangling soft link is "in" the group but raises KeyError when opened.
         for g in GROUPS:
-            if not isinstance(f.get(g), h5py.Group):
+            if not isinstance(checked_node(f, g, f"/{g}", InstanceError), h5py.Group):
                 raise InstanceError(f"/{g}: missing group")
         for g in GROUPS:
-            node = f[g].get("name")
+            node = checked_node(f[g], "name", f"/{g}/name", InstanceError)
             if node is None:
                 raise InstanceError(f"/{g}/name: missing dataset")
             if not isinstance(node, h5py.Dataset):
                 raise InstanceError(f"/{g}/name: must be a dataset")
             if node.ndim != 1:
                 raise InstanceError(f"/{g}/name: must be one-dimensional, got shape {f[g]['name'].shape}")
+            check_dataset_storage(f"/{g}/name", node, InstanceError)
         dims = {
             "S": f["sites/name"].shape[0],
             "T": int(attrs["n_periods"]),
@@ -215,12 +337,12 @@ def _load_unchecked(path: Path) -> Instance:
         for g in GROUPS:
             values = {}
             for spec in group_fields(g):
-                node = f[g].get(spec.name)
+                node = checked_node(f[g], spec.name, f"/{g}/{spec.name}", InstanceError)
                 if node is None:
                     raise InstanceError(f"/{g}/{spec.name}: missing dataset")
                 if not isinstance(node, h5py.Dataset):
                     raise InstanceError(f"/{g}/{spec.name}: must be a dataset")
-                values[spec.name] = _read_dataset(spec, node, dims)
+                values[spec.name] = _read_dataset(spec, node, dims, mismatches)
             groups[g] = GROUP_CLASSES[g](**values)
         extra = {k: v for k, v in attrs.items() if k not in ROOT_ATTRS}
     return Instance(

@@ -15,6 +15,15 @@ from carbonsched.errors import InstanceError
 
 from .schema import FIELDS, ROOT_ATTRS, SCHEMA, SCHEMA_VERSION, FieldSpec, Instance
 
+#: Largest magnitude of any finite number of an instance (prices $, quantities GPUs/MW/MWh, ...). SCIP treats
+#: 1e20 as infinity: with every coefficient and bound at most 1e9, a product of two (a price times an energy
+#: in one period) stays at most 1e18, below SCIP's infinity, and SCIP's 1e-6 relative tolerances remain
+#: meaningful in double precision. Real data are below 1e6.
+MAX_MAGNITUDE = 1e9
+#: Largest number of periods T (the arrays of T entries are allocated before their values are read).
+MAX_PERIODS = 1_000_000
+_MAGNITUDE_RULE = f"magnitude must be <= {MAX_MAGNITUDE:g} (the solver's limit, docs/reliability.md)"
+
 _RULE_TEXT = {
     "ge0": "must be >= 0",
     "ge1": "must be >= 1",
@@ -93,8 +102,12 @@ def validate_root(attrs: dict) -> None:
                 _fail(where, "must be finite", value=val)
         if rule == "ge1" and val < 1 or rule == "gt0" and not val > 0 or rule.startswith("ge0") and val < 0:
             _fail(where, _RULE_TEXT[rule], value=float(val))
+        if kind in ("int", "float") and math.isfinite(float(val)) and abs(float(val)) > MAX_MAGNITUDE:
+            _fail(where, _MAGNITUDE_RULE, value=float(val))
     if attrs["schema"] != SCHEMA:
         _fail("attribute 'schema'", f"must be '{SCHEMA}'", value=attrs["schema"])
+    if int(attrs["n_periods"]) > MAX_PERIODS:
+        _fail("attribute 'n_periods'", f"must be <= {MAX_PERIODS}", value=float(attrs["n_periods"]))
     if int(attrs["schema_version"]) != SCHEMA_VERSION:
         _fail(
             "attribute 'schema_version'",
@@ -132,6 +145,7 @@ def _check_field(spec: FieldSpec, arr: np.ndarray, dims: dict[str, int]) -> None
         check_mask(where, np.isnan(arr), "must not be NaN")
         inf_ok = spec.rule == "latency"
         check_mask(where, np.isinf(arr) & ~(inf_ok & (arr > 0)), "must be finite", arr)
+    check_mask(where, np.isfinite(arr) & (np.abs(arr) > MAX_MAGNITUDE), _MAGNITUDE_RULE, arr)
     rule = spec.rule
     if rule in ("ge0", "latency"):
         check_mask(where, arr < 0, _RULE_TEXT[rule], arr)

@@ -10,8 +10,10 @@ import carbonsched.instances.storage as storage
 import h5py
 import numpy as np
 import pytest
+from carbonsched.errors import OutputError
 from carbonsched.instances import Instance, InstanceError, load, make_instance, save
 from carbonsched.instances.schema import FIELDS, GROUPS, group_fields
+from carbonsched.instances.validation import MAX_MAGNITUDE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -98,8 +100,10 @@ def test_relative_path_save(tmp_path, monkeypatch, small_instance):
 
 
 # hypothesis strategies for a random valid instance ------------------------------------------
-FIN = st.floats(allow_nan=False, allow_infinity=False)
-GE0 = st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
+# every finite number of an instance is at most MAX_MAGNITUDE in magnitude (the solver's limit)
+FIN = st.floats(min_value=-MAX_MAGNITUDE, max_value=MAX_MAGNITUDE, allow_nan=False, allow_infinity=False)
+GE0 = st.floats(min_value=0.0, max_value=MAX_MAGNITUDE, allow_nan=False, allow_infinity=False)
+MAX_INT = int(MAX_MAGNITUDE)
 NAME_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
 
 
@@ -131,7 +135,7 @@ def random_instance(draw):
     gmin, gmax = pair_ge0(s)
     soc0, energy = pair_ge0(s)
     unit = st.floats(min_value=0.0, max_value=1.0, exclude_min=True)
-    ints64 = st.integers(0, 2**63 - 1)
+    ints64 = st.integers(0, MAX_INT)
     sites = {
         "name": draw(_names(s)),
         "lat": draw(_arr(s, FIN)),
@@ -139,7 +143,7 @@ def random_instance(draw):
         "gpus": draw(_arr(s, ints64, np.int64)),
         "gpu_idle_kw": idle,
         "gpu_busy_kw": busy,
-        "pue": draw(_arr((s, t), st.floats(min_value=1.0, allow_nan=False, allow_infinity=False))),
+        "pue": draw(_arr((s, t), st.floats(min_value=1.0, max_value=MAX_MAGNITUDE, allow_nan=False))),
         "renewable_mw": draw(_arr((s, t), GE0)),
         "grid_import_mw": draw(_arr(s, GE0)),
         "grid_export_mw": draw(_arr(s, GE0)),
@@ -151,8 +155,8 @@ def random_instance(draw):
         "gen_cost": draw(_arr(s, FIN)),
         "gen_startup_cost": draw(_arr(s, GE0)),
         "gen_co2": draw(_arr(s, GE0)),
-        "gen_min_up": draw(_arr(s, st.integers(1, 2**62), np.int64)),
-        "gen_min_down": draw(_arr(s, st.integers(1, 2**62), np.int64)),
+        "gen_min_up": draw(_arr(s, st.integers(1, MAX_INT), np.int64)),
+        "gen_min_down": draw(_arr(s, st.integers(1, MAX_INT), np.int64)),
         "bat_energy_mwh": energy,
         "bat_power_mw": draw(_arr(s, GE0)),
         "bat_eta_charge": draw(_arr(s, unit)),
@@ -172,7 +176,7 @@ def random_instance(draw):
         allowed[row, draw(st.integers(0, s - 1))] = True
     jobs = {
         "name": draw(_names(j)),
-        "gpus": draw(_arr(j, st.integers(1, 2**63 - 1), np.int64)),
+        "gpus": draw(_arr(j, st.integers(1, MAX_INT), np.int64)),
         "duration": durations,
         "release": releases,
         "deadline": deadlines,
@@ -192,8 +196,8 @@ def random_instance(draw):
     inst = make_instance(
         t, s, n_jobs=j, n_classes=k,
         name=draw(st.text(NAME_CHARS, max_size=10)),
-        period_hours=draw(st.floats(min_value=0.0, exclude_min=True, allow_infinity=False)),
-        voll=draw(st.floats(min_value=0.0, exclude_min=True, allow_infinity=False)),
+        period_hours=draw(st.floats(min_value=0.0, max_value=MAX_MAGNITUDE, exclude_min=True)),
+        voll=draw(st.floats(min_value=0.0, max_value=MAX_MAGNITUDE, exclude_min=True)),
         carbon_budget_t=draw(st.one_of(st.just(math.inf), GE0)),
         carbon_price=draw(GE0),
         sites=sites, jobs=jobs, inference=inference,
@@ -378,7 +382,7 @@ def test_failure_at_rename_leaves_target_untouched(existing, small_instance, mon
         raise PermissionError("rename refused")
 
     monkeypatch.setattr(storage.os, "replace", no_replace)
-    with pytest.raises(PermissionError):
+    with pytest.raises(OutputError, match="rename refused"):  # a failed write is OutputError (exit status 5)
         save(small_instance, target)
     monkeypatch.undo()
     assert target.read_bytes() == before

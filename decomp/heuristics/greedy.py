@@ -121,7 +121,8 @@ def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_li
     Returns
     -------
     Solution
-        Method ``greedy``, status ``iteration_limit`` (all prices tried) or ``time_limit``; bound inf,
+        Method ``greedy``, status ``iteration_limit`` (all prices tried), ``time_limit`` or ``interrupted``
+        (Ctrl-C after the first plan was scored); bound inf,
         not certified; ``extra['carbon_shadow']`` is the λ of the kept plan.
     """
     t0 = time.perf_counter()
@@ -130,17 +131,23 @@ def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_li
     best_lam = math.nan
     trace = Trace()
     status = "iteration_limit"
-    for n, lam in enumerate(carbon_prices):
-        if time_limit is not None and time.perf_counter() - t0 >= time_limit and best is not None:
-            status = "time_limit"
-            break
-        sol = evaluate(inst, greedy_plan(inst, lam), method="greedy")
-        if best is None or sol.objective > best.objective:
-            best, best_lam = sol, lam
-        trace.append(time.perf_counter() - t0, best.objective, math.inf, n)
-        log.debug("greedy: carbon shadow price %g $/t gives Z = %.2f $", lam, sol.objective)
-        report("search", best.objective, math.inf, n + 1, message=f"λ = {lam:g} $/t: Z = {sol.objective:.2f} $",
-               force=True)
+    try:
+        for n, lam in enumerate(carbon_prices):
+            if time_limit is not None and time.perf_counter() - t0 >= time_limit and best is not None:
+                status = "time_limit"
+                break
+            sol = evaluate(inst, greedy_plan(inst, lam), method="greedy")
+            if best is None or sol.objective > best.objective:
+                best, best_lam = sol, lam
+            trace.append(time.perf_counter() - t0, best.objective, math.inf, n)
+            log.debug("greedy: carbon shadow price %g $/t gives Z = %.2f $", lam, sol.objective)
+            report("search", best.objective, math.inf, n + 1, message=f"λ = {lam:g} $/t: Z = {sol.objective:.2f} $",
+                   force=True)
+    except KeyboardInterrupt:
+        if best is None:  # nothing to keep: the caller sees the interrupt
+            raise
+        status = "interrupted"  # Ctrl-C or SIGTERM: the best plan so far is the result
+        log.warning("greedy: interrupted; keeping the best plan so far")
     assert best is not None
     best.method, best.status = "greedy", SolveStatus(status)
     best.wall_seconds = time.perf_counter() - t0

@@ -24,7 +24,7 @@ import time
 import numpy as np
 from carbonsched.formulations import ComputePlan, PlanError, Solution
 from carbonsched.formulations.evaluator import Evaluator, MoveJob, ShiftRouting, SwapJobs
-from carbonsched.formulations.solution import Trace
+from carbonsched.formulations.solution import SolveStatus, Trace
 from carbonsched.instances import Instance
 from carbonsched.progress import ProgressCallback, ProgressReporter
 
@@ -97,15 +97,21 @@ def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, ti
     Returns
     -------
     Solution
-        Method ``local-search``; status ``time_limit`` when the clock stopped it, else
-        ``iteration_limit`` (a local optimum of the neighbourhoods, or the move cap); bound inf, not
+        Method ``local-search``; status ``time_limit`` when the clock stopped it, ``interrupted`` when
+        Ctrl-C or SIGTERM did (the incumbent is kept), else ``iteration_limit`` (a local optimum of the
+        neighbourhoods, or the move cap); bound inf, not
         certified. ``extra`` holds the evaluator's counters.
     """
     t0 = time.perf_counter()
     report = ProgressReporter(progress, t0)
     rng = np.random.default_rng(seed)
     if initial is None:
-        initial = ComputePlan.from_solution(solve_greedy(inst, time_limit=time_limit, progress=progress))
+        start = solve_greedy(inst, time_limit=time_limit, progress=progress)
+        if start.status is SolveStatus.INTERRUPTED:  # Ctrl-C during the greedy start: its plan is the result
+            start.method, start.wall_seconds = "local-search", time.perf_counter() - t0
+            log.info("local search: interrupted during the greedy start; Z = %.2f $", start.objective)
+            return start
+        initial = ComputePlan.from_solution(start)
     ev = Evaluator(inst, initial)
     trace = Trace()
     trace.append(time.perf_counter() - t0, ev.objective, math.inf, 0)
@@ -138,17 +144,23 @@ def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, ti
         return False
 
     improved = True
-    while improved and tried < iteration_limit and status != "time_limit":
-        improved = False
-        for j in rng.permutation(inst.n_jobs):
-            improved |= first_improvement(_job_moves(inst, ev.plan, int(j), rng, n_slots))
-        sched = np.flatnonzero(ev.plan.job_site >= 0)
-        pairs = [(int(a), int(b)) for a in sched for b in sched if a < b]
-        rng.shuffle(pairs)
-        improved |= first_improvement(SwapJobs(a, b) for a, b in pairs[: 4 * max(inst.n_jobs, 1)])
-        for q in rng.permutation(inst.n_classes * inst.n_periods):
-            k, t = divmod(int(q), inst.n_periods)
-            improved |= first_improvement(_routing_moves(inst, ev.plan, k, t))
+    try:
+        while improved and tried < iteration_limit and status != "time_limit":
+            improved = False
+            for j in rng.permutation(inst.n_jobs):
+                improved |= first_improvement(_job_moves(inst, ev.plan, int(j), rng, n_slots))
+            sched = np.flatnonzero(ev.plan.job_site >= 0)
+            pairs = [(int(a), int(b)) for a in sched for b in sched if a < b]
+            rng.shuffle(pairs)
+            improved |= first_improvement(SwapJobs(a, b) for a, b in pairs[: 4 * max(inst.n_jobs, 1)])
+            for q in rng.permutation(inst.n_classes * inst.n_periods):
+                k, t = divmod(int(q), inst.n_periods)
+                improved |= first_improvement(_routing_moves(inst, ev.plan, k, t))
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: the incumbent (the plan with every applied move) is the result; a move being
+        # scored was not applied
+        status = "interrupted"
+        log.warning("local search: interrupted; keeping the incumbent")
     extra = dict(ev.stats, moves_scored=tried)
     sol = ev.solution(method="local-search", status=status, wall_seconds=time.perf_counter() - t0, extra=extra)
     trace.append(sol.wall_seconds, sol.objective, math.inf, tried)
