@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--jobs", type=_nonneg_int, help="number of training jobs J")
     gen.add_argument("--classes", type=_nonneg_int, help="number of inference classes K")
     gen.add_argument("--period-hours", type=_positive_float, help="period length in hours (default 1)")
+    gen.add_argument("--job-sites", type=_positive_int, default=10,
+                     help="at most this many allowed sites per job (default 10; S gives jobs that may run almost "
+                          "anywhere)")
     gen.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     gen.add_argument("--name", help="instance name (default: derived from preset/size and seed)")
     gen.add_argument("-o", "--output", required=True, help="output HDF5 file")
@@ -120,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--close", default="auto", choices=("auto", "yes", "no"),
                        help="lagrangian: finish with the joint MILP seeded with the incumbent when the gap is "
                             "still open (auto: on instances of at most 1000 site-periods; default auto)")
+    solve.add_argument("--primal", default="auto", choices=("auto", "joint", "parallel"),
+                       help="lagrangian: primal side: joint-model polish in this process, or every step per site "
+                            "on the workers (auto: joint up to 1000 site-periods; default auto)")
     solve.add_argument("-o", "--output", required=True, help="solution HDF5 file to write")
     solve.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -202,6 +208,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         period_hours=args.period_hours,
         seed=args.seed,
         name=args.name,
+        job_sites=args.job_sites,
     )
     save(inst, out)
     print(f"wrote {out}")
@@ -332,7 +339,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
             close = {"auto": None, "yes": True, "no": False}[args.close]
             sol = solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                   close=close, progress=progress, seed=args.seed)
+                                   close=close, progress=progress, seed=args.seed, primal=args.primal)
     sol.save(out)
     report = check_solution(inst, sol)
     print(f"status {sol.status.value}  Z = {sol.objective:.2f} $  bound = {sol.bound:.2f} $  gap = {sol.gap:.3%}  "

@@ -25,7 +25,7 @@ from carbonsched.formulations.checker import check_solution
 from carbonsched.formulations.solution import Solution
 from carbonsched.instances.generator import generate
 
-METHODS = ("monolithic", "benders", "lagrangian", "lagrangian-close", "scip-benders")
+METHODS = ("monolithic", "benders", "lagrangian", "lagrangian-close", "lagrangian-parallel", "scip-benders")
 
 
 def time_to_gap(sol: Solution, target: float) -> float:
@@ -58,7 +58,10 @@ def run_method(method: str, inst, time_limit: float, jobs: int) -> Solution:
         return solve_benders(inst, time_limit=time_limit, gap=1e-4, config=config)
     from carbonsched.decomp.lagrangian import solve_lagrangian
 
-    # lagrangian: the decomposition alone; lagrangian-close: with its default closing phase (auto)
+    # lagrangian: the decomposition alone; lagrangian-close: as shipped (closing phase and primal side auto);
+    # lagrangian-parallel: the per-site parallel primal side at any size, no closing phase
+    if method == "lagrangian-parallel":
+        return solve_lagrangian(inst, time_limit=time_limit, gap=1e-4, config=config, close=False, primal="parallel")
     return solve_lagrangian(inst, time_limit=time_limit, gap=1e-4, config=config,
                             close=None if method == "lagrangian-close" else False)
 
@@ -127,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=120.0, help="seconds per method and size")
     ap.add_argument("--jobs", type=int, default=2, help="workers for the decompositions")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--periods", type=int, default=24)
+    ap.add_argument("--job-sites", type=int, default=10,
+                    help="allowed sites per job at most (default 10, the generator's; 0: every site)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--out", type=Path, default=Path("decomposition_speed.h5"), help="traces (HDF5)")
     ap.add_argument("--plot", type=Path, help="write a PNG of bound and primal over time per size")
@@ -139,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     traces: dict[tuple[int, str], Solution] = {}
     for n_sites in args.sites:
-        inst = generate(sites=n_sites, periods=24, seed=args.seed)
+        inst = generate(sites=n_sites, periods=args.periods, seed=args.seed,
+                        job_sites=args.job_sites or n_sites)
         for method in args.methods:
             t = time.perf_counter()
             print(f"[S={n_sites}] {method} ...", flush=True)
