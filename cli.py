@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
+import math
 import os
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -228,6 +232,56 @@ def _print_progress(event: ProgressEvent) -> None:
     print(event.format(), flush=True)
 
 
+#: The CLI prints a progress line at least this often, s, also in phases that report nothing themselves.
+HEARTBEAT_SECONDS = 10.0
+
+
+class _ProgressPrinter:
+    """Prints every progress event, and a heartbeat line when none came for :data:`HEARTBEAT_SECONDS`.
+
+    The heartbeat repeats the last event's figures with the current time and ``still working``; it runs
+    in a daemon thread, so it prints whenever the solve releases the GIL (waiting on workers, SCIP's
+    event callbacks, HiGHS).
+    """
+
+    def __init__(self, interval: float = HEARTBEAT_SECONDS) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._event: ProgressEvent | None = None
+        self._event_at = self._start = self._printed_at = time.monotonic()
+        self._thread = threading.Thread(target=self._beat, name="carbonsched-heartbeat", daemon=True)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            self._event, self._event_at = event, time.monotonic()
+            self._printed_at = self._event_at
+            print(event.format(), flush=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(1.0, self.interval)):
+            with self._lock:
+                now = time.monotonic()
+                if now - self._printed_at < self.interval:
+                    continue
+                ev = self._event
+                if ev is None:
+                    line = ProgressEvent(now - self._start, "start", -math.inf, math.inf, 0, "still working")
+                else:
+                    line = dataclasses.replace(ev, seconds=ev.seconds + (now - self._event_at),
+                                               message="still working")
+                print(line.format(), flush=True)
+                self._printed_at = now
+
+    def __enter__(self) -> _ProgressPrinter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+
 def _same_file(a: str, b: str) -> bool:
     """Whether paths ``a`` and ``b`` name one file (links, ``..``, other spellings, hard links)."""
     if os.path.realpath(a) == os.path.realpath(b):
@@ -293,6 +347,43 @@ def check_output_dir(text: str | None, flag: str, names: Sequence[str], inputs: 
     return Path(text)
 
 
+def _solve_with_method(args: argparse.Namespace, inst, initial, progress) -> object:
+    """Run ``args.method`` on ``inst`` with the CLI's options; returns its Solution."""
+    if args.method == "monolithic":
+        from carbonsched.formulations.monolithic import solve_monolithic
+
+        return solve_monolithic(inst, time_limit=args.time_limit, gap=args.gap, threads=args.threads,
+                                seed=args.seed, progress=progress, initial=initial)
+    elif args.method == "scip-benders":
+        from carbonsched.decomp.scip_benders import solve_scip_benders
+
+        return solve_scip_benders(inst, time_limit=args.time_limit, gap=args.gap, seed=args.seed, progress=progress)
+    elif args.method == "greedy":
+        from carbonsched.decomp.heuristics import solve_greedy
+
+        return solve_greedy(inst, time_limit=args.time_limit, progress=progress)
+    elif args.method == "local-search":
+        from carbonsched.decomp.heuristics import solve_local_search
+
+        return solve_local_search(inst, initial=initial, time_limit=args.time_limit or 60.0, seed=args.seed,
+                                  progress=progress)
+    else:
+        from carbonsched.decomp.parallel import ParallelConfig
+
+        config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler)
+        if args.method == "benders":
+            from carbonsched.decomp.benders import solve_benders
+
+            return solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
+                                 progress=progress, seed=args.seed)
+        else:
+            from carbonsched.decomp.lagrangian import solve_lagrangian
+
+            close = {"auto": None, "yes": True, "no": False}[args.close]
+            return solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
+                                    close=close, progress=progress, seed=args.seed, primal=args.primal)
+
+
 def _cmd_solve(args: argparse.Namespace) -> int:
     from carbonsched.formulations.checker import check_solution
     from carbonsched.formulations.plan import ComputePlan
@@ -306,40 +397,9 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         initial = ComputePlan.from_solution(Solution.load(args.initial)).validate(inst)
     print(f"{inst.name}: S={inst.n_sites} T={inst.n_periods} J={inst.n_jobs} K={inst.n_classes}; "
           f"method {args.method}, time limit {args.time_limit or 'none'}, gap {args.gap:g}", flush=True)
-    progress = None if args.quiet else _print_progress
-    if args.method == "monolithic":
-        from carbonsched.formulations.monolithic import solve_monolithic
-
-        sol = solve_monolithic(inst, time_limit=args.time_limit, gap=args.gap, threads=args.threads, seed=args.seed,
-                               progress=progress, initial=initial)
-    elif args.method == "scip-benders":
-        from carbonsched.decomp.scip_benders import solve_scip_benders
-
-        sol = solve_scip_benders(inst, time_limit=args.time_limit, gap=args.gap, seed=args.seed, progress=progress)
-    elif args.method == "greedy":
-        from carbonsched.decomp.heuristics import solve_greedy
-
-        sol = solve_greedy(inst, time_limit=args.time_limit, progress=progress)
-    elif args.method == "local-search":
-        from carbonsched.decomp.heuristics import solve_local_search
-
-        sol = solve_local_search(inst, initial=initial, time_limit=args.time_limit or 60.0, seed=args.seed,
-                                 progress=progress)
-    else:
-        from carbonsched.decomp.parallel import ParallelConfig
-
-        config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler)
-        if args.method == "benders":
-            from carbonsched.decomp.benders import solve_benders
-
-            sol = solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                progress=progress, seed=args.seed)
-        else:
-            from carbonsched.decomp.lagrangian import solve_lagrangian
-
-            close = {"auto": None, "yes": True, "no": False}[args.close]
-            sol = solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                   close=close, progress=progress, seed=args.seed, primal=args.primal)
+    printer = None if args.quiet else _ProgressPrinter()
+    with printer if printer is not None else contextlib.nullcontext():
+        sol = _solve_with_method(args, inst, initial, printer)
     sol.save(out)
     report = check_solution(inst, sol)
     print(f"status {sol.status.value}  Z = {sol.objective:.2f} $  bound = {sol.bound:.2f} $  gap = {sol.gap:.3%}  "

@@ -44,7 +44,7 @@ from carbonsched.progress import ProgressCallback
 from pyscipopt import SCIP_LPPARAM
 
 from .cuts import CutPool
-from .engine import DecompositionAlgorithm, EngineOptions, Hub
+from .engine import DecompositionAlgorithm, EngineOptions, Hub, run_algorithm
 from .hooks import DecompositionHooks
 from .parallel import ParallelConfig
 from .rounding import round_fractional_plan
@@ -389,10 +389,5 @@ def solve_benders(inst: Instance, *, time_limit: float | None = None, gap: float
     NoSolutionError
         No feasible plan was found before the solve stopped.
     """
-    unknown = set(options) - set(BendersOptions.__dataclass_fields__)
-    if unknown:
-        raise InputError(f"solve_benders: unknown option(s) {', '.join(sorted(unknown))}")
-    opt = BendersOptions(time_limit=time_limit, gap=gap, config=config or ParallelConfig(), initial=initial,
-                         seed=seed, **options)
-    hub = Hub(inst, "benders", opt, hooks=hooks, progress=progress)
-    return hub.run(BendersAlgorithm(inst, opt))
+    return run_algorithm(inst, "benders", BendersOptions, BendersAlgorithm, hooks=hooks, progress=progress,
+                         time_limit=time_limit, gap=gap, config=config, initial=initial, seed=seed, **options)

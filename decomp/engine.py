@@ -391,3 +391,20 @@ class Hub:
         )
         self.hooks.post_solve(self.state, sol)
         return sol
+
+
+def run_algorithm(inst: Instance, method: str, options_class: type[EngineOptions], algorithm_class: type, *,
+                  hooks: DecompositionHooks | None = None, progress: ProgressCallback | None = None,
+                  **fields: Any) -> Solution:
+    """The short driver of every decomposition: validated options, one hub, the algorithm on it.
+
+    ``fields`` are the options (``time_limit``, ``gap``, ``config``, ... and the algorithm's own); an
+    unknown name raises :class:`InputError` naming it.
+    """
+    unknown = set(fields) - set(options_class.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"solve_{method}: unknown option(s) {', '.join(sorted(unknown))}")
+    if fields.get("config") is None:
+        fields["config"] = ParallelConfig()
+    options = options_class(**fields)
+    return Hub(inst, method, options, hooks=hooks, progress=progress).run(algorithm_class(inst, options))

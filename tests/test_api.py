@@ -304,3 +304,15 @@ def test_greedy_and_local_search_give_checked_solutions_below_the_optimum(name):
     tol = 1e-6 * max(1.0, abs(opt.objective))
     assert greedy.objective <= opt.objective + tol and ls.objective <= opt.objective + tol
     assert ls.objective >= greedy.objective - tol  # local search only improves its start
+
+
+@pytest.mark.parametrize("method", ["lagrangian", "benders"])
+def test_unknown_or_bad_decomposition_options_are_refused_by_name(method):
+    from carbonsched.decomp.benders import solve_benders
+
+    inst = random_small(6)
+    solve = solve_lagrangian if method == "lagrangian" else solve_benders
+    with pytest.raises(InputError, match="bogus"):
+        solve(inst, bogus=1)
+    with pytest.raises(InputError, match="gap"):
+        solve(inst, gap=-1.0)

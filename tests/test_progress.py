@@ -109,3 +109,21 @@ def test_cli_prints_progress_and_logs_at_the_chosen_level(tmp_path, capsys):
     assert "DEBUG carbonsched.decomp.heuristics.greedy" in captured.err
     assert main(["info", str(inst_path), "--log-level", "error"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_cli_prints_a_heartbeat_when_a_phase_reports_nothing(capsys):
+    import time
+
+    from carbonsched.cli import _ProgressPrinter
+    from carbonsched.progress import ProgressEvent
+
+    with _ProgressPrinter(interval=0.2) as printer:
+        printer(ProgressEvent(1.0, "lp", float("-inf"), 123.0, 0, "LP relaxation bound"))
+        time.sleep(1.3)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert "LP relaxation bound" in lines[0]
+    beats = [line for line in lines[1:] if "still working" in line]
+    assert len(beats) >= 2 and all(" lp " in line and "123.00" in line for line in beats)
+    seconds = [float(line.split("s")[0]) for line in lines]
+    assert seconds == sorted(seconds) and seconds[-1] > 1.0
+    assert all("inf" not in line for line in lines)
