@@ -249,13 +249,18 @@ def allocate(inst: Instance, point: FractionalPoint, *, min_mass: float = MIN_MA
 
 
 # ============================================================================ per-site solves
+def _deadline(time_limit: float | None) -> float | None:
+    """``time.time()`` by which a whole step given ``time_limit`` s must end (None without a limit)."""
+    return None if time_limit is None else time.time() + time_limit
+
+
 def _site_calls(inst: Instance, alloc: Allocation, sites, *, gap: float | None, time_limit: float | None,
-                node_limit: int | None) -> dict[int, tuple[tuple, dict]]:
+                node_limit: int | None, deadline: float | None = None) -> dict[int, tuple[tuple, dict]]:
     calls = {}
     for i in sites:
         here = alloc.job_site == i
         calls[int(i)] = ((here, here & alloc.required, alloc.serve_cap[:, i, :], float(alloc.allowance[i])),
-                         {"gap": gap, "time_limit": time_limit, "node_limit": node_limit})
+                         {"gap": gap, "time_limit": time_limit, "node_limit": node_limit, "deadline": deadline})
     return calls
 
 
@@ -299,6 +304,7 @@ def solve_allocation(inst: Instance, pool: SitePool, alloc: Allocation, *, point
         Mandatory jobs could not be placed after the reallocation rounds.
     """
     t0 = time.perf_counter()
+    deadline = _deadline(time_limit)  # the whole step's budget: a worker solves its sites one after another
     S = inst.n_sites
     point = point or FractionalPoint(np.zeros((inst.n_jobs, S)), alloc.serve_cap, np.zeros(S))
     results: dict[int, AllocatedResult] = {}
@@ -308,7 +314,8 @@ def solve_allocation(inst: Instance, pool: SitePool, alloc: Allocation, *, point
     while todo:
         cost = {i: results[i].seconds for i in todo if i in results}
         out = pool.map(SITE_MILP_KIND, make_site_milp, "solve_allocated",
-                       _site_calls(inst, alloc, todo, gap=gap, time_limit=time_limit, node_limit=node_limit),
+                       _site_calls(inst, alloc, todo, gap=gap, time_limit=time_limit, node_limit=node_limit,
+                                   deadline=deadline),
                        cost=cost or None)
         results.update(out)
         failed = [i for i, r in out.items() if not r.has_solution]
@@ -333,9 +340,12 @@ def solve_allocation(inst: Instance, pool: SitePool, alloc: Allocation, *, point
     site_seconds = float(sum(r.seconds for r in results.values()))
     sol = first
     for _ in range(rebalance_rounds):
+        if deadline is not None and time.time() >= deadline:
+            break
         alloc = rebalance(inst, sol, alloc, point)
         out = pool.map(SITE_MILP_KIND, make_site_milp, "solve_allocated",
-                       _site_calls(inst, alloc, range(S), gap=gap, time_limit=time_limit, node_limit=node_limit),
+                       _site_calls(inst, alloc, range(S), gap=gap, time_limit=time_limit, node_limit=node_limit,
+                                   deadline=deadline),
                        cost={i: r.seconds for i, r in results.items()})
         site_seconds += float(sum(r.seconds for r in out.values()))
         if any(not r.has_solution for r in out.values()):
@@ -568,7 +578,8 @@ class GroupSolver:
         self.inst = inst
         self.seed = seed
 
-    def solve(self, prob: GroupProblem, *, gap: float | None = 1e-4, time_limit: float | None = None) -> GroupResult:
+    def solve(self, prob: GroupProblem, *, gap: float | None = 1e-4, time_limit: float | None = None,
+              deadline: float | None = None) -> GroupResult:
         """Solve the group's MILP, started from its current solution.
 
         The model is the joint model restricted to the group's sites (constraints 1–8), with the free
@@ -576,6 +587,9 @@ class GroupSolver:
         the group's share of Z as objective (:func:`site_shares`).
         """
         t0 = time.perf_counter()
+        if deadline is not None:  # groups solved in a row by one worker share the caller's budget
+            left = max(deadline - time.time(), 0.01)
+            time_limit = left if time_limit is None else min(time_limit, left)
         inst = self.inst
         K, T, dt = inst.n_classes, inst.n_periods, inst.period_hours
         sites = np.asarray(prob.sites, dtype=np.int64)
@@ -734,6 +748,7 @@ def improve_by_neighbourhoods(inst: Instance, pool: SitePool, solution: Solution
         improved and the gain.
     """
     t0 = time.perf_counter()
+    deadline = _deadline(time_limit)  # the whole pass: a worker solves its groups one after another
     seen = np.concatenate(groups) if groups else np.zeros(0, np.int64)
     if np.unique(seen).size != seen.size:
         raise ValueError("improve_by_neighbourhoods: the groups must be disjoint")
@@ -765,7 +780,7 @@ def improve_by_neighbourhoods(inst: Instance, pool: SitePool, solution: Solution
                             demand_cap=solution.served[:, g, :].sum(axis=1) + frac[q] * unserved,
                             allowance=allowance, job_site=solution.job_site.copy(), job_start=solution.job_start.copy(),
                             served=solution.served[:, g, :], energy={n: solution.energy[n][g] for n in ENERGY_FIELDS})
-        calls[q] = ((prob,), {"gap": gap, "time_limit": time_limit})
+        calls[q] = ((prob,), {"gap": gap, "time_limit": time_limit, "deadline": deadline})
     out = pool.map(GROUP_KIND, make_group_solver, "solve", calls)
     job_site, job_start = solution.job_site.copy(), solution.job_start.copy()
     served = solution.served.copy()

@@ -393,18 +393,20 @@ class Hub:
         return sol
 
 
-def run_algorithm(inst: Instance, method: str, options_class: type[EngineOptions], algorithm_class: type, *,
+def run_algorithm(inst: Instance, solver_name: str, options_class: type[EngineOptions], algorithm_class: type, *,
                   hooks: DecompositionHooks | None = None, progress: ProgressCallback | None = None,
                   **fields: Any) -> Solution:
     """The short driver of every decomposition: validated options, one hub, the algorithm on it.
+
+    ``solver_name`` is the method recorded in the solution (``benders``, ``lagrangian``).
 
     ``fields`` are the options (``time_limit``, ``gap``, ``config``, ... and the algorithm's own); an
     unknown name raises :class:`InputError` naming it.
     """
     unknown = set(fields) - set(options_class.__dataclass_fields__)
     if unknown:
-        raise InputError(f"solve_{method}: unknown option(s) {', '.join(sorted(unknown))}")
+        raise InputError(f"solve_{solver_name}: unknown option(s) {', '.join(sorted(unknown))}")
     if fields.get("config") is None:
         fields["config"] = ParallelConfig()
     options = options_class(**fields)
-    return Hub(inst, method, options, hooks=hooks, progress=progress).run(algorithm_class(inst, options))
+    return Hub(inst, solver_name, options, hooks=hooks, progress=progress).run(algorithm_class(inst, options))

@@ -78,6 +78,9 @@ POOL_REDUCED_COST = 0.01
 CLOSE_AUTO_MAX_SITE_PERIODS = 1000
 #: The primal sides of the Lagrangian (see LagrangianOptions.primal).
 PRIMAL_MODES = ("auto", "joint", "parallel")
+#: Share of the loop's time limit the joint LP warm start may take (joint / parallel primal side).
+LP_SHARE = 0.25
+LP_SHARE_PARALLEL = 0.5
 #: Sites per group in successive passes of the neighbourhood search.
 NEIGHBOURHOOD_SIZES = (3, 4, 2)
 
@@ -640,8 +643,11 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
         loop_limit = full_limit if not (self.close and full_limit is not None) else (1.0 - opt.close_share) * full_limit
         remaining = lambda: None if loop_limit is None else loop_limit - hub.seconds  # noqa: E731
         hub.set_phase("lp", 0)
-        # the warm start may use at most a quarter of the loop's time
-        lp = lp_relaxation(inst, layout, time_limit=None if loop_limit is None else 0.25 * loop_limit,
+        # the warm start may use at most a quarter of the loop's time; with the parallel primal side half of it,
+        # since the LP is then also the source of the first plan and of the neighbourhoods' seeds (at 300 sites
+        # a 75 s cap cut it off, and the run ended at a 236 % gap from zero multipliers)
+        share = LP_SHARE_PARALLEL if self.parallel_primal else LP_SHARE
+        lp = lp_relaxation(inst, layout, time_limit=None if loop_limit is None else share * loop_limit,
                            route=self.parallel_primal)
         self.lp_bound = lp.bound
         hub.state.info["lp_bound"] = lp.bound

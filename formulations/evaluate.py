@@ -42,7 +42,7 @@ from .energy import EnergyBlock, add_energy_block, idle_energy_arrays, it_power_
 from .plan import ComputePlan, PlanError, check_plan
 from .scip_arrays import ArrayModel
 from .scip_run import STATUS_MAP, configure, note_scip_status, run_scip
-from .site_milp import FAST_SEPARATION_MAX_PERIODS
+from .site_milp import FAST_SEPARATION_MAX_PERIODS, releases_transform
 from .solution import Solution, Trace
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ class SiteEnergySolver:
         self.gen_co2 = np.full(self.gen_ids.size, dt * s.gen_co2[i])
         self._solved = False
 
+    @releases_transform
     def solve(self, it_load_mw: np.ndarray, time_limit: float | None = None, carbon_price: float = 0.0) -> dict:
         """Optimal dispatch of the site for IT load ``it_load_mw`` (T,) in MW.
 

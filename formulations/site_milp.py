@@ -24,8 +24,10 @@ model afterwards, so :meth:`SiteMILP.solve` gives bit-identical results whether 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +41,26 @@ from .scip_arrays import ArrayModel
 from .scip_run import STATUS_MAP, configure, note_scip_status
 
 SCIP_INF = 1e20
+
+
+def releases_transform(solve: Callable) -> Callable:
+    """Decorate a cached site model's solve method: release SCIP's transformed problem right after it.
+
+    Only the built model stays cached in the worker; the next solve transforms it again, as it would after
+    ``freeTransform()`` anyway. Keeping the transformed problems (presolved copy, LP, search data) of every
+    cached site grew each worker to 6.4 GB at 300 sites.
+    """
+
+    @functools.wraps(solve)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return solve(self, *args, **kwargs)
+        finally:
+            if self._solved:
+                self.am.model.freeTransform()
+                self._solved = False
+
+    return wrapper
 #: Site subproblems with at most this many periods use SCIP's fast separation as well as fast presolving.
 #: Both are measured per horizon in docs/benchmarks.md (``bench.site_subproblem_speed``). At 24 periods
 #: they make the site solves 3–4× faster than SCIP's defaults. At 168 periods fast separation makes them
@@ -163,6 +185,7 @@ class SiteMILP:
         self._solved = False
 
     # ------------------------------------------------------------------ solve
+    @releases_transform
     def solve(self, mu: np.ndarray, pi: np.ndarray, lam_c: float, *, time_limit: float | None = None,
               gap: float | None = None, node_limit: int | None = None, deadline: float | None = None,
               start: np.ndarray | None = None) -> SiteResult:
@@ -246,9 +269,10 @@ class SiteMILP:
 
 
     # ------------------------------------------------------------------ allocation mode
+    @releases_transform
     def solve_allocated(self, jobs_allowed: np.ndarray, jobs_required: np.ndarray, serve_cap: np.ndarray,
                         allowance_t: float, *, time_limit: float | None = None, gap: float | None = None,
-                        node_limit: int | None = None) -> AllocatedResult:
+                        node_limit: int | None = None, deadline: float | None = None) -> AllocatedResult:
         """Solve the site's own MILP for its share of an allocation (primal completion).
 
         Only the allocated jobs may run here (the others' x are fixed to 0), the required ones must
@@ -271,6 +295,9 @@ class SiteMILP:
             Upper bounds on y_{k,i,t}, GPUs (clipped to [0, λ_{k,t}]).
         allowance_t : float
             Emission cap Em_i ≤ allowance, t CO2 (``inf``: none).
+        deadline : float, optional
+            Wall-clock time (``time.time()``) by which the solve must end: a worker solving many sites in
+            a row gives each only what is left of the caller's budget.
         time_limit : float, optional
             Seconds for SCIP.
         gap : float, optional
@@ -283,6 +310,9 @@ class SiteMILP:
         AllocatedResult
         """
         t0 = time.perf_counter()
+        if deadline is not None:
+            left = max(deadline - time.time(), 0.01)
+            time_limit = left if time_limit is None else min(time_limit, left)
         am, m = self.am, self.am.model
         if self._solved:
             m.freeTransform()
