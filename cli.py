@@ -667,7 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``carbonsched`` console command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level or DEFAULT_LOG_LEVEL.get(args.command, "warning"))
+    quiet = getattr(args, "quiet", False)  # -q: no progress lines and, unless --log-level says otherwise, no info
+    configure_logging(args.log_level or ("warning" if quiet else DEFAULT_LOG_LEVEL.get(args.command, "warning")))
     if getattr(args, "scip_log", False):
         from carbonsched.formulations.scip_run import show_scip_output
 
