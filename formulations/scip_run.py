@@ -305,7 +305,9 @@ def run_scip(model: Model, *, progress: ProgressCallback | None = None, progress
         handler = TraceEventhdlr(rec, progress, progress_interval)
         model.includeEventhdlr(handler, "carbonsched_trace", "records primal/dual bounds over time")
     model.setParam("misc/catchctrlc", True)  # the status is read below
-    model.optimize()
+    # without the GIL, so that the CLI's heartbeat thread can print during a long root LP (the event
+    # handler's callbacks take the GIL back when SCIP calls them)
+    getattr(model, "optimizeNogil", model.optimize)()
     scip_status = model.getStatus()
     note_scip_status(scip_status, raise_interrupt=raise_interrupt)
     has_sol = model.getNSols() > 0
