@@ -276,9 +276,16 @@ class Hub:
         st.seconds, st.bound, st.incumbent = self.seconds, self.tracker.bound, self.tracker.incumbent
 
     def set_phase(self, phase: str, iteration: int | None = None) -> None:
+        """Enter ``phase``; a new phase is announced to ``progress`` (no trace row), so that a long phase
+        that reports nothing until it ends (the LP warm start at 300 sites: 110 s) is named on screen."""
+        changed = phase != self.state.phase
         self.state.phase = phase
         if iteration is not None:
             self.state.iteration = iteration
+        if changed and self.progress is not None:
+            self._sync()
+            self.progress(ProgressEvent(self.seconds, phase, self.primal, self.bound, self.state.iteration,
+                                        f"{phase} phase"))
 
     def pre_iteration(self, iteration: int) -> None:
         self.state.iteration = iteration

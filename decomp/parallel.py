@@ -44,10 +44,23 @@ BACKENDS = ("loky", "dask", "sequential")
 #: With per-site cost estimates, sites are packed into at most this many chunks per worker.
 CHUNKS_PER_WORKER = 4
 
-#: Default growth a loky worker may show before it is replaced, MB. loky's own default (300 MB, with psutil
+#: Least growth a loky worker may show before it is replaced, MB. loky's own default (300 MB, with psutil
 #: installed) restarted workers that merely held their cached site models at 100 sites, and each restart
 #: rebuilt those models; the guard stays, at a size that means a real leak.
 DEFAULT_WORKER_MEMORY_MB = 4096.0
+#: Share of the machine's memory the workers may grow to together (the default bound is this share split
+#: between them, at least DEFAULT_WORKER_MEMORY_MB): at 300 sites a worker holds 5.9 GB of site models, and
+#: a fixed 4 GB guard replaced workers 12 times in a 600 s run.
+WORKER_MEMORY_SHARE = 0.6
+
+
+def default_worker_memory_mb(n_workers: int) -> float:
+    """Growth bound per worker, MB: :data:`WORKER_MEMORY_SHARE` of physical memory split over the workers."""
+    try:
+        total_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (ValueError, OSError, AttributeError):
+        return DEFAULT_WORKER_MEMORY_MB
+    return max(DEFAULT_WORKER_MEMORY_MB, WORKER_MEMORY_SHARE * total_mb / max(n_workers, 1))
 
 #: Prefix of the pool's temporary folder: ``carbonsched-pool-<owner pid>-<random>``.
 POOL_DIR_PREFIX = "carbonsched-pool-"
@@ -181,21 +194,24 @@ class ParallelConfig:
     scheduler : str, optional
         Dask scheduler address; without one a local cluster of ``n_jobs`` workers is started (and
         stopped with the pool).
-    worker_memory_mb : float
+    worker_memory_mb : float, optional
         Growth of a loky worker's memory (MB, since its first task) past which it is replaced; its
-        site models are then rebuilt elsewhere, with identical results.
+        site models are then rebuilt elsewhere, with identical results. Default: 60 % of the machine's
+        memory split over the workers, at least 4 GB (:func:`default_worker_memory_mb`).
     """
 
     n_jobs: int = 1
     backend: str = "loky"
     scheduler: str | None = None
-    worker_memory_mb: float = DEFAULT_WORKER_MEMORY_MB
+    worker_memory_mb: float | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise InputError(f"--backend: must be one of {', '.join(BACKENDS)} (got {self.backend!r})")
         if not isinstance(self.n_jobs, int) or self.n_jobs < 1:
             raise InputError(f"--jobs: must be an integer >= 1 (got {self.n_jobs!r})")
+        if self.worker_memory_mb is None:
+            self.worker_memory_mb = default_worker_memory_mb(self.n_jobs)
         if not (self.worker_memory_mb > 0):
             raise InputError(f"worker_memory_mb: must be > 0 (got {self.worker_memory_mb!r})")
 

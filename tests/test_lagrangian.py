@@ -200,8 +200,9 @@ def test_progress_events():
     events: list[ProgressEvent] = []
     sol = solve_lagrangian(inst, iteration_limit=2, progress=events.append, close=False)
     assert all(isinstance(e, ProgressEvent) for e in events)
-    assert events[0].phase == "lp" and "LP relaxation bound" in events[0].message
-    its = [e for e in events if e.phase == "iteration"]
+    assert events[0].phase == "lp" and events[0].message == "lp phase"  # a phase is named when it starts
+    assert "LP relaxation bound" in events[1].message
+    its = [e for e in events if e.phase == "iteration" and e.message.startswith("L ")]
     assert [e.iteration for e in its] == [1, 2] and all("L " in e.message and "sub" in e.message for e in its)
     assert events[-1].phase == "done" and events[-1].primal == sol.objective and events[-1].bound == sol.bound
     seconds = [e.seconds for e in events]
