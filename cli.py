@@ -402,7 +402,9 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         sol = _solve_with_method(args, inst, initial, printer)
     sol.save(out)
     report = check_solution(inst, sol)
-    print(f"status {sol.status.value}  Z = {sol.objective:.2f} $  bound = {sol.bound:.2f} $  gap = {sol.gap:.3%}  "
+    bound = f"{sol.bound:.2f} $" if math.isfinite(sol.bound) else "- (none proven)"
+    gap = f"{sol.gap:.3%}" if math.isfinite(sol.gap) else "-"
+    print(f"status {sol.status.value}  Z = {sol.objective:.2f} $  bound = {bound}  gap = {gap}  "
           f"certified {'yes' if sol.certified else 'no'}  emissions = {sol.emissions_t:.2f} t  "
           f"({sol.wall_seconds:.1f} s)")
     print(f"check: {'OK' if report.ok else 'INVALID'}; wrote {out}")

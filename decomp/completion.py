@@ -43,6 +43,7 @@ from carbonsched.formulations.site_milp import (
     SiteResult,
     balance_dispatch,
     busy_gpus,
+    limit_by_deadline,
     make_site_milp,
 )
 from carbonsched.formulations.solution import ENERGY_FIELDS, Solution
@@ -587,9 +588,7 @@ class GroupSolver:
         the group's share of Z as objective (:func:`site_shares`).
         """
         t0 = time.perf_counter()
-        if deadline is not None:  # groups solved in a row by one worker share the caller's budget
-            left = max(deadline - time.time(), 0.01)
-            time_limit = left if time_limit is None else min(time_limit, left)
+        time_limit = limit_by_deadline(time_limit, deadline)  # groups solved in a row share the budget
         inst = self.inst
         K, T, dt = inst.n_classes, inst.n_periods, inst.period_hours
         sites = np.asarray(prob.sites, dtype=np.int64)

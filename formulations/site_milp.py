@@ -43,6 +43,18 @@ from .scip_run import STATUS_MAP, configure, note_scip_status
 SCIP_INF = 1e20
 
 
+def limit_by_deadline(time_limit: float | None, deadline: float | None) -> float | None:
+    """The time limit of one solve, s: ``time_limit`` tightened to what is left before ``deadline``.
+
+    ``deadline`` is a ``time.time()`` by which a whole step must end; a worker that solves many sites
+    or groups in a row gives each only what is left of it (at least 0.01 s).
+    """
+    if deadline is None:
+        return time_limit
+    left = max(deadline - time.time(), 0.01)
+    return left if time_limit is None else min(time_limit, left)
+
+
 def releases_transform(solve: Callable) -> Callable:
     """Decorate a cached site model's solve method: release SCIP's transformed problem right after it.
 
@@ -217,9 +229,7 @@ class SiteMILP:
         SiteResult
         """
         t0 = time.perf_counter()
-        if deadline is not None:
-            left = max(deadline - time.time(), 0.01)
-            time_limit = left if time_limit is None else min(time_limit, left)
+        time_limit = limit_by_deadline(time_limit, deadline)
         am, m = self.am, self.am.model
         if self._solved:
             m.freeTransform()
@@ -310,9 +320,7 @@ class SiteMILP:
         AllocatedResult
         """
         t0 = time.perf_counter()
-        if deadline is not None:
-            left = max(deadline - time.time(), 0.01)
-            time_limit = left if time_limit is None else min(time_limit, left)
+        time_limit = limit_by_deadline(time_limit, deadline)
         am, m = self.am, self.am.model
         if self._solved:
             m.freeTransform()

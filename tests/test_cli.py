@@ -120,3 +120,12 @@ def test_solve_with_a_decomposition_writes_a_checked_file(tmp_path, method):
     assert sol.method == method and sol.certified
     assert check_solution(load(inst_path), sol).ok
     assert "inf" not in proc.stdout and "-0.000" not in proc.stdout
+
+
+def test_a_heuristic_solve_prints_no_inf(tmp_path):
+    inst_path = tmp_path / "p.h5"
+    assert main(["generate", "--preset", "paper", "-o", str(inst_path)]) == 0
+    proc = run_cli("solve", str(inst_path), "--method", "greedy", "-o", str(tmp_path / "g.h5"))
+    assert proc.returncode == 0, proc.stderr
+    assert "inf" not in proc.stdout.replace("info", "") and "nan" not in proc.stdout
+    assert "bound = - (none proven)" in proc.stdout
