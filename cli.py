@@ -302,6 +302,13 @@ def _check_folder_writable(folder: str, flag: str) -> None:
     os.unlink(probe)
 
 
+def _refuse_inputs(target: str, flag: str, inputs: dict[str, str | None]) -> None:
+    """Refuse an output ``target`` that is one of the run's ``inputs`` (argument name -> path)."""
+    for name, path in inputs.items():
+        if path and _same_file(target, path):
+            raise InputError(f"{flag}: '{target}' is the {name} file '{path}'; a run never writes over its inputs")
+
+
 def check_output_file(text: str, flag: str, inputs: dict[str, str | None]) -> Path:
     """Check an output file argument before any work starts; return its path.
 
@@ -317,9 +324,7 @@ def check_output_file(text: str, flag: str, inputs: dict[str, str | None]) -> Pa
     folder = os.path.dirname(real)
     if not os.path.isdir(folder):
         raise InputError(f"{flag}: folder '{os.path.dirname(text) or '.'}' does not exist")
-    for name, path in inputs.items():
-        if path and _same_file(text, path):
-            raise InputError(f"{flag}: '{text}' is the {name} file '{path}'; a run never writes over its inputs")
+    _refuse_inputs(text, flag, inputs)
     _check_folder_writable(folder, flag)
     return Path(text)
 
@@ -340,9 +345,7 @@ def check_output_dir(text: str | None, flag: str, names: Sequence[str], inputs: 
         target = os.path.join(text, f"{name}.h5")
         if os.path.isdir(target):
             raise InputError(f"{flag}: '{target}' is a directory")
-        for arg, path in inputs.items():
-            if path and _same_file(target, path):
-                raise InputError(f"{flag}: '{target}' is the {arg} file '{path}'; a run never writes over its inputs")
+        _refuse_inputs(target, flag, inputs)
     _check_folder_writable(text, flag)
     return Path(text)
 

@@ -16,8 +16,8 @@ Every decomposition (Benders, the Lagrangian) is a short :class:`DecompositionAl
 - the status rule and the final :class:`~carbonsched.formulations.solution.Solution`; Ctrl-C and
   SIGTERM end the run with its best solution and status ``interrupted``.
 
-Primal heuristics are components (:class:`PrimalHeuristic`) that any algorithm runs through
-:meth:`Hub.run_heuristics`, on the same pool, their plans or solutions offered to the same hub.
+Primal components (``decomp.rounding``, ``decomp.completion``) run on the hub's pool and hand their
+plans or solutions to :meth:`Hub.offer`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,20 +85,6 @@ class EngineOptions:
             raise InputError(f"initial: must be a ComputePlan or None (got {type(self.initial).__name__})")
 
 
-class PrimalHeuristic:
-    """A primal component any algorithm can run: it proposes plans or solutions from the hub's state.
-
-    Subclasses set ``name`` and implement :meth:`propose`; the hub scores plans exactly (solutions
-    must already be feasible and exactly scored) and keeps the best.
-    """
-
-    name = "heuristic"
-
-    def propose(self, hub: Hub) -> Iterable[ComputePlan | Solution]:
-        """Candidate plans or solutions (empty by default)."""
-        return ()
-
-
 class DecompositionAlgorithm:
     """An algorithm on the hub: ``run`` drives its phases and returns the status it stopped with."""
 
@@ -152,7 +137,6 @@ class Hub:
         self.tracker = BoundTracker()
         self.state = SolveState(inst=inst, method=method)
         self.pool: SitePool | None = None
-        self.heuristics: list[PrimalHeuristic] = []
         self._seen: set[bytes] = set()
 
     # ------------------------------------------------------------------ clock
@@ -261,14 +245,6 @@ class Hub:
         if isinstance(candidate, Solution):
             return self.offer_solution(candidate, source)
         return self.offer_plan(candidate, source)
-
-    def run_heuristics(self) -> None:
-        """Run every registered primal component and offer what it proposes."""
-        for heur in self.heuristics:
-            if self.out_of_time() and self.incumbent is not None:
-                return
-            for cand in heur.propose(self):
-                self.offer(cand, heur.name)
 
     # ------------------------------------------------------------------ hooks and progress
     def _sync(self) -> None:

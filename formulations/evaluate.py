@@ -187,9 +187,7 @@ class SiteEnergySolver:
         """
         t0 = time.perf_counter()
         m = self.am.model
-        if self._solved:
-            m.freeTransform()
-        self._solved = True
+        self._solved = True  # @releases_transform frees the transformed problem after this solve
         rhs = -self.inst.sites.pue[self.site] * np.asarray(it_load_mw, dtype=np.float64)
         self.am.set_row_bounds(self.rows, lhs=rhs, rhs=rhs)
         lam = float(carbon_price)

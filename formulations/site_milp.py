@@ -231,8 +231,6 @@ class SiteMILP:
         t0 = time.perf_counter()
         time_limit = limit_by_deadline(time_limit, deadline)
         am, m = self.am, self.am.model
-        if self._solved:
-            m.freeTransform()
         mu = np.asarray(mu, np.float64)
         pi = np.asarray(pi, np.float64).reshape(self.n_classes, self.n_periods)
         if self.x_job.size:
@@ -322,8 +320,6 @@ class SiteMILP:
         t0 = time.perf_counter()
         time_limit = limit_by_deadline(time_limit, deadline)
         am, m = self.am, self.am.model
-        if self._solved:
-            m.freeTransform()
         J, K, T = self.n_jobs, self.n_classes, self.n_periods
         allowed = np.asarray(jobs_allowed, dtype=bool).reshape(J)
         required = np.asarray(jobs_required, dtype=bool).reshape(J) & allowed
@@ -373,6 +369,7 @@ class SiteMILP:
         finally:
             # back to the Lagrangian model: all placements open, no required job, y ≤ λ, no emission cap
             m.freeTransform()
+            self._solved = False
             if self.x_job.size:
                 am.set_var_data(self.cb.x, ub=1.0)
             if self.y_ids.size:
