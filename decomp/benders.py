@@ -30,9 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from carbonsched.errors import CarbonschedError, InputError
 from carbonsched.formulations.baselines import energy_only_plan
-from carbonsched.formulations.benders_master import BendersMaster, Cut, build_benders_master
+from carbonsched.formulations.benders_master import BendersMaster, build_benders_master
 from carbonsched.formulations.diagnose import diagnose_mandatory
-from carbonsched.formulations.joint import compute_arrays
 from carbonsched.formulations.lp_relaxation import solve_lp_relaxation
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_arrays import add_csr_rows
@@ -43,6 +42,7 @@ from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback
 from pyscipopt import SCIP_LPPARAM
 
+from .benders_tree import BendersCutHandler, cut_from_result
 from .cuts import CutPool
 from .engine import DecompositionAlgorithm, EngineOptions, Hub, run_algorithm
 from .hooks import DecompositionHooks
@@ -50,6 +50,9 @@ from .parallel import ParallelConfig
 from .rounding import round_fractional_plan
 
 log = logging.getLogger(__name__)
+
+#: How the MILP master is searched (BendersOptions.master).
+MASTER_MODES = ("single-tree", "multi-tree")
 
 
 @dataclass
@@ -67,7 +70,12 @@ class BendersOptions(EngineOptions):
     cut_age_limit : int
         MILP iterations a cut may stay slack before it leaves the master (it stays in the pool).
     max_iterations : int
-        MILP master iterations.
+        MILP master iterations (multi-tree master only).
+    master : {"single-tree", "multi-tree"}
+        How the MILP master is searched after the root loop. ``single-tree`` (branch-and-Benders-cut,
+        :mod:`carbonsched.decomp.benders_tree`): one SCIP search whose integral candidates are checked
+        against the site LPs, cuts added as lazy constraints. ``multi-tree``: the master MILP is rebuilt
+        from the cut pool and solved again after every round of cuts (docs/decomposition.md compares them).
     lp_warm_start : bool
         Solve the joint LP relaxation first (:func:`formulations.lp_relaxation.solve_lp_relaxation`):
         its optimum is a valid bound, its rounded solution a candidate plan, and its energy-side values
@@ -83,6 +91,7 @@ class BendersOptions(EngineOptions):
     master_gap_share: float = 0.25
     cut_age_limit: int = 8
     max_iterations: int = 200
+    master: str = "single-tree"
     lp_warm_start: bool = True
     lp_share: float = 0.25
 
@@ -92,25 +101,14 @@ class BendersOptions(EngineOptions):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 0):
                 raise InputError(f"{name}: must be an integer >= 0 (got {v!r})")
+        if self.master not in MASTER_MODES:
+            raise InputError(f"master: must be one of {', '.join(MASTER_MODES)} (got {self.master!r})")
         if not 0.0 < self.stabilization <= 1.0:
             raise InputError(f"stabilization: must be in (0, 1] (got {self.stabilization!r})")
         for name in ("master_gap_share", "lp_share"):
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:
                 raise InputError(f"{name}: must be in (0, 1] (got {v!r})")
-
-
-def plan_from_master(master: BendersMaster, values: np.ndarray) -> ComputePlan:
-    """The compute plan (job placements, routing) of a master solution."""
-    inst, cb = master.inst, master.compute
-    job_site, job_start, served = compute_arrays(inst, cb.placements, cb.x, cb.y, values)
-    # round-off must not push a class above its demand
-    total = served.sum(axis=1)
-    over = total > inst.inference.demand
-    if over.any():
-        scale = np.where(over, inst.inference.demand / np.maximum(total, 1e-300), 1.0)
-        served *= scale[:, None, :]
-    return ComputePlan(job_site=job_site, job_start=job_start, served=served)
 
 
 def round_lp_plan(master: BendersMaster, values: np.ndarray) -> ComputePlan:
@@ -172,10 +170,13 @@ class BendersAlgorithm(DecompositionAlgorithm):
         self.subproblem_seconds = 0.0
         self.master_seconds = 0.0
         self.hub: Hub | None = None
+        #: SCIP's objective limit in the single-tree master (the hub's incumbent value when it started).
+        self.objective_limit = -math.inf
+        self.tree_figures: dict[str, int] = {}
 
     def extra(self) -> dict:
         return {"cuts": self.cuts.size, "subproblem_seconds": self.subproblem_seconds,
-                "master_seconds": self.master_seconds}
+                "master_seconds": self.master_seconds, "master": self.opt.master, **self.tree_figures}
 
     # ------------------------------------------------------------------ helpers
     def record(self) -> None:
@@ -249,11 +250,11 @@ class BendersAlgorithm(DecompositionAlgorithm):
             hub.offer_bound(bound, "master LP")
             sep = point if core is None else alpha * point + (1 - alpha) * core
             results = self.separate(sep)
-            cuts = [Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)]
+            cuts = [cut_from_result(i, r) for i, r in enumerate(results)]
             viol = self.cuts.violation_of(cuts, point, theta)
             if core is not None and viol.max(initial=0.0) <= 1e-6 * max(1.0, abs(bound)):
                 results = self.separate(point)  # the stabilized cut missed: separate the optimum
-                cuts = [Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)]
+                cuts = [cut_from_result(i, r) for i, r in enumerate(results)]
                 viol = self.cuts.violation_of(cuts, point, theta)
             new = [c for c, v in zip(cuts, viol, strict=True) if v > 1e-7 * max(1.0, abs(c.constant))]
             self.cuts.add(new, iteration=0)
@@ -302,9 +303,9 @@ class BendersAlgorithm(DecompositionAlgorithm):
             values = master.am.values()
             point = master.point(values)
             theta = values[master.theta]
-            hub.offer_plan(plan_from_master(master, values), "master")
+            hub.offer_plan(master.plan(values), "master")
             results = self.separate(point)
-            cuts = [Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)]
+            cuts = [cut_from_result(i, r) for i, r in enumerate(results)]
             viol = self.cuts.violation_of(cuts, point, theta)
             tol = 1e-7 * max(1.0, abs(hub.bound))
             new = [c for c, v in zip(cuts, viol, strict=True) if v > tol]
@@ -323,6 +324,45 @@ class BendersAlgorithm(DecompositionAlgorithm):
                 tighten = True
         return SolveStatus.ITERATION_LIMIT
 
+    def branch_and_cut(self) -> SolveStatus:
+        """One SCIP search over the master with every pool cut, site LPs checked at each candidate."""
+        hub = self.hub
+        hub.set_phase("master")
+        master = build_benders_master(self.inst, self.cuts.active(0, 1 << 40))
+        model = master.model
+        handler = BendersCutHandler(self, master)
+        model.includeConshdlr(handler, "carbonsched_benders", "site value functions theta_i <= phi_i(m_i)",
+                              enfopriority=-1_000_000, chckpriority=-1_000_000)
+        model.addPyCons(model.createCons(handler, "site_values", initial=False, separate=False, propagate=False))
+        # components are solved in sub-SCIPs that do not have the handler
+        model.setParam("constraints/components/maxprerounds", 0)
+        model.setParam("constraints/components/propfreq", -1)
+        if hub.incumbent is not None:
+            self.objective_limit = hub.primal
+            model.setObjlimit(hub.primal)
+        configure(model, time_limit=hub.remaining(), gap=self.opt.gap, seed=self.opt.seed)
+        t, sub0 = time.perf_counter(), self.subproblem_seconds
+        run = run_scip(model, record_trace=False, raise_interrupt=False,
+                       own_interrupt=lambda: handler.stop_requested or handler.error is not None)
+        self.master_seconds += (time.perf_counter() - t) - (self.subproblem_seconds - sub0) - handler.scoring_seconds
+        self.tree_figures = {"tree_nodes": run.nodes, "tree_rounds": handler.rounds, "tree_cuts": handler.cuts_added,
+                             "tree_candidates_accepted": handler.candidates_accepted,
+                             "tree_scoring_seconds": round(handler.scoring_seconds, 3)}
+        if handler.error is not None:
+            raise handler.error
+        if run.scip_status in ("infeasible", "inforunbd") and hub.incumbent is None:
+            raise diagnose_mandatory(self.inst)
+        # "infeasible" with an objective limit: nothing beats the incumbent, which is optimal
+        dual = self.objective_limit if run.scip_status == "infeasible" else max(run.dual, self.objective_limit)
+        if math.isfinite(dual):
+            hub.offer_bound(dual, "branch-and-cut master")
+        self.record()
+        if hub.gap_reached():
+            return SolveStatus.GAP_LIMIT
+        if run.status == "interrupted" or hub.out_of_time():
+            return SolveStatus.TIME_LIMIT
+        return SolveStatus(run.status) if run.status in SolveStatus._value2member_map_ else SolveStatus.ITERATION_LIMIT
+
     def run(self, hub: Hub) -> SolveStatus:
         self.hub = hub
         inst = self.inst
@@ -336,18 +376,14 @@ class BendersAlgorithm(DecompositionAlgorithm):
             # cuts at the initial solution's point help the first master find good plans
             allowance = _solution_allowance(inst, hub.incumbent)
             results = self.separate(_point_from_solution(inst, hub.incumbent, allowance))
-            self.cuts.add([Cut(i, r.constant, _coef(r)) for i, r in enumerate(results)], iteration=-1)
+            self.cuts.add([cut_from_result(i, r) for i, r in enumerate(results)], iteration=-1)
         self.record()  # the initial plan is the first trace row
         if self.opt.lp_warm_start:
             self.lp_warm_start()
         self.root_loop()
         if hub.gap_reached():
             return SolveStatus.GAP_LIMIT
-        return self.milp_loop()
-
-
-def _coef(result) -> np.ndarray:
-    return np.stack([result.coef[k] for k in ("busy", "bat_charging", "grid_importing", "gen_on", "allowance")])
+        return self.branch_and_cut() if self.opt.master == "single-tree" else self.milp_loop()
 
 
 def solve_benders(inst: Instance, *, time_limit: float | None = None, gap: float = 1e-4,

@@ -44,8 +44,6 @@ from carbonsched.formulations.solution import Solution, SolveStatus, Trace, comp
 from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback, ProgressEvent, ProgressReporter
 
-from .benders import plan_from_master
-
 log = logging.getLogger(__name__)
 
 #: Energy-side commitment variables that live in the master (BendersMaster attribute = EnergyBlock key).
@@ -176,7 +174,7 @@ def solve_scip_benders(inst: Instance, *, time_limit: float | None = None, gap: 
     if not run.has_solution:
         raise NoSolutionError(f"scip-benders found no solution before it stopped ({run.status})")
     convex = all(_subproblem_is_convex(sub) for sub in subproblems.values())
-    plan = plan_from_master(master, master.am.values())
+    plan = master.plan(master.am.values())
     left = None if time_limit is None else max(time_limit - (time.perf_counter() - t0), 1.0)
     report("scoring", -run.primal, -run.dual, run.nodes, message="exact evaluation of the master's plan",
            force=True)

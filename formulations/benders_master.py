@@ -19,7 +19,8 @@ import scipy.sparse as sp
 from carbonsched.instances.schema import Instance
 
 from .energy import add_masked_rows, add_min_up_down_rows, has_battery, has_generator, shifted_ids
-from .joint import ComputeBlock, add_compute_block
+from .joint import ComputeBlock, add_compute_block, compute_arrays
+from .plan import ComputePlan
 from .scip_arrays import ArrayModel
 from .site_lp import MASTER_KINDS
 
@@ -113,6 +114,17 @@ class BendersMaster:
         out[:, 2, :] = importing[:, None]
         out[:, 4, 0] = inst.carbon_budget_t if math.isfinite(inst.carbon_budget_t) else 1e15
         return out
+
+    def plan(self, values: np.ndarray) -> ComputePlan:
+        """The compute plan (job placements, routing) of a master solution's values (id order)."""
+        inst, cb = self.inst, self.compute
+        job_site, job_start, served = compute_arrays(inst, cb.placements, cb.x, cb.y, values)
+        # round-off must not push a class above its demand
+        total = served.sum(axis=1)
+        over = total > inst.inference.demand
+        if over.any():
+            served *= np.where(over, inst.inference.demand / np.maximum(total, 1e-300), 1.0)[:, None, :]
+        return ComputePlan(job_site=job_site, job_start=job_start, served=served)
 
     def point(self, values: np.ndarray) -> np.ndarray:
         """(S, 5, T) master point from a value vector (fixed values where no variable)."""

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -287,7 +287,8 @@ class RunResult:
 
 def run_scip(model: Model, *, progress: ProgressCallback | None = None, progress_interval: float = 2.0,
              t0: float | None = None, record_trace: bool = True,
-             initial_primal: float | None = None, raise_interrupt: bool = True) -> RunResult:
+             initial_primal: float | None = None, raise_interrupt: bool = True,
+             own_interrupt: Callable[[], bool] | None = None) -> RunResult:
     """Optimize ``model`` recording the trace.
 
     SCIP handles Ctrl-C itself: with ``raise_interrupt`` (the default, for solves inside a loop) the
@@ -296,6 +297,9 @@ def run_scip(model: Model, *, progress: ProgressCallback | None = None, progress
     ``progress`` receives :class:`ProgressEvent` with SCIP's bounds in the model's sense (see
     :class:`TraceEventhdlr`); ``record_trace=False`` skips the event handler (a model re-solved in a
     loop can include it once only) and with it the progress events.
+
+    ``own_interrupt()`` True after the solve says that the caller's own plugin stopped it
+    (``interruptSolve``): status ``interrupted`` then, but neither Ctrl-C nor counted as one.
     """
     t0 = time.perf_counter() if t0 is None else t0
     rec = TraceRecorder(t0)
@@ -309,7 +313,10 @@ def run_scip(model: Model, *, progress: ProgressCallback | None = None, progress
     # handler's callbacks take the GIL back when SCIP calls them)
     getattr(model, "optimizeNogil", model.optimize)()
     scip_status = model.getStatus()
-    note_scip_status(scip_status, raise_interrupt=raise_interrupt)
+    if scip_status == SCIP_USER_INTERRUPT and own_interrupt is not None and own_interrupt():
+        note_scip_status("stopped by the caller")  # read, not an interrupt
+    else:
+        note_scip_status(scip_status, raise_interrupt=raise_interrupt)
     has_sol = model.getNSols() > 0
     primal = _primal(model.getPrimalbound()) if has_sol else -math.inf
     dual = _primal(model.getDualbound())

@@ -16,6 +16,8 @@ from carbonsched.decomp.parallel import ParallelConfig
 from carbonsched.formulations.checker import check_solution
 from carbonsched.formulations.monolithic import solve_monolithic
 from carbonsched.formulations.plan import ComputePlan
+from carbonsched.instances.generator import generate
+from carbonsched.instances.schema import Instance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -119,3 +121,30 @@ def test_window_sum_kernel_equals_reference(n_sites, n_periods, n_placements, se
     np.testing.assert_allclose(
         busy_coefficients_on_placements(busy_coef, site, start, duration, gpus),
         busy_coefficients_on_placements_reference(busy_coef, site, start, duration, gpus), rtol=1e-12, atol=1e-9)
+
+
+def dense_instance(seed: int, sites: int, periods: int, budget_share: float) -> Instance:
+    """Jobs may run at every site; the carbon budget cut to ``budget_share`` of the generator's."""
+    inst = generate(sites=sites, periods=periods, jobs=2 * sites, classes=2, seed=seed, job_sites=sites)
+    inst.carbon_budget_t = round(budget_share * inst.carbon_budget_t, 3)
+    return inst
+
+
+@settings(max_examples=3, deadline=None, derandomize=False)
+@given(seed=st.integers(0, 10_000), budget_share=st.sampled_from([0.5, 0.7, 1.0]))
+def test_branch_and_cut_reaches_the_optimum_when_jobs_may_run_anywhere(seed, budget_share):
+    sol, opt = assert_benders_matches_monolithic(dense_instance(seed, 3, 12, budget_share))
+    assert sol.extra["master"] == "single-tree"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_branch_and_cut_with_48_periods_and_a_binding_budget(seed):
+    inst = dense_instance(seed, 4, 48, 0.5)
+    sol, opt = assert_benders_matches_monolithic(inst, time_limit=300)
+    assert opt.emissions_t >= 0.999 * inst.carbon_budget_t  # the budget binds at the optimum
+
+
+def test_multi_tree_master_still_reaches_the_optimum():
+    sol, _ = assert_benders_matches_monolithic(random_small(5), master="multi-tree")
+    assert sol.extra["master"] == "multi-tree"
