@@ -87,6 +87,8 @@ class BendersOptions(EngineOptions):
     lp_warm_start: bool = True
     lp_share: float = 0.25
 
+    resume_free_options = EngineOptions.resume_free_options | {"max_iterations", "root_rounds"}
+
     def validate(self) -> None:
         super().validate()
         for name in ("root_rounds", "cut_age_limit", "max_iterations"):

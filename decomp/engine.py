@@ -26,6 +26,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +77,8 @@ class EngineOptions:
         Checkpoint file to continue from: the run starts at its elapsed seconds (``time_limit`` counts the
         total time), its trace rows first, its incumbent re-scored exactly, its bound kept, and the
         algorithm where it was. It must be of the same method and instance, with the same options
-        (all but ``time_limit``, ``gap``, ``config``, ``initial`` and the checkpoint options).
+        (all but ``time_limit``, ``gap``, ``config``, ``initial``, the checkpoint options and the
+        algorithm's iteration limits: ``resume_free_options``).
     """
 
     time_limit: float | None = None
@@ -109,14 +111,30 @@ class EngineOptions:
             raise InputError(f"checkpoint: '{self.checkpoint}' is the resume file; a run never writes over its inputs")
 
     def resume_key(self) -> dict[str, str]:
-        """The options a resumed run must repeat, name -> repr (all but :data:`RESUME_FREE_OPTIONS`)."""
+        """The options a resumed run must repeat, name -> repr (all but ``resume_free_options``)."""
         return {name: repr(getattr(self, name)) for name in self.__dataclass_fields__
-                if name not in RESUME_FREE_OPTIONS}
+                if name not in self.resume_free_options}
+
+    #: Options a resumed run may change: limits, workers, the first plan and the checkpoint options themselves
+    #: (an algorithm's options class adds its iteration limits).
+    resume_free_options = frozenset({"time_limit", "gap", "config", "initial", "checkpoint", "checkpoint_every",
+                                     "resume"})
 
 
-#: Options a resumed run may change: limits, workers, the first plan and the checkpoint options themselves.
-RESUME_FREE_OPTIONS = frozenset({"time_limit", "gap", "config", "initial", "checkpoint", "checkpoint_every",
-                                 "resume"})
+def _remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Remove temporary files a killed run left beside checkpoint ``path`` (SIGKILL during an atomic write).
+
+    Only names of the exact pattern of :func:`~carbonsched.instances.storage.write_atomically` for this file
+    (``.NAME.<12 hex digits>.tmp``) are removed.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(folder):
+            if pattern.fullmatch(entry):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, entry))
+                    log.info("removed %s, left by a run killed while writing its checkpoint", entry)
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -476,6 +494,9 @@ class Hub:
         resumed = None if self.options.resume is None else self.read_resume(algorithm)
         if self.options.checkpoint is not None:
             algorithm.state_dict()  # an algorithm that cannot be checkpointed is refused before any work
+        for path in (self.options.checkpoint, self.options.resume):
+            if path is not None:
+                _remove_stale_temporaries(path)
         interrupts_before = interrupts_seen()
         try:
             with _sigterm_as_interrupt():
@@ -512,8 +533,9 @@ class Hub:
             status = SolveStatus.TIME_LIMIT if self.out_of_time() else SolveStatus.ITERATION_LIMIT
         self.set_phase("done")
         self.record(f"status {status.value}")
-        if self.options.checkpoint is not None and self._rows_at_checkpoint != len(self.tracker._rows):
-            self.write_checkpoint()  # the final checkpoint, whatever the status
+        if self.options.checkpoint is not None:
+            if self._rows_at_checkpoint != len(self.tracker._rows):
+                self.write_checkpoint()  # the final checkpoint, whatever the status
             self.state.info["checkpoints_written"] = self.checkpoints_written
         best = self.incumbent
         # the solution file holds scalar figures only (state.info also carries arrays and objects for hooks)

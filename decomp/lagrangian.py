@@ -590,6 +590,8 @@ class LagrangianOptions(EngineOptions):
     primal: str = "auto"
     neighbourhood_share: float = 0.15
 
+    resume_free_options = EngineOptions.resume_free_options | {"iteration_limit"}
+
     def validate(self) -> None:
         super().validate()
         if self.primal not in PRIMAL_MODES:
