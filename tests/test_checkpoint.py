@@ -87,7 +87,9 @@ CASES = {
     "lagrangian-bundle": ("lagrangian", dict(close=False), "iteration", 3, "iteration_limit", 8),
     "lagrangian-subgradient": ("lagrangian", dict(close=False, method="subgradient"), "iteration", 3,
                                "iteration_limit", 8),
-    "benders": ("benders", {}, "master", 1, "max_iterations", 6),
+    "lagrangian-parallel-primal": ("lagrangian", dict(close=False, primal="parallel"), "iteration", 2,
+                                   "iteration_limit", 4),
+    "benders": ("benders", {}, "master", 1, "max_iterations", 4),
 }
 
 
