@@ -216,6 +216,7 @@ class Hub:
         self._seen: set[bytes] = set()
         self._last_checkpoint = 0.0  # hub seconds of the last checkpoint written
         self._rows_at_checkpoint = -1  # trace rows it held
+        self._fingerprint_value: str | None = None
         self.checkpoints_written = 0
 
     # ------------------------------------------------------------------ clock
@@ -397,13 +398,13 @@ class Hub:
             log.warning("%s: checkpoint not written: %s", self.method, exc)
             return False
         self._last_checkpoint = self.seconds
-        self._rows_at_checkpoint = len(self.tracker._rows)
+        self._rows_at_checkpoint = self.tracker.n_rows
         self.checkpoints_written += 1
         log.debug("%s: checkpoint written to %s at %.2f s", self.method, path, self._last_checkpoint)
         return True
 
     def _fingerprint(self) -> str:
-        if not hasattr(self, "_fingerprint_value"):
+        if self._fingerprint_value is None:  # hashing a large instance once per run is enough
             self._fingerprint_value = instance_fingerprint(self.inst)
         return self._fingerprint_value
 
@@ -440,11 +441,7 @@ class Hub:
 
     def _restore(self, ckpt: Checkpoint) -> None:
         """Continue the clock, trace and bound of ``ckpt``; re-score its incumbent plan exactly."""
-        tr = ckpt.trace
-        self.tracker.t0 -= ckpt.seconds  # the clock counts the total time of the run
-        self.tracker._rows = [(float(s), float(p), float(d), int(i))
-                              for s, p, d, i in zip(tr.seconds, tr.primal, tr.dual, tr.iteration, strict=True)]
-        self.tracker.offer_bound(ckpt.bound)
+        self.tracker.resume(ckpt.trace, ckpt.seconds, ckpt.bound)  # the clock counts the total time of the run
         self._last_checkpoint = ckpt.seconds
         self.state.info["resumed_at_seconds"] = float(ckpt.seconds)
         self.set_phase("resume", ckpt.iteration)
@@ -534,7 +531,7 @@ class Hub:
         self.set_phase("done")
         self.record(f"status {status.value}")
         if self.options.checkpoint is not None:
-            if self._rows_at_checkpoint != len(self.tracker._rows):
+            if self._rows_at_checkpoint != self.tracker.n_rows:
                 self.write_checkpoint()  # the final checkpoint, whatever the status
             self.state.info["checkpoints_written"] = self.checkpoints_written
         best = self.incumbent
