@@ -120,7 +120,8 @@ def test_state_survives_the_file_and_the_resume(tmp_path, tiny, optimum, case):
     end = load_checkpoint(third).algorithm
     if method == "lagrangian":
         assert sol.extra["iterations"] == end["iterations"] > done
-        assert end["cut_site"].size >= ckpt.algorithm["cut_site"].size if "cut_site" in end else True
+        if "cut_site" in end:  # the bundle keeps the cuts of the first run
+            assert end["cut_site"].size > ckpt.algorithm["cut_site"].size
     else:
         assert end["cut_site"].size >= ckpt.algorithm["cut_site"].size
         assert np.array_equal(end["cut_coef"][:ckpt.algorithm["cut_site"].size], ckpt.algorithm["cut_coef"])
