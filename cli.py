@@ -72,6 +72,8 @@ _seed = _number(int, 0, strict=False, maximum=2**31 - 1)
 
 
 SOLVE_METHODS = ("monolithic", "benders", "lagrangian", "scip-benders", "greedy", "local-search")
+#: The methods that write checkpoints (``--checkpoint``) and resume from them (``--resume``).
+RESUMABLE_METHODS = ("benders", "lagrangian")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--primal", default="auto", choices=("auto", "joint", "parallel"),
                        help="lagrangian: primal side: joint-model polish in this process, or every step per site "
                             "on the workers (auto: joint up to 1000 site-periods; default auto)")
+    solve.add_argument("--checkpoint", metavar="FILE",
+                       help="benders, lagrangian: write the run's state (incumbent, cuts or multipliers, trace) to "
+                            "FILE atomically every --checkpoint-every seconds and when the run ends")
+    solve.add_argument("--checkpoint-every", type=_positive_float, default=60.0, metavar="S",
+                       help="seconds between checkpoints (default 60)")
+    solve.add_argument("--resume", metavar="FILE",
+                       help="benders, lagrangian: continue the run saved in the checkpoint FILE (same instance, "
+                            "method and options; --time-limit counts the total time)")
     solve.add_argument("-o", "--output", required=True, help="solution HDF5 file to write")
     solve.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -374,17 +384,18 @@ def _solve_with_method(args: argparse.Namespace, inst, initial, progress) -> obj
         from carbonsched.decomp.parallel import ParallelConfig
 
         config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler)
+        resumable = {"checkpoint": args.checkpoint, "checkpoint_every": args.checkpoint_every, "resume": args.resume}
         if args.method == "benders":
             from carbonsched.decomp.benders import solve_benders
 
             return solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                 progress=progress, seed=args.seed)
+                                 progress=progress, seed=args.seed, **resumable)
         else:
             from carbonsched.decomp.lagrangian import solve_lagrangian
 
             close = {"auto": None, "yes": True, "no": False}[args.close]
             return solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                    close=close, progress=progress, seed=args.seed, primal=args.primal)
+                                    close=close, progress=progress, seed=args.seed, primal=args.primal, **resumable)
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
@@ -393,7 +404,18 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     from carbonsched.formulations.solution import Solution
     from carbonsched.instances.storage import load
 
-    out = check_output_file(args.output, "--output", {"instance": args.instance, "--initial": args.initial})
+    inputs = {"instance": args.instance, "--initial": args.initial, "--resume": args.resume}
+    if (args.checkpoint is not None or args.resume is not None) and args.method not in RESUMABLE_METHODS:
+        flag = "--checkpoint" if args.checkpoint is not None else "--resume"
+        raise InputError(f"{flag}: only the methods {' and '.join(RESUMABLE_METHODS)} checkpoint and resume "
+                         f"(got --method {args.method})")
+    out = check_output_file(args.output, "--output", inputs)
+    if args.checkpoint is not None:
+        check_output_file(args.checkpoint, "--checkpoint", inputs)
+        if _same_file(args.checkpoint, args.output):
+            raise InputError(f"--checkpoint: '{args.checkpoint}' is also the --output file; give two files")
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise InputError(f"--resume: '{args.resume}': no such file")
     inst = load(args.instance)
     initial = None
     if args.initial is not None:

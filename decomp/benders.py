@@ -43,6 +43,7 @@ from carbonsched.progress import ProgressCallback
 from pyscipopt import SCIP_LPPARAM
 
 from .benders_tree import BendersCutHandler, cut_from_result
+from .checkpoint import StateDict, state_array, state_scalar
 from .cuts import CutPool
 from .engine import DecompositionAlgorithm, EngineOptions, Hub, run_algorithm
 from .hooks import DecompositionHooks
@@ -94,6 +95,8 @@ class BendersOptions(EngineOptions):
     master: str = "single-tree"
     lp_warm_start: bool = True
     lp_share: float = 0.25
+
+    resume_free_options = EngineOptions.resume_free_options | {"max_iterations", "root_rounds"}
 
     def validate(self) -> None:
         super().validate()
@@ -161,6 +164,8 @@ class BendersAlgorithm(DecompositionAlgorithm):
     """The Benders method on the hub (see the module docstring)."""
 
     name = "benders"
+    #: Stages of a run, in order; a checkpoint records the one reached (docs/reliability.md).
+    STAGES = ("start", "lp", "root", "milp", "done")
 
     def __init__(self, inst: Instance, options: BendersOptions) -> None:
         self.inst = inst
@@ -173,6 +178,60 @@ class BendersAlgorithm(DecompositionAlgorithm):
         #: SCIP's objective limit in the single-tree master (the hub's incumbent value when it started).
         self.objective_limit = -math.inf
         self.tree_figures: dict[str, int] = {}
+        # where the run is (what a checkpoint holds with the cut pool and the core point)
+        self.stage = "start"
+        self.root_round = 0  # the next round of the root loop
+        self.next_iteration = 0  # the next MILP master iteration
+        self.tighten = False  # the master is solved to the final gap
+        self.last_master_dual = math.inf
+        self.final_status = SolveStatus.ITERATION_LIMIT.value
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> StateDict:
+        """Stage, root round, master iteration, the whole cut pool (with its aging), the core point."""
+        c = self.cuts
+        d: StateDict = {
+            "stage": self.stage, "root_round": self.root_round, "next_iteration": self.next_iteration,
+            "tighten": int(self.tighten), "last_master_dual": self.last_master_dual,
+            "final_status": self.final_status, "subproblem_seconds": self.subproblem_seconds,
+            "master_seconds": self.master_seconds, "cut_site": c.site, "cut_constant": c.constant,
+            "cut_coef": c.coef, "cut_last_tight": c.last_tight, "cut_violated": c._violated.astype(np.int8),
+        }
+        if self.core is not None:
+            d["core"] = self.core
+        return d
+
+    def load_state_dict(self, state: StateDict) -> None:
+        """Check ``state`` against this instance (InputError naming the field) and continue from it."""
+        S, T = self.inst.n_sites, self.inst.n_periods
+        stage = state_scalar(state, "stage", str)
+        if stage not in self.STAGES:
+            raise InputError(f"/algorithm/stage: must be one of {', '.join(self.STAGES)} (got {stage!r})")
+        if state_scalar(state, "final_status", str) not in SolveStatus._value2member_map_:
+            raise InputError("/algorithm/final_status: not a solve status")
+        for key in ("root_round", "next_iteration"):
+            if state_scalar(state, key, int) < 0:
+                raise InputError(f"/algorithm/{key}: must be >= 0")
+        site = state_array(state, "cut_site", shape=(None,), dtype=np.int64)
+        if ((site < 0) | (site >= S)).any():
+            raise InputError("/algorithm/cut_site: site index out of range")
+        n = site.size
+        pool = CutPool(S, T)
+        pool.site = site
+        pool.constant = state_array(state, "cut_constant", shape=(n,))
+        pool.coef = np.ascontiguousarray(state_array(state, "cut_coef", shape=(n, pool.width)))
+        pool.last_tight = state_array(state, "cut_last_tight", shape=(n,), dtype=np.int64)
+        pool._violated = state_array(state, "cut_violated", shape=(n,), dtype=np.int8).astype(bool)
+        self.core = state_array(state, "core", shape=(S, 5, T)) if "core" in state else None
+        self.cuts = pool
+        self.stage = stage
+        self.root_round = int(state_scalar(state, "root_round", int))
+        self.next_iteration = int(state_scalar(state, "next_iteration", int))
+        self.tighten = bool(state_scalar(state, "tighten", int))
+        self.last_master_dual = float(state_scalar(state, "last_master_dual", float))
+        self.final_status = str(state_scalar(state, "final_status", str))
+        self.subproblem_seconds = float(state_scalar(state, "subproblem_seconds", float))
+        self.master_seconds = float(state_scalar(state, "master_seconds", float))
 
     def extra(self) -> dict:
         return {"cuts": self.cuts.size, "subproblem_seconds": self.subproblem_seconds,
@@ -201,6 +260,7 @@ class BendersAlgorithm(DecompositionAlgorithm):
         hub.set_phase("lp")
         limit = hub.budget(self.opt.lp_share)
         lp = solve_lp_relaxation(self.inst, time_limit=limit)
+        self.stage = "root"
         if not lp.optimal:
             log.info("LP warm start skipped (not solved within %s)", "the limit" if limit is None else f"{limit:.1f} s")
             return
@@ -231,7 +291,7 @@ class BendersAlgorithm(DecompositionAlgorithm):
         lp = master.am.lp_relaxation()
         core = self.core
         alpha = self.opt.stabilization
-        for rnd in range(self.opt.root_rounds):
+        for rnd in range(self.root_round, self.opt.root_rounds):
             if hub.out_of_time():
                 return
             hub.pre_iteration(rnd)
@@ -261,19 +321,23 @@ class BendersAlgorithm(DecompositionAlgorithm):
             if not new or rnd % 10 == 9:
                 hub.offer_plan(round_lp_plan(master, values), "LP rounding")
             hub.post_iteration()
-            self.record()
-            if not new or hub.gap_reached():
-                return
+            finished = not new or hub.gap_reached()
+            # the state a checkpoint at this row holds: this round done, its cuts in the pool, the next core
+            self.root_round = rnd + 1
             core = point if core is None else 0.5 * core + 0.5 * point
+            self.core = core
+            if finished:
+                self.stage = "milp"
+            self.record()
+            if finished:
+                return
             mat, rhs = master.cut_rows(new)
             add_csr_rows(lp, mat.indptr, mat.indices, mat.data, np.full(rhs.size, -np.inf), rhs)
 
     def milp_loop(self) -> SolveStatus:
         hub = self.hub
         hub.set_phase("master")
-        tighten = False
-        last_master_dual = math.inf
-        for it in range(self.opt.max_iterations):
+        for it in range(self.next_iteration, self.opt.max_iterations):
             hub.pre_iteration(it)
             if hub.out_of_time():
                 return SolveStatus.TIME_LIMIT
@@ -285,8 +349,8 @@ class BendersAlgorithm(DecompositionAlgorithm):
             # joint LP may hold far below any master's — at most 5 %), tightening to a share of the
             # requested gap as the bounds meet.
             final_gap = max(self.opt.gap * self.opt.master_gap_share, 1e-9)
-            master_own_gap = compute_gap(hub.primal, last_master_dual)
-            master_gap = final_gap if tighten else max(
+            master_own_gap = compute_gap(hub.primal, self.last_master_dual)
+            master_gap = final_gap if self.tighten else max(
                 final_gap, min(0.05, 0.25 * master_own_gap) if math.isfinite(master_own_gap) else 0.05)
             t = time.perf_counter()
             configure(master.model, time_limit=hub.remaining(), gap=master_gap, seed=self.opt.seed)
@@ -295,11 +359,12 @@ class BendersAlgorithm(DecompositionAlgorithm):
             if run.scip_status in ("infeasible", "inforunbd"):
                 raise diagnose_mandatory(self.inst)
             hub.offer_bound(run.dual, "master MILP")
-            last_master_dual = run.dual
+            self.last_master_dual = run.dual
             if not run.has_solution:
-                self.record()
-                return SolveStatus(run.status) if run.status in SolveStatus._value2member_map_ else \
+                ret = SolveStatus(run.status) if run.status in SolveStatus._value2member_map_ else \
                     SolveStatus.TIME_LIMIT
+                self._finish_iteration(it, ret)
+                return ret
             values = master.am.values()
             point = master.point(values)
             theta = values[master.theta]
@@ -312,16 +377,20 @@ class BendersAlgorithm(DecompositionAlgorithm):
             self.cuts.touch(point, theta, it)
             self.cuts.add(new, iteration=it)
             hub.post_iteration()
-            self.record()
+            ret = None
             if hub.gap_reached():
-                return SolveStatus.GAP_LIMIT
-            if not new and run.status not in ("optimal", "gap_limit"):
-                return SolveStatus(run.status)
-            if not new:
+                ret = SolveStatus.GAP_LIMIT
+            elif not new and run.status not in ("optimal", "gap_limit"):
+                ret = SolveStatus(run.status)
+            elif not new:
                 # θ is exact at the master's solution: what is left is the master's own gap
                 if master_gap <= final_gap:
-                    return SolveStatus.ITERATION_LIMIT
-                tighten = True
+                    ret = SolveStatus.ITERATION_LIMIT
+                else:
+                    self.tighten = True
+            self._finish_iteration(it, ret)
+            if ret is not None:
+                return ret
         return SolveStatus.ITERATION_LIMIT
 
     def branch_and_cut(self) -> SolveStatus:
@@ -356,34 +425,56 @@ class BendersAlgorithm(DecompositionAlgorithm):
         dual = self.objective_limit if run.scip_status == "infeasible" else max(run.dual, self.objective_limit)
         if math.isfinite(dual):
             hub.offer_bound(dual, "branch-and-cut master")
-        self.record()
         if hub.gap_reached():
-            return SolveStatus.GAP_LIMIT
-        if run.status == "interrupted" or hub.out_of_time():
-            return SolveStatus.TIME_LIMIT
-        return SolveStatus(run.status) if run.status in SolveStatus._value2member_map_ else SolveStatus.ITERATION_LIMIT
+            status = SolveStatus.GAP_LIMIT
+        elif run.status == "interrupted" or hub.out_of_time():
+            status = SolveStatus.TIME_LIMIT
+        else:
+            status = SolveStatus(run.status) if run.status in SolveStatus._value2member_map_ else \
+                SolveStatus.ITERATION_LIMIT
+        # a search stopped by the clock resumes from the cut pool (the tree itself is not kept)
+        self._finish_iteration(self.next_iteration, status)
+        return status
+    def _finish_iteration(self, it: int, status: SolveStatus | None) -> None:
+        """Note where the run is (a checkpoint at the trace row resumes there), then record the row.
+
+        A loop ended by a limit of time or an interrupt stays resumable (with more time); a converged one is done.
+        """
+        self.next_iteration = it + 1
+        if status is not None and status not in (SolveStatus.TIME_LIMIT, SolveStatus.INTERRUPTED):
+            self.stage, self.final_status = "done", status.value
+        self.record()
 
     def run(self, hub: Hub) -> SolveStatus:
         self.hub = hub
         inst = self.inst
-        if self.opt.initial is None:
-            hub.set_phase("start", 0)
-            try:
-                hub.offer_plan(energy_only_plan(inst), "energy-only plan")
-            except CarbonschedError as exc:
-                log.info("no energy-only start plan: %s", exc)
-        if hub.incumbent is not None:
-            # cuts at the initial solution's point help the first master find good plans
-            allowance = _solution_allowance(inst, hub.incumbent)
-            results = self.separate(_point_from_solution(inst, hub.incumbent, allowance))
-            self.cuts.add([cut_from_result(i, r) for i, r in enumerate(results)], iteration=-1)
-        self.record()  # the initial plan is the first trace row
-        if self.opt.lp_warm_start:
+        if self.stage != "start":
+            log.info("resumed at stage %s (root round %d, master iteration %d, %d cuts)", self.stage,
+                     self.root_round, self.next_iteration, self.cuts.size)
+        if self.stage == "start":
+            if self.opt.initial is None:
+                hub.set_phase("start", 0)
+                try:
+                    hub.offer_plan(energy_only_plan(inst), "energy-only plan")
+                except CarbonschedError as exc:
+                    log.info("no energy-only start plan: %s", exc)
+            if hub.incumbent is not None:
+                # cuts at the initial solution's point help the first master find good plans
+                allowance = _solution_allowance(inst, hub.incumbent)
+                results = self.separate(_point_from_solution(inst, hub.incumbent, allowance))
+                self.cuts.add([cut_from_result(i, r) for i, r in enumerate(results)], iteration=-1)
+            self.stage = "lp" if self.opt.lp_warm_start else "root"
+            self.record()  # the initial plan is the first trace row
+        if self.stage == "lp":
             self.lp_warm_start()
-        self.root_loop()
-        if hub.gap_reached():
-            return SolveStatus.GAP_LIMIT
-        return self.branch_and_cut() if self.opt.master == "single-tree" else self.milp_loop()
+        if self.stage == "root":
+            self.root_loop()
+            self.stage = "milp"
+            if hub.gap_reached():
+                self.stage, self.final_status = "done", SolveStatus.GAP_LIMIT.value
+        if self.stage == "milp":
+            return self.branch_and_cut() if self.opt.master == "single-tree" else self.milp_loop()
+        return SolveStatus(self.final_status)
 
 
 def solve_benders(inst: Instance, *, time_limit: float | None = None, gap: float = 1e-4,

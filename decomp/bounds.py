@@ -78,6 +78,19 @@ class BoundTracker:
             self._rows.append((offset + float(s), max(self.primal, float(p)), min(self.bound, float(d)),
                                int(iteration)))
 
+    @property
+    def n_rows(self) -> int:
+        """Trace rows recorded so far."""
+        return len(self._rows)
+
+    def resume(self, trace: Trace, seconds: float, bound: float) -> None:
+        """Continue a run stopped at ``seconds`` (s): its trace rows first, its proven ``bound`` ($), the clock
+        counting from ``seconds``."""
+        self.t0 -= float(seconds)
+        self._rows = [(float(s), float(p), float(d), int(i)) for s, p, d, i in
+                      zip(trace.seconds, trace.primal, trace.dual, trace.iteration, strict=True)] + self._rows
+        self.offer_bound(bound)
+
     def trace(self) -> Trace:
         """The unified trace of the rows recorded so far."""
         if not self._rows:

@@ -25,11 +25,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from carbonsched.errors import InputError, NoSolutionError
+from carbonsched.errors import CarbonschedError, InputError, NoSolutionError
 from carbonsched.formulations.evaluate import evaluate
 from carbonsched.formulations.monolithic import solve_monolithic
 from carbonsched.formulations.plan import ComputePlan, PlanError
@@ -39,6 +41,7 @@ from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback, ProgressEvent
 
 from .bounds import BoundTracker
+from .checkpoint import Checkpoint, StateDict, instance_fingerprint, load_checkpoint, save_checkpoint
 from .hooks import DecompositionHooks
 from .parallel import ParallelConfig, SitePool
 from .state import SolveState
@@ -65,6 +68,17 @@ class EngineOptions:
         A plan scored first: the first incumbent.
     seed : int
         SCIP random seed shift of every solve.
+    checkpoint : str or None
+        Checkpoint file written atomically every ``checkpoint_every`` seconds (at the first trace row
+        after they passed) and when the run ends, whatever its status (docs/reliability.md).
+    checkpoint_every : float
+        Seconds between checkpoints, s.
+    resume : str or None
+        Checkpoint file to continue from: the run starts at its elapsed seconds (``time_limit`` counts the
+        total time), its trace rows first, its incumbent re-scored exactly, its bound kept, and the
+        algorithm where it was. It must be of the same method and instance, with the same options
+        (all but ``time_limit``, ``gap``, ``config``, ``initial``, the checkpoint options and the
+        algorithm's iteration limits: ``resume_free_options``).
     """
 
     time_limit: float | None = None
@@ -72,6 +86,9 @@ class EngineOptions:
     config: ParallelConfig = field(default_factory=ParallelConfig)
     initial: ComputePlan | None = None
     seed: int = 0
+    checkpoint: str | None = None
+    checkpoint_every: float = 60.0
+    resume: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first bad option."""
@@ -83,6 +100,51 @@ class EngineOptions:
             raise InputError(f"config: must be a ParallelConfig (got {type(self.config).__name__})")
         if self.initial is not None and not isinstance(self.initial, ComputePlan):
             raise InputError(f"initial: must be a ComputePlan or None (got {type(self.initial).__name__})")
+        for name in ("checkpoint", "resume"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (str, os.PathLike)) and str(value).strip()):
+                raise InputError(f"{name}: must name a file or be None (got {value!r})")
+        if not (isinstance(self.checkpoint_every, (int, float)) and 0.0 < self.checkpoint_every < math.inf):
+            raise InputError(f"checkpoint_every: must be a finite number of seconds > 0 "
+                             f"(got {self.checkpoint_every!r})")
+        if self.checkpoint is not None and self.resume is not None and _same_file(self.checkpoint, self.resume):
+            raise InputError(f"checkpoint: '{self.checkpoint}' is the resume file; a run never writes over its inputs")
+
+    def resume_key(self) -> dict[str, str]:
+        """The options a resumed run must repeat, name -> repr (all but ``resume_free_options``)."""
+        return {name: repr(getattr(self, name)) for name in self.__dataclass_fields__
+                if name not in self.resume_free_options}
+
+    #: Options a resumed run may change: limits, workers, the first plan and the checkpoint options themselves
+    #: (an algorithm's options class adds its iteration limits).
+    resume_free_options = frozenset({"time_limit", "gap", "config", "initial", "checkpoint", "checkpoint_every",
+                                     "resume"})
+
+
+def _remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Remove temporary files a killed run left beside checkpoint ``path`` (SIGKILL during an atomic write).
+
+    Only names of the exact pattern of :func:`~carbonsched.instances.storage.write_atomically` for this file
+    (``.NAME.<12 hex digits>.tmp``) are removed.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(folder):
+            if pattern.fullmatch(entry):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, entry))
+                    log.info("removed %s, left by a run killed while writing its checkpoint", entry)
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (any spelling, links, hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 class DecompositionAlgorithm:
@@ -96,6 +158,19 @@ class DecompositionAlgorithm:
     def extra(self) -> dict[str, Any]:
         """Figures for the final solution's ``extra`` (default none)."""
         return {}
+
+    def state_dict(self) -> StateDict:
+        """The algorithm's state for a checkpoint: arrays and scalars by name.
+
+        It must be consistent whenever the hub records a trace row (checkpoints are written there) and
+        when the run ends, and enough for :meth:`load_state_dict` to continue where it was with a valid
+        bound. An algorithm without it cannot be checkpointed.
+        """
+        raise InputError(f"checkpoint: the {self.name} method cannot be checkpointed")
+
+    def load_state_dict(self, state: StateDict) -> None:
+        """Continue from ``state`` (from :meth:`state_dict`) at the next :meth:`run`; InputError naming a bad field."""
+        raise InputError(f"resume: the {self.name} method cannot be resumed")
 
 
 def _sigterm_as_interrupt() -> contextlib.AbstractContextManager[None]:
@@ -137,7 +212,12 @@ class Hub:
         self.tracker = BoundTracker()
         self.state = SolveState(inst=inst, method=method)
         self.pool: SitePool | None = None
+        self.algorithm: DecompositionAlgorithm | None = None
         self._seen: set[bytes] = set()
+        self._last_checkpoint = 0.0  # hub seconds of the last checkpoint written
+        self._rows_at_checkpoint = -1  # trace rows it held
+        self._fingerprint_value: str | None = None
+        self.checkpoints_written = 0
 
     # ------------------------------------------------------------------ clock
     @property
@@ -292,6 +372,84 @@ class Hub:
         log.debug("%s %s", self.method, event.format())
         if self.progress is not None:
             self.progress(event)
+        every = self.options.checkpoint_every
+        if self.options.checkpoint is not None and self.seconds - self._last_checkpoint >= every:
+            self.write_checkpoint()
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> Checkpoint:
+        """The run's state now: the hub's (clock, bound, incumbent plan, trace, options) and the algorithm's."""
+        inc = self.incumbent
+        plan = None if inc is None else ComputePlan(job_site=inc.job_site, job_start=inc.job_start, served=inc.served)
+        algorithm = {} if self.algorithm is None else self.algorithm.state_dict()
+        return Checkpoint(method=self.method, fingerprint=self._fingerprint(), instance_name=self.inst.name,
+                          seconds=self.seconds, iteration=self.state.iteration, bound=self.bound,
+                          options=self.options.resume_key(), plan=plan, trace=self.tracker.trace(),
+                          algorithm=algorithm)
+
+    def write_checkpoint(self) -> bool:
+        """Write the checkpoint file now (atomically); a failed write is logged and the run goes on."""
+        path = self.options.checkpoint
+        if path is None:
+            return False
+        try:
+            save_checkpoint(path, self.checkpoint())
+        except CarbonschedError as exc:
+            log.warning("%s: checkpoint not written: %s", self.method, exc)
+            return False
+        self._last_checkpoint = self.seconds
+        self._rows_at_checkpoint = self.tracker.n_rows
+        self.checkpoints_written += 1
+        log.debug("%s: checkpoint written to %s at %.2f s", self.method, path, self._last_checkpoint)
+        return True
+
+    def _fingerprint(self) -> str:
+        if self._fingerprint_value is None:  # hashing a large instance once per run is enough
+            self._fingerprint_value = instance_fingerprint(self.inst)
+        return self._fingerprint_value
+
+    def read_resume(self, algorithm: DecompositionAlgorithm) -> Checkpoint:
+        """Load ``options.resume``, refuse another method, instance or option set, hand the algorithm its state.
+
+        Raises
+        ------
+        InputError
+            One line naming the file and the field that does not match (or is corrupted).
+        """
+        path = self.options.resume
+        ckpt = load_checkpoint(path)
+        if ckpt.method != self.method:
+            raise InputError(f"resume: {path}: field 'method' is {ckpt.method!r}, this run is {self.method!r}")
+        if ckpt.fingerprint != self._fingerprint():
+            raise InputError(f"resume: {path}: field 'instance_fingerprint' does not match instance "
+                             f"'{self.inst.name}' (the checkpoint is of '{ckpt.instance_name}')")
+        mine = self.options.resume_key()
+        for name in sorted(set(mine) | set(ckpt.options)):
+            if mine.get(name) != ckpt.options.get(name):
+                raise InputError(f"resume: {path}: option '{name}' is {ckpt.options.get(name, 'absent')} in the "
+                                 f"checkpoint, {mine.get(name, 'absent')} in this run")
+        if ckpt.plan is not None:
+            try:
+                ckpt.plan.validate(self.inst)
+            except PlanError as exc:
+                raise InputError(f"resume: {path}: /incumbent: {exc}") from None
+        try:
+            algorithm.load_state_dict(ckpt.algorithm)
+        except CarbonschedError as exc:
+            raise InputError(f"resume: {path}: {exc}") from None
+        return ckpt
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        """Continue the clock, trace and bound of ``ckpt``; re-score its incumbent plan exactly."""
+        self.tracker.resume(ckpt.trace, ckpt.seconds, ckpt.bound)  # the clock counts the total time of the run
+        self._last_checkpoint = ckpt.seconds
+        self.state.info["resumed_at_seconds"] = float(ckpt.seconds)
+        self.set_phase("resume", ckpt.iteration)
+        if ckpt.plan is not None:
+            self.offer_plan(ckpt.plan, "checkpoint")
+            if self.incumbent is None:
+                log.warning("%s: the checkpoint's incumbent was not re-scored; the run goes on without it", self.method)
+        self.record(f"resumed from {self.options.resume} at {ckpt.seconds:.2f} s")
 
     # ------------------------------------------------------------------ closing phase
     def close_with_joint_milp(self, time_limit: float | None) -> SolveStatus | None:
@@ -329,10 +487,19 @@ class Hub:
             The run stopped before any feasible plan was found.
         """
         status = SolveStatus.ITERATION_LIMIT
+        self.algorithm = algorithm
+        resumed = None if self.options.resume is None else self.read_resume(algorithm)
+        if self.options.checkpoint is not None:
+            algorithm.state_dict()  # an algorithm that cannot be checkpointed is refused before any work
+        for path in (self.options.checkpoint, self.options.resume):
+            if path is not None:
+                _remove_stale_temporaries(path)
         interrupts_before = interrupts_seen()
         try:
             with _sigterm_as_interrupt():
                 self.pool = SitePool(self.inst, self.options.config)
+                if resumed is not None:
+                    self._restore(resumed)
                 if self.options.initial is not None:
                     self.set_phase("start", 0)
                     self.offer_plan(self.options.initial, "initial plan")
@@ -352,6 +519,8 @@ class Hub:
                 self.pool.close()
                 self.pool = None
         if self.incumbent is None:
+            if self.options.checkpoint is not None:
+                self.write_checkpoint()  # the work so far (bounds, cuts) is kept for a resume
             if status is SolveStatus.INTERRUPTED:
                 raise KeyboardInterrupt  # nothing to write: the CLI's "interrupted", status 130
             raise NoSolutionError(f"{self.method}: no feasible plan found before the solve stopped ({status.value})")
@@ -361,6 +530,10 @@ class Hub:
             status = SolveStatus.TIME_LIMIT if self.out_of_time() else SolveStatus.ITERATION_LIMIT
         self.set_phase("done")
         self.record(f"status {status.value}")
+        if self.options.checkpoint is not None:
+            if self._rows_at_checkpoint != self.tracker.n_rows:
+                self.write_checkpoint()  # the final checkpoint, whatever the status
+            self.state.info["checkpoints_written"] = self.checkpoints_written
         best = self.incumbent
         # the solution file holds scalar figures only (state.info also carries arrays and objects for hooks)
         figures = {k: v for k, v in self.state.info.items() if isinstance(v, (bool, int, float, str, np.number))}

@@ -44,6 +44,7 @@ from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback
 from scipy.optimize import linprog
 
+from .checkpoint import StateDict, pack_rows, state_array, state_scalar, unpack_rows
 from .completion import (
     choose_groups,
     complete_from_site_results,
@@ -589,6 +590,8 @@ class LagrangianOptions(EngineOptions):
     primal: str = "auto"
     neighbourhood_share: float = 0.15
 
+    resume_free_options = EngineOptions.resume_free_options | {"iteration_limit"}
+
     def validate(self) -> None:
         super().validate()
         if self.primal not in PRIMAL_MODES:
@@ -618,6 +621,9 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
 
     name = "lagrangian"
 
+    #: Stages of a run, in order; a checkpoint records the one reached (docs/reliability.md).
+    STAGES = ("lp", "lp_plan", "loop", "closing", "done")
+
     def __init__(self, inst: Instance, options: LagrangianOptions) -> None:
         self.inst = inst
         self.opt = options
@@ -630,38 +636,217 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
         small = inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
         self.close = options.close if options.close is not None else small
         self.parallel_primal = options.primal == "parallel" or (options.primal == "auto" and not small)
+        # the run's state (what a checkpoint holds): where it is, the multipliers and the primal side's memory
+        self.stage = "lp"
+        self.z: np.ndarray | None = None  # the multipliers of the first iteration (the LP's duals)
+        self.lp_plan: ComputePlan | None = None
+        self.lp_shares: np.ndarray | None = None
+        self.stepper: BoxBundle | Subgradient | None = None
+        self.recovery: Recovery | None = None
+        self.starts: dict[int, np.ndarray] = {}  # last best solution per site: the next solve's start
+        self.site_seconds: dict[int, float] | None = None  # last solve time per site, balances the workers
+        self.long_search_done = False  # the one longer pool search (POOL_LONG_SHARE) has run
+        self.passes = 0  # neighbourhood passes so far
+        self.last_map_seconds = 0.0  # wall time of the last round of site solves
+        self.loop_status = SolveStatus.ITERATION_LIMIT.value
+        self.final_status = SolveStatus.ITERATION_LIMIT.value
+        self._loaded: StateDict | None = None
 
     def extra(self) -> dict:
         return {"lagrangian_bound": self.lagrangian_bound, "lp_bound": self.lp_bound, "iterations": self.iterations,
                 "multiplier_method": self.opt.method, "closing_seconds": self.closing_seconds,
                 "gap_before_closing": self.gap_before_closing}
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> StateDict:
+        """Stage, iteration, multipliers, the bundle's centre and per-site cuts (or the subgradient state),
+        the warm starts of the site solves, the placement pool and the plans already tried."""
+        d: StateDict = {
+            "stage": self.stage, "iterations": self.iterations, "lagrangian_bound": self.lagrangian_bound,
+            "lp_bound": self.lp_bound, "gap_before_closing": self.gap_before_closing,
+            "closing_seconds": self.closing_seconds, "loop_status": self.loop_status,
+            "final_status": self.final_status, "long_search_done": int(self.long_search_done),
+            "passes": self.passes, "last_map_seconds": self.last_map_seconds,
+        }
+        if self.z is not None:
+            d["z"] = self.z
+        if self.lp_plan is not None:
+            d.update(lp_plan_site=self.lp_plan.job_site, lp_plan_start=self.lp_plan.job_start,
+                     lp_plan_served=self.lp_plan.served)
+        if self.lp_shares is not None:
+            d["lp_shares"] = self.lp_shares
+        if self.recovery is not None:
+            rec = self.recovery
+            d["pool"] = rec.pool.astype(np.int8)
+            d["pool_searched"] = rec._searched
+            d["tried"] = (np.array([np.frombuffer(k, dtype=np.uint8) for k in sorted(rec.tried)])
+                          if rec.tried else np.zeros((0, 16 * self.inst.n_jobs), dtype=np.uint8))
+        sites = sorted(self.starts)
+        d["start_site"] = np.asarray(sites, dtype=np.int64)
+        d["start_values"], d["start_offsets"] = pack_rows([np.asarray(self.starts[i], np.float64) for i in sites])
+        seconds = np.full(self.inst.n_sites, np.nan)
+        for i, s in (self.site_seconds or {}).items():
+            seconds[i] = s
+        d["site_seconds"] = seconds
+        st = self.stepper
+        if isinstance(st, BoxBundle):
+            d.update(bundle_radius=st.radius, bundle_on_box=int(st.on_box), bundle_center_value=st.center_value,
+                     bundle_predicted=st.predicted, bundle_serious=st.serious)
+            if st.center is not None:
+                d["bundle_center"] = st.center
+            cut_site = np.array([i for i in st.sites for _ in st.cuts[i]], dtype=np.int64)
+            rows = [cf for i in st.sites for _, cf in st.cuts[i]]
+            coef = sp.csr_matrix(np.vstack(rows)) if rows else sp.csr_matrix((0, self.layout.size))
+            d.update(cut_site=cut_site, cut_base=np.array([b for i in st.sites for b, _ in st.cuts[i]]),
+                     cut_indptr=coef.indptr.astype(np.int64), cut_indices=coef.indices.astype(np.int64),
+                     cut_data=coef.data.astype(np.float64))
+        elif isinstance(st, Subgradient):
+            d.update(subgradient_alpha=st.alpha, subgradient_best=st.best, subgradient_stall=st.stall,
+                     subgradient_value=st.value)
+            if st.z is not None:
+                d.update(subgradient_z=st.z, subgradient_g=st.g)
+        return d
+
+    def load_state_dict(self, state: StateDict) -> None:
+        """Check ``state`` against this instance (shapes, ranges; InputError naming the field) and keep it for
+        :meth:`run`, which continues at its stage and iteration."""
+        inst, n = self.inst, self.layout.size
+        S, J = inst.n_sites, inst.n_jobs
+        stage = state_scalar(state, "stage", str)
+        if stage not in self.STAGES:
+            raise InputError(f"/algorithm/stage: must be one of {', '.join(self.STAGES)} (got {stage!r})")
+        for key in ("loop_status", "final_status"):
+            if state_scalar(state, key, str) not in SolveStatus._value2member_map_:
+                raise InputError(f"/algorithm/{key}: not a solve status")
+        for key in ("iterations", "passes"):
+            if state_scalar(state, key, int) < 0:
+                raise InputError(f"/algorithm/{key}: must be >= 0")
+        if "z" in state or (stage in ("lp_plan", "loop") and state_scalar(state, "iterations", int) == 0):
+            state_array(state, "z", shape=(n,))
+        if "lp_shares" in state:
+            state_array(state, "lp_shares", shape=(S,))
+        if "lp_plan_site" in state:
+            state_array(state, "lp_plan_site", shape=(J,), dtype=np.int64)
+            state_array(state, "lp_plan_start", shape=(J,), dtype=np.int64)
+            state_array(state, "lp_plan_served", shape=(inst.n_classes, S, inst.n_periods))
+        if stage != "lp":
+            state_array(state, "pool", shape=(enumerate_placements(inst).size,), dtype=np.int8)
+            state_array(state, "tried", shape=(None, 16 * J), dtype=np.uint8)
+        sites = state_array(state, "start_site", shape=(None,), dtype=np.int64)
+        if ((sites < 0) | (sites >= S)).any():
+            raise InputError("/algorithm/start_site: site index out of range")
+        offsets = state_array(state, "start_offsets", shape=(sites.size + 1,), dtype=np.int64)
+        unpack_rows(state_array(state, "start_values", shape=(None,)), offsets, "start_offsets")
+        state_array(state, "site_seconds", shape=(S,))
+        if self.opt.method == "bundle" and "cut_site" in state:
+            cut_site = state_array(state, "cut_site", shape=(None,), dtype=np.int64)
+            if ((cut_site < 0) | (cut_site >= S)).any():
+                raise InputError("/algorithm/cut_site: site index out of range")
+            state_array(state, "cut_base", shape=(cut_site.size,))
+            self._cut_matrix(state, cut_site.size)
+            if "bundle_center" in state:
+                state_array(state, "bundle_center", shape=(n,))
+        if self.opt.method == "subgradient" and "subgradient_z" in state:
+            state_array(state, "subgradient_z", shape=(n,))
+            state_array(state, "subgradient_g", shape=(n,))
+        self._loaded = dict(state)
+
+    def _cut_matrix(self, state: StateDict, rows: int) -> sp.csr_matrix:
+        indptr = state_array(state, "cut_indptr", shape=(rows + 1,), dtype=np.int64)
+        indices = state_array(state, "cut_indices", shape=(None,), dtype=np.int64)
+        data = state_array(state, "cut_data", shape=(indices.size,))
+        if indptr[0] != 0 or indptr[-1] != indices.size or (np.diff(indptr) < 0).any() \
+                or ((indices < 0) | (indices >= self.layout.size)).any():
+            raise InputError("/algorithm/cut_indptr: the cut coefficients do not fit the multipliers")
+        return sp.csr_matrix((data, indices, indptr), shape=(rows, self.layout.size))
+
+    def _restore(self, d: StateDict) -> None:
+        """Put the loaded state into the run's objects (recovery and stepper made by :meth:`run`)."""
+        self.stage = str(d["stage"])
+        self.iterations = int(d["iterations"])
+        for key in ("lagrangian_bound", "lp_bound", "gap_before_closing", "closing_seconds", "last_map_seconds"):
+            setattr(self, key, float(d[key]))
+        self.loop_status, self.final_status = str(d["loop_status"]), str(d["final_status"])
+        self.long_search_done, self.passes = bool(d["long_search_done"]), int(d["passes"])
+        self.z = None if "z" not in d else np.asarray(d["z"], dtype=np.float64)
+        self.lp_shares = None if "lp_shares" not in d else np.asarray(d["lp_shares"], dtype=np.float64)
+        if "lp_plan_site" in d:
+            self.lp_plan = ComputePlan(job_site=np.asarray(d["lp_plan_site"], dtype=np.int64),
+                                       job_start=np.asarray(d["lp_plan_start"], dtype=np.int64),
+                                       served=np.asarray(d["lp_plan_served"], dtype=np.float64))
+        rec = self.recovery
+        rec.pool = np.asarray(d["pool"]).astype(bool)
+        rec._searched = int(d["pool_searched"])
+        rec.tried = {np.ascontiguousarray(row, dtype=np.uint8).tobytes() for row in np.asarray(d["tried"])}
+        sites = np.asarray(d["start_site"], dtype=np.int64)
+        rows = unpack_rows(np.asarray(d["start_values"], np.float64), np.asarray(d["start_offsets"], np.int64),
+                           "start_offsets")
+        self.starts = {int(i): r.copy() for i, r in zip(sites, rows, strict=True)}
+        seconds = np.asarray(d["site_seconds"], dtype=np.float64)
+        known = np.flatnonzero(np.isfinite(seconds))
+        self.site_seconds = {int(i): float(seconds[i]) for i in known} if known.size else None
+        st = self.stepper
+        if isinstance(st, BoxBundle) and "cut_site" in d:
+            st.radius, st.on_box = float(d["bundle_radius"]), bool(d["bundle_on_box"])
+            st.center_value, st.predicted = float(d["bundle_center_value"]), float(d["bundle_predicted"])
+            st.serious = int(d["bundle_serious"])
+            st.center = None if "bundle_center" not in d else np.asarray(d["bundle_center"], dtype=np.float64)
+            cut_site = np.asarray(d["cut_site"], dtype=np.int64)
+            coef = self._cut_matrix(d, cut_site.size).toarray()
+            for i, base, cf in zip(cut_site, np.asarray(d["cut_base"], np.float64), coef, strict=True):
+                st._add_cut(int(i), float(base), cf)
+        elif isinstance(st, Subgradient) and "subgradient_alpha" in d:
+            st.alpha, st.best = float(d["subgradient_alpha"]), float(d["subgradient_best"])
+            st.stall, st.value = int(d["subgradient_stall"]), float(d["subgradient_value"])
+            if "subgradient_z" in d:
+                st.z = np.asarray(d["subgradient_z"], np.float64)
+                st.g = np.asarray(d["subgradient_g"], np.float64)
+
+    # ------------------------------------------------------------------ the run
     def run(self, hub: Hub) -> SolveStatus:
         inst, opt, layout = self.inst, self.opt, self.layout
         full_limit = opt.time_limit
         # the multiplier loop's own limit: what the closing phase leaves it
         loop_limit = full_limit if not (self.close and full_limit is not None) else (1.0 - opt.close_share) * full_limit
         remaining = lambda: None if loop_limit is None else loop_limit - hub.seconds  # noqa: E731
-        hub.set_phase("lp", 0)
-        # the warm start may use at most a quarter of the loop's time; with the parallel primal side half of it,
-        # since the LP is then also the source of the first plan and of the neighbourhoods' seeds (at 300 sites
-        # a 75 s cap cut it off, and the run ended at a 236 % gap from zero multipliers)
-        share = LP_SHARE_PARALLEL if self.parallel_primal else LP_SHARE
-        lp = lp_relaxation(inst, layout, time_limit=None if loop_limit is None else share * loop_limit,
-                           route=self.parallel_primal)
-        self.lp_bound = lp.bound
-        hub.state.info["lp_bound"] = lp.bound
-        hub.offer_bound(lp.bound, "LP relaxation")
-        hub.record(f"LP relaxation bound in {lp.seconds:.2f} s" if math.isfinite(lp.bound) else
-                   f"LP relaxation not solved within {lp.seconds:.1f} s: zero multipliers, no LP plan")
+        loaded, self._loaded = self._loaded, None
+        if loaded is not None and loaded["stage"] == "lp":
+            loaded = None  # stopped before the warm start ended: start afresh (the clock goes on)
         sites = list(range(inst.n_sites))
         joint_polish = opt.polish and not self.parallel_primal
-        recovery = Recovery(inst, hub, polish=joint_polish, seed=opt.seed, pool=lp.pool)
-        lp_shares = lp_site_shares(lp.joint) if (self.parallel_primal and lp.joint is not None) else None
-        stepper: BoxBundle | Subgradient = (BoxBundle(inst, layout, sites) if opt.method == "bundle"
-                                            else Subgradient(layout))
+        lp_pool = None
+        lp_text = None
+        if loaded is None:
+            hub.set_phase("lp", 0)
+            # the warm start may use at most a quarter of the loop's time; with the parallel primal side half of
+            # it, since the LP is then also the source of the first plan and of the neighbourhoods' seeds (at 300
+            # sites a 75 s cap cut it off, and the run ended at a 236 % gap from zero multipliers)
+            share = LP_SHARE_PARALLEL if self.parallel_primal else LP_SHARE
+            left = remaining()
+            lp = lp_relaxation(inst, layout, time_limit=None if loop_limit is None else max(min(share * loop_limit,
+                                                                                                 left), 0.0),
+                               route=self.parallel_primal)
+            self.lp_bound = lp.bound
+            hub.offer_bound(lp.bound, "LP relaxation")
+            self.z = lp.z.copy()
+            self.lp_plan = lp.plan
+            self.lp_shares = lp_site_shares(lp.joint) if (self.parallel_primal and lp.joint is not None) else None
+            lp_pool = lp.pool
+            lp_text = (f"LP relaxation bound in {lp.seconds:.2f} s" if math.isfinite(lp.bound) else
+                       f"LP relaxation not solved within {lp.seconds:.1f} s: zero multipliers, no LP plan")
+        hub.state.info["lp_bound"] = self.lp_bound
+        self.recovery = recovery = Recovery(inst, hub, polish=joint_polish, seed=opt.seed, pool=lp_pool)
+        self.stepper = stepper = (BoxBundle(inst, layout, sites) if opt.method == "bundle" else Subgradient(layout))
+        if loaded is not None:
+            self._restore(loaded)
+            hub.state.info["lagrangian_bound"] = self.lagrangian_bound
+            log.info("resumed at stage %s, iteration %d", self.stage, self.iterations)
+        else:
+            self.stage = "lp_plan"
+        if lp_text is not None:
+            hub.record(lp_text)
+        lp_shares = self.lp_shares
         status = SolveStatus.ITERATION_LIMIT
-        z = lp.z.copy()
         prefer: list[ComputePlan | None] = [None]
 
         def keep(sol: Solution, source: str) -> None:
@@ -672,8 +857,6 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             sol = recovery.search_pool(hub.incumbent, time_limit=budget, growth=growth)
             if sol is not None:
                 keep(sol, f"restricted MILP over {int(recovery.pool.sum())} placements")
-
-        passes = [0]  # neighbourhood passes so far
 
         def neighbourhoods() -> None:
             """One pass of the neighbourhood search on the incumbent, groups seeded where the LP sees value left."""
@@ -687,8 +870,8 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             value_left = None if lp_shares is None else lp_shares - solution_site_shares(inst, inc)
             # each pass groups the sites differently (the same groups again found almost nothing: +37 $ after
             # +13,421 $ at 100 sites): the group size cycles through NEIGHBOURHOOD_SIZES
-            size = NEIGHBOURHOOD_SIZES[passes[0] % len(NEIGHBOURHOOD_SIZES)]
-            passes[0] += 1
+            size = NEIGHBOURHOOD_SIZES[self.passes % len(NEIGHBOURHOOD_SIZES)]
+            self.passes += 1
             groups = choose_groups(inst, inc, size=size, value_left=value_left)
             if groups:
                 better = improve_by_neighbourhoods(inst, hub.pool, inc, groups, time_limit=budget,
@@ -740,20 +923,43 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
 
         if hub.incumbent is not None:
             prefer[0] = ComputePlan.from_solution(hub.incumbent)
-        if lp.plan is not None:
-            hub.set_phase("recovery")
-            recover(None, lp.plan)  # the rounded LP solution: often the first incumbent on large instances
-            hub.record("rounded LP plan scored")
+        if self.stage == "lp_plan":
+            if self.lp_plan is not None:
+                hub.set_phase("recovery")
+                recover(None, self.lp_plan)  # the rounded LP solution: often the first incumbent on large instances
+                self.stage = "loop"
+                hub.record("rounded LP plan scored")
+            self.stage = "loop"
         pool = hub.pool
-        site_seconds: dict[int, float] | None = None  # last solve time per site, balances the workers
-        starts: dict[int, np.ndarray] = {}  # last best solution per site: the next solve's start
-        long_search_done = False  # the one longer pool search (POOL_LONG_SHARE) has run
-        it = 0
-        last_map_seconds = 0.0  # wall time of the last round of site solves
         hub.set_phase("iteration")
-        while True:
+        while self.stage == "loop":
+            it = self.iterations
+            if it > 0:
+                # the previous iteration's verdict, taken here so that a checkpoint written at its trace row
+                # resumes at this point (the state then is: iteration ``it`` evaluated, its cuts in the stepper)
+                if hub.gap_reached():
+                    status = SolveStatus.GAP_LIMIT
+                    break
+                if it >= opt.iteration_limit:
+                    status = SolveStatus.ITERATION_LIMIT
+                    break
+                if loop_limit is not None and hub.seconds >= loop_limit:
+                    status = SolveStatus.TIME_LIMIT
+                    break
+                if isinstance(stepper, BoxBundle):
+                    z = stepper.next_point()
+                    tol = 1e-7 * max(1.0, abs(stepper.center_value))
+                    if stepper.predicted <= tol:
+                        log.info("multipliers converged (predicted decrease %.3g $)", stepper.predicted)
+                        status = SolveStatus.ITERATION_LIMIT
+                        break
+                else:
+                    target = hub.primal if math.isfinite(hub.primal) else stepper.value - 0.01 * abs(stepper.value)
+                    z = stepper.next_point(target)
+            else:
+                z = self.z.copy()
             left = remaining()
-            if it > 0 and left is not None and left < max(0.5, 0.5 * last_map_seconds):
+            if it > 0 and left is not None and left < max(0.5, 0.5 * self.last_map_seconds):
                 # a round cut short by the deadline proves no bound (sites stop without one): stop instead
                 status = SolveStatus.TIME_LIMIT
                 break
@@ -766,70 +972,58 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             # a worker solves its sites one after another: each gets what is left before the common deadline
             deadline = None if left is None else time.time() + max(left, 0.05)
             calls = {i: ((mu, pi, lam_c), {"time_limit": sub_tl, "deadline": deadline, "gap": opt.subproblem_gap,
-                                           "node_limit": opt.subproblem_node_limit, "start": starts.get(i)})
+                                           "node_limit": opt.subproblem_node_limit, "start": self.starts.get(i)})
                      for i in sites}
             map_start = time.perf_counter()
             results = pool.map("lagrangian-site", make_site_milp, "solve", calls, options={"seed": opt.seed},
-                               cost=site_seconds)
-            last_map_seconds = time.perf_counter() - map_start
-            site_seconds = {i: r.seconds for i, r in results.items()}
-            starts.update({i: r.values for i, r in results.items() if r.values.size})
+                               cost=self.site_seconds)
+            self.last_map_seconds = time.perf_counter() - map_start
+            self.site_seconds = {i: r.seconds for i, r in results.items()}
+            self.starts.update({i: r.values for i, r in results.items() if r.values.size})
             hub.post_subproblems(results)
             recovery.add_results(results)
             ov = oracle_value(inst, layout, z, results)
+            hub.offer_bound(ov.upper, "Lagrangian dual")
+            self.lagrangian_bound = min(self.lagrangian_bound, ov.upper)
+            stepper.add(ov)
             it += 1
             self.iterations = it
             hub.state.iteration = it
-            hub.offer_bound(ov.upper, "Lagrangian dual")
-            self.lagrangian_bound = min(self.lagrangian_bound, ov.upper)
             hub.state.info.update(lagrangian_bound=self.lagrangian_bound, oracle=ov)
-            stepper.add(ov)
             last = it >= opt.iteration_limit
             if it == 1 or last or (it - 1) % opt.recovery_every == 0:
                 recover(ov)
             left = remaining()
             halfway = left is not None and left <= 0.5 * loop_limit
-            if joint_polish and not long_search_done and halfway:
+            if joint_polish and not self.long_search_done and halfway:
                 # one long search once the pool has grown for half the loop; then the loop goes on
-                long_search_done = True
+                self.long_search_done = True
                 hub.set_phase("recovery")
                 search_pool(min(POOL_LONG_SHARE * full_limit, max(left - 0.5, 0.5)), growth=0.0)
                 hub.set_phase("iteration")
             hub.post_iteration()
             lagrangian_text = f"{ov.upper:.2f}" if math.isfinite(ov.upper) else "-"
             hub.record(f"L {lagrangian_text}  sub {ov.site_seconds:.2f}s  pool {int(recovery.pool.sum())}")
-            if hub.gap_reached():
-                status = SolveStatus.GAP_LIMIT
-                break
-            if last:
-                status = SolveStatus.ITERATION_LIMIT
-                break
-            if loop_limit is not None and hub.seconds >= loop_limit:
-                status = SolveStatus.TIME_LIMIT
-                break
-            if isinstance(stepper, BoxBundle):
-                z = stepper.next_point()
-                tol = 1e-7 * max(1.0, abs(stepper.center_value))
-                if stepper.predicted <= tol:
-                    log.info("multipliers converged (predicted decrease %.3g $)", stepper.predicted)
-                    status = SolveStatus.ITERATION_LIMIT
-                    break
-            else:
-                target = hub.primal if math.isfinite(hub.primal) else ov.upper - 0.01 * abs(ov.upper)
-                z = stepper.next_point(target)
-        recovery.close()
-        self.gap_before_closing = hub.gap
-        if self.close and not hub.gap_reached() and hub.incumbent is not None:
-            left = None if full_limit is None else full_limit - hub.seconds
-            if left is None or left > 1.0:
-                start = hub.seconds
-                closed = hub.close_with_joint_milp(left)
-                self.closing_seconds = hub.seconds - start
-                if closed is SolveStatus.INTERRUPTED:
-                    return SolveStatus.INTERRUPTED
-                if closed is not None and not hub.gap_reached():
-                    status = SolveStatus.TIME_LIMIT
-        return status
+        if self.stage == "loop":  # the loop ended in this run
+            recovery.close()
+            self.gap_before_closing = hub.gap
+            self.loop_status = status.value
+            self.stage = "closing"
+        if self.stage == "closing":
+            status = SolveStatus(self.loop_status)
+            if self.close and not hub.gap_reached() and hub.incumbent is not None:
+                left = None if full_limit is None else full_limit - hub.seconds
+                if left is None or left > 1.0:
+                    start = hub.seconds
+                    closed = hub.close_with_joint_milp(left)
+                    self.closing_seconds = hub.seconds - start
+                    if closed is SolveStatus.INTERRUPTED:
+                        return SolveStatus.INTERRUPTED  # a resume runs the closing phase again
+                    if closed is not None and not hub.gap_reached():
+                        status = SolveStatus.TIME_LIMIT
+            self.final_status = status.value
+            self.stage = "done"
+        return SolveStatus(self.final_status)
 
 
 def solve_lagrangian(

@@ -97,6 +97,11 @@ def _watch_parent(owner: int, folder: str) -> None:
     daemon thread checks every :data:`PARENT_CHECK_SECONDS` (a worker inside a SCIP solve notices when
     the solve returns) and ends the worker with ``os._exit``.
     """
+    if owner != os.getppid() and not _pid_alive(owner):
+        # the owner died while this worker was still starting (importing): it was re-parented before it could
+        # watch, and would otherwise idle until loky's timeout (seen with a parent SIGKILLed at iteration 0)
+        shutil.rmtree(folder, ignore_errors=True)
+        os._exit(1)
     if owner != os.getppid() or owner in _WATCHED:  # not a loky worker of ``owner``, or already watching
         _WATCHED.setdefault(owner, folder)
         return
@@ -269,8 +274,11 @@ class SitePool:
             self._ctx.enter_context(parallel_config(backend="dask"))
             self._parallel = Parallel(n_jobs=-1, batch_size=1)
         else:
+            # every worker watches its parent from its start (the initializer), not from its first chunk's start
+            self._ctx.enter_context(parallel_config(backend="loky", initializer=_watch_parent,
+                                                    initargs=(os.getpid(), self._dir)))
             # one chunk per dispatch: chunks are already sized, and a worker that is done takes the next one
-            self._parallel = Parallel(n_jobs=cfg.n_jobs, backend="loky", batch_size=1)
+            self._parallel = Parallel(n_jobs=cfg.n_jobs, batch_size=1)
         self._ctx.enter_context(self._parallel)
 
     @property
