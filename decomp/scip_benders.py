@@ -167,7 +167,14 @@ def solve_scip_benders(inst: Instance, *, time_limit: float | None = None, gap: 
         assert progress is not None
         progress(dataclasses.replace(event, primal=-event.primal, bound=-event.bound))
 
-    run = run_scip(model, progress=None if progress is None else negated, t0=t0, raise_interrupt=False)
+    try:
+        run = run_scip(model, progress=None if progress is None else negated, t0=t0, raise_interrupt=False)
+    except Exception as exc:  # noqa: BLE001 - PySCIPOpt raises a bare Exception for a SCIP error code
+        if not str(exc).startswith("SCIP"):
+            raise
+        # SCIP's Benders stops the whole solve on an LP error in a subproblem (seen on 6 sites × 24 h with
+        # jobs at every site): the run has no result to keep
+        raise NoSolutionError(f"scip-benders: SCIP stopped with an error ({exc}); try --method benders") from None
     log.info("SCIP Benders: %s after %.2f s and %d nodes", run.scip_status, run.wall_seconds, run.nodes)
     if run.scip_status in ("infeasible", "inforunbd"):
         raise diagnose_mandatory(inst)

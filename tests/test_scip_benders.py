@@ -9,6 +9,7 @@ from carbonsched.formulations.benders_master import build_benders_master
 from carbonsched.formulations.checker import check_solution
 from carbonsched.formulations.solution import Solution
 from carbonsched.instances import load, make_instance, save
+from carbonsched.instances.generator import generate
 
 from .edge_cases import EDGE_CASES, assert_exact_against_monolithic, random_small
 from .test_cli import run_cli
@@ -62,3 +63,16 @@ def test_cli_method_scip_benders(tmp_path):
     sol = Solution.load(sol_path)
     assert sol.method == "scip-benders"
     assert check_solution(load(inst_path), sol).ok
+
+
+def test_a_scip_error_inside_its_benders_is_one_line_not_a_traceback(tmp_path):
+    # on this instance (jobs at every site) SCIP 10's Benders stops with "error in LP solver"
+    inst_path, sol_path = tmp_path / "i.h5", tmp_path / "s.h5"
+    save(generate(sites=6, periods=24, seed=1, job_sites=6), inst_path)
+    res = run_cli("solve", str(inst_path), "--method", "scip-benders", "--time-limit", "60", "-o", str(sol_path))
+    assert "Traceback" not in res.stderr
+    if res.returncode == 0:  # a SCIP that does not fail here must still give a checked solution
+        assert check_solution(load(inst_path), Solution.load(sol_path)).ok
+    else:
+        assert res.returncode == 4 and "scip-benders: SCIP stopped with an error" in res.stderr
+        assert not sol_path.exists()
