@@ -74,7 +74,7 @@ class JointLP:
 
 
 #: With pricing, each job starts with its placements at this many sites (the cheapest by energy price);
-#: instances whose jobs may run at no more sites than this solve the full LP at once.
+#: on instances whose jobs may run at no more sites than this, pricing solves the full LP at once.
 PRICING_SITES = 10
 #: Pricing rounds add, per job, at most this many placements of positive reduced cost (the best ones).
 PRICING_COLUMNS_PER_JOB = 40
@@ -82,13 +82,14 @@ PRICING_COLUMNS_PER_JOB = 40
 PRICING_TOLERANCE = 1e-7
 
 
-def initial_columns(inst: Instance, jm: JointModel, sites_per_job: int = PRICING_SITES) -> np.ndarray:
+def initial_columns(inst: Instance, jm: JointModel, sites_per_job: int | None = None) -> np.ndarray:
     """(P,) bool: the placements a priced LP starts with.
 
     Every placement of a mandatory job (they must fit), and for each other job its placements at the
-    ``sites_per_job`` allowed sites with the lowest mean energy cost per busy GPU (grid price plus carbon
-    priced at τ, facility power): where the LP is likely to put it.
+    ``sites_per_job`` (default :data:`PRICING_SITES`) allowed sites with the lowest mean energy cost per busy
+    GPU (grid price plus carbon priced at τ, facility power): where the LP is likely to put it.
     """
+    sites_per_job = PRICING_SITES if sites_per_job is None else sites_per_job
     pl, s = jm.placements, inst.sites
     mw_per_gpu = s.pue * ((s.gpu_busy_kw - s.gpu_idle_kw) / 1000.0)[:, None]
     site_cost = (mw_per_gpu * (s.price_buy + inst.carbon_price * s.grid_co2)).mean(axis=1)
@@ -126,7 +127,7 @@ def _highs(a, lhs, rhs, lb, ub, obj, left):
 
 
 def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None,
-                        fixed_placements: np.ndarray | None = None, pricing: bool | None = None) -> JointLP:
+                        fixed_placements: np.ndarray | None = None, pricing: bool = False) -> JointLP:
     """Solve the LP relaxation of the joint model of ``inst``.
 
     Parameters
@@ -145,7 +146,8 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None,
         until none does. The bound is the restricted optimum plus every left-out placement's positive
         reduced cost (weak duality, x ≤ 1), so it is valid after any round and equal to the LP's at the
         end; a time limit that stops the pricing keeps the last round's LP and its (valid, looser) bound.
-        Default: on when some job may run at more than :data:`PRICING_SITES` sites.
+        Off by default: measured, it loses (docs/decomposition.md) — a restricted LP costs nearly as much
+        as the full one, because the energy side, not the placements, makes the LP large.
 
     Raises
     ------
@@ -160,9 +162,8 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None,
         lb, ub = lb.copy(), ub.copy()
         lb[x] = ub[x] = np.asarray(fixed_placements, dtype=np.float64)
         pricing = False
-    active = initial_columns(inst, jm) if pricing is not False else np.ones(x.size, dtype=bool)
-    if pricing is None:
-        pricing = not active.all()
+    active = initial_columns(inst, jm) if pricing else np.ones(x.size, dtype=bool)
+    pricing = bool(pricing) and not active.all()
     n, m = a.shape[1], a.shape[0]
     failed = JointLP(jm, False, math.inf, np.zeros(n), np.zeros(m), np.zeros(n), 0.0, 0)
     rounds, last = 0, None
