@@ -33,7 +33,7 @@ from carbonsched.formulations.checker import check_solution
 from carbonsched.formulations.evaluator import Evaluator, MoveJob, SetPlan, ShiftRouting, SwapJobs
 from carbonsched.formulations.plan import PlanError
 from carbonsched.formulations.solution import Solution, SolutionError, SolveStatus
-from carbonsched.instances import load, save
+from carbonsched.instances import load, make_instance, save
 from carbonsched.instances.generator import generate
 from carbonsched.instances.shipped import default_instance_path
 from carbonsched.instances.storage import CHECKSUM_ATTR
@@ -227,6 +227,78 @@ def test_huge_seed_is_refused(tmp_path, paper_file):
     assert res.returncode == 2
     assert "--seed" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "s.h5").exists()
+
+
+# ------------------------------------------------------------------------------ 1b. heuristics' limits
+#: ``--time-limit`` of the heuristics' test, s: on the 40-site instance one greedy plan is scored in about
+#: 0.9 s and all seven take 6 s, so the limit binds after the first plan.
+HEURISTIC_LIMIT = 3.0
+#: Seconds a heuristic may run past its limit: the promise is one second (one site solve, then the
+#: rest is writing); the margin is the shared 2-core test machine.
+LIMIT_SLACK = 2.0
+
+
+@pytest.fixture(scope="module")
+def sites40_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("s40") / "s40.h5"
+    save(generate(sites=40, seed=1), path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["greedy", "local-search"])
+def test_heuristics_honour_the_time_limit(tmp_path, sites40_file, method):
+    out = tmp_path / "sol.h5"
+    started = time.monotonic()
+    res = _run("solve", str(sites40_file), "--method", method, "--time-limit", f"{HEURISTIC_LIMIT:g}", "-q",
+               "-o", str(out))
+    took = time.monotonic() - started
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    sol = Solution.load(out)
+    assert sol.status is SolveStatus.TIME_LIMIT
+    assert sol.wall_seconds < HEURISTIC_LIMIT + LIMIT_SLACK, f"solved for {sol.wall_seconds:.2f} s"
+    assert took < HEURISTIC_LIMIT + LIMIT_SLACK + 6.0, f"the command took {took:.2f} s"  # + start-up, writing
+    assert check_solution(load(sites40_file), sol).ok
+    _no_temporary_files(tmp_path)
+
+
+@pytest.mark.parametrize("method", ["greedy", "local-search"])
+def test_heuristic_limit_before_any_plan_is_exit_4(tmp_path, sites40_file, method):
+    res = _run("solve", str(sites40_file), "--method", method, "--time-limit", "0.05", "-q", "-o",
+               str(tmp_path / "sol.h5"))
+    assert res.returncode == 4, res.stderr
+    assert "time limit" in _one_line_error(res.stderr)
+    assert not (tmp_path / "sol.h5").exists()
+    _no_temporary_files(tmp_path)
+
+
+@pytest.mark.parametrize("method", ["greedy", "local-search"])
+def test_heuristics_report_an_infeasible_instance_as_3(tmp_path, method):
+    path = tmp_path / "inf.h5"
+    save(make_instance(2, 1, n_jobs=2, sites=dict(gpus=4),
+                       jobs=dict(gpus=4, duration=2, mandatory=True, name=["first", "second"])), path)
+    res = _run("solve", str(path), "--method", method, "-q", "-o", str(tmp_path / "sol.h5"))
+    assert res.returncode == 3, res.stderr
+    line = _one_line_error(res.stderr)
+    assert "first" in line and "second" in line
+    assert not (tmp_path / "sol.h5").exists()
+
+
+def test_site_dispatch_scip_called_infeasible_is_solved():
+    """SCIP 10's strong dual reductions declared this site's (always feasible) dispatch infeasible."""
+    from carbonsched.decomp.heuristics import greedy_plan
+    from carbonsched.formulations.evaluate import SiteEnergySolver, it_power_mw
+
+    inst = generate(sites=300, seed=1)
+    site = list(inst.sites.name).index("ap-southeast-mel-001")
+    load_mw = it_power_mw(inst, greedy_plan(inst, 0.0).busy_gpus(inst))
+    res = SiteEnergySolver(inst, site).solve(load_mw[site])
+    assert res["status"] == "optimal" and res["has_solution"]
+    # the dispatch meets the balance of MODEL.md constraint 5 in every period
+    e = res["energy"]
+    supply = e["renewable_used"] + e["gen"] + e["discharge"] + e["grid_import"] + e["ens"]
+    demand = inst.sites.pue[site] * load_mw[site] + e["charge"] + e["grid_export"]
+    np.testing.assert_allclose(supply, demand, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------- 2. signals
