@@ -2,9 +2,9 @@
 
 Exit statuses: 0 success, 1 a checked solution is invalid, 2 bad input (one-line message, no
 traceback), 3 infeasible instance, 4 time limit without a solution, 5 an output file could not be
-written (the previous file is intact), 130 interrupted without a solution to write (or a ``compare``
-whose strategies did not all finish). Outputs are checked before any work starts, and SIGTERM is
-handled like Ctrl-C (see docs/reliability.md).
+written (the previous file is intact), 6 out of memory with no solution to write, 130 interrupted
+without a solution to write (or a ``compare`` whose strategies did not all finish). Outputs are checked
+before any work starts, and SIGTERM is handled like Ctrl-C (see docs/reliability.md).
 
 Outside the benchmarks, the CLI is the one place that prints: it attaches the handler of the ``carbonsched`` logger
 (``--log-level``), prints the solve methods' progress events, and switches SCIP's own log on
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from carbonsched import __version__
-from carbonsched.errors import CarbonschedError, InputError
+from carbonsched.errors import CarbonschedError, InputError, OutOfMemoryError
 from carbonsched.progress import ProgressEvent
 
 #: Levels of ``--log-level``.
@@ -668,6 +669,12 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
 
 
+def _out_of_memory(exc: MemoryError) -> str:
+    """The one-line message for a MemoryError (its own text, if any, in parentheses)."""
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"out of memory ({detail}); no solution to write"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``carbonsched`` console command; returns the exit status."""
     parser = build_parser()
@@ -679,19 +686,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         scip_output = show_scip_output(True)
     else:
-        scip_output = contextlib.nullcontext()
+        from carbonsched.formulations.scip_run import scip_errors_to_log
+
+        scip_output = scip_errors_to_log()  # a failure is one line of ours, not SCIP's trail of error lines
     from carbonsched.formulations.scip_run import sigterm_as_sigint
 
     try:
         # SIGTERM ends every command like Ctrl-C: a solve writes its best solution with status interrupted
         with scip_output, sigterm_as_sigint():
-            return COMMANDS[args.command](args)
+            try:
+                return COMMANDS[args.command](args)
+            except MemoryError as exc:
+                message = _out_of_memory(exc)
+                # free the failed run's frames (and its SCIP models) here, while SCIP's error lines still go
+                # to the log: a model freed after a failed solve prints errors; freed at interpreter exit, it
+                # crashed the process
+                exc.__traceback__ = None
+                del exc
+                gc.collect()
+                raise OutOfMemoryError(message) from None
     except CarbonschedError as exc:
         print(f"carbonsched: error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("carbonsched: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        # Python's MemoryError, numpy's, or SCIP's memory error -8 (PySCIPOpt raises MemoryError on it),
+        # wherever a build or solve ran: one line and status 6, never a traceback
+        print(f"carbonsched: error: {_out_of_memory(exc)}", file=sys.stderr)
+        return OutOfMemoryError.exit_status
     except BrokenPipeError:
         return 0
 

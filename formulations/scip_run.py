@@ -13,10 +13,13 @@ worker processes a decomposition starts afterwards inherit it.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
+import re
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -24,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from carbonsched.errors import OutOfMemoryError
 from carbonsched.progress import ProgressCallback, ProgressEvent
 from pyscipopt import SCIP_EVENTTYPE, Eventhdlr, Model
 
@@ -155,6 +159,53 @@ def show_scip_output(enabled: bool = True) -> Iterator[None]:
             os.environ[SCIP_OUTPUT_ENV] = before
 
 
+#: How SCIP's error printer starts a line: ``[cons.c:2547] ERROR: ...``.
+_SCIP_ERROR_LINE = re.compile(r"\[[\w./-]+:\d+\] ERROR: ")
+
+
+class _ScipErrorFilter(io.TextIOBase):
+    """A stand-in for ``sys.stderr`` that sends SCIP's error lines to the log (debug) and the rest on."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            if _SCIP_ERROR_LINE.match(line):
+                log.debug("SCIP: %s", line)
+            else:
+                self.target.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial and not _SCIP_ERROR_LINE.match(self._partial):
+            self.target.write(self._partial)
+        self._partial = ""
+        self.target.flush()
+
+
+@contextlib.contextmanager
+def scip_errors_to_log() -> Iterator[None]:
+    """Inside the block, SCIP's error messages go to this module's logger at debug level, not to stderr.
+
+    SCIP prints a line for every function a failure passes through (``Error <-8> in function call`` five
+    times over for one out-of-memory); the CLI reports the failure itself in one line. SCIP's error
+    printer is process-wide: it is pointed at Python's ``sys.stderr`` (PySCIPOpt's relay), which the
+    block replaces by a filter passing everything else through.
+    """
+    Model().redirectOutput()  # sets SCIP's process-wide error printer to Python's sys.stderr
+    before = sys.stderr
+    sys.stderr = _ScipErrorFilter(before)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr = before
+
+
 def _primal(value: float) -> float:
     return -math.inf if value <= -SCIP_INF else math.inf if value >= SCIP_INF else float(value)
 
@@ -269,6 +320,44 @@ def configure(model: Model, *, time_limit: float | None, gap: float | None, thre
     model.setParam("misc/catchctrlc", bool(catch_interrupt))
     if threads > 1:
         model.setParam("lp/threads", int(threads))
+    headroom = memory_headroom_mb()
+    if headroom is not None:
+        if headroom < SCIP_MIN_HEADROOM_MB:
+            raise OutOfMemoryError(f"out of memory: {headroom:.0f} MB left under the process's address-space limit, "
+                                   f"too little for a SCIP solve (at least {SCIP_MIN_HEADROOM_MB:.0f} MB)")
+        # stop cleanly (status memlimit, best solution kept) before malloc fails (SCIP error -8)
+        model.setParam("limits/memory", SCIP_MEMORY_SHARE * headroom)
+
+
+#: Share of the memory left under the process's address-space limit that SCIP's soft memory limit
+#: (``limits/memory``) is set to. SCIP counts only its own block memory, not the LP solver's or Python's,
+#: and reports less than it uses. 40-site monolithic model, ``ulimit -v`` 360 to 600 MB: every run stopped at
+#: the soft limit or finished (without it, 400 MB ended in SCIP error -8); with 0.5, 600 MB stopped a solve
+#: that finds solutions.
+SCIP_MEMORY_SHARE = 0.75
+#: Below this many MB left under the address-space limit a SCIP solve is not started (OutOfMemoryError):
+#: SCIP (its LP solver) crashed with a segmentation fault with 34 MB left (40-site monolithic model,
+#: ``ulimit -v`` 300 MB) and stopped cleanly at its soft limit with 44 MB left.
+SCIP_MIN_HEADROOM_MB = 64.0
+
+
+def memory_headroom_mb() -> float | None:
+    """MB this process may still map under its address-space limit (RLIMIT_AS); None without a limit.
+
+    Read from ``/proc/self/statm`` (virtual size); None also where either is unavailable.
+    """
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[0])
+    except (ImportError, OSError, ValueError):
+        return None
+    used = pages * os.sysconf("SC_PAGE_SIZE")
+    return max(soft - used, 0) / 2**20
 
 
 @dataclass
@@ -311,6 +400,9 @@ def run_scip(model: Model, *, progress: ProgressCallback | None = None, progress
     scip_status = model.getStatus()
     note_scip_status(scip_status, raise_interrupt=raise_interrupt)
     has_sol = model.getNSols() > 0
+    if scip_status == "memlimit" and not has_sol:
+        raise OutOfMemoryError(f"out of memory: SCIP reached its memory limit ({model.getParam('limits/memory'):.0f} "
+                               f"MB, {SCIP_MEMORY_SHARE:.0%} of what the address-space limit left) before any solution")
     primal = _primal(model.getPrimalbound()) if has_sol else -math.inf
     dual = _primal(model.getDualbound())
     rec.add(primal, dual, model.getNNodes())

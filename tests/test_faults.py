@@ -301,6 +301,60 @@ def test_site_dispatch_scip_called_infeasible_is_solved():
     np.testing.assert_allclose(supply, demand, atol=1e-6)
 
 
+# ---------------------------------------------------------------------------------- 1c. out of memory
+_UNDER_LIMIT = """
+import resource, sys
+limit = int(sys.argv[1]) * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from carbonsched.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+MEMORY_CASES = [
+    # method, address-space limit MB: measured on the 40-site instance, the monolithic SCIP run stops at its
+    # soft memory limit before a solution (status 6) from 360 to 500 MB; the Lagrangian (one process, its
+    # site models cached) runs out after 7-9 s at 1000 MB with an incumbent (status 0, iteration_limit)
+    ("monolithic", 450),
+    ("lagrangian", 1000),
+]
+
+
+@pytest.mark.parametrize("method,limit_mb", MEMORY_CASES)
+def test_out_of_memory_ends_with_one_line_or_the_best_solution(tmp_path, sites40_file, method, limit_mb):
+    out = tmp_path / "sol.h5"
+    res = subprocess.run([sys.executable, "-c", _UNDER_LIMIT, str(limit_mb), "solve", str(sites40_file), "--method",
+                          method, "--time-limit", "60", "-o", str(out)], capture_output=True, text=True,
+                         timeout=300, env=ENV)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "ERROR" not in res.stderr, res.stderr  # SCIP's own error lines go to the log (debug), not stderr
+    assert res.returncode in (0, 6), res.stderr
+    if res.returncode == 6:
+        assert "out of memory" in _one_line_error(res.stderr)
+        assert not out.exists()
+    else:  # the memory limit bound: the best solution so far, with the status of a limit
+        sol = Solution.load(out)
+        assert sol.status is SolveStatus.ITERATION_LIMIT, sol.status
+        assert "out of memory" in res.stderr
+        assert check_solution(load(sites40_file), sol).ok
+    _no_temporary_files(tmp_path)
+
+
+def test_scip_memory_error_is_status_6(tmp_path, paper_file, monkeypatch, capsys):
+    """SCIP's error -8 (SCIP_NOMEMORY), which PySCIPOpt raises as MemoryError, from inside a solve."""
+    import carbonsched.formulations.monolithic as monolithic
+
+    def no_memory(model, **kwargs):
+        raise MemoryError("SCIP: insufficient memory error!")
+
+    monkeypatch.setattr(monolithic, "run_scip", no_memory)
+    out = tmp_path / "sol.h5"
+    assert main(["solve", str(paper_file), "-q", "-o", str(out)]) == 6
+    line = _one_line_error(capsys.readouterr().err)
+    assert "out of memory (SCIP: insufficient memory error!)" in line
+    assert not out.exists()
+    _no_temporary_files(tmp_path)
+
+
 # ----------------------------------------------------------------------------------------- 2. signals
 SIGNAL_CASES = [
     # method, jobs, signal, to the process group
