@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from carbonsched import __version__
@@ -351,41 +351,58 @@ def check_output_dir(text: str | None, flag: str, names: Sequence[str], inputs: 
     return Path(text)
 
 
+@contextlib.contextmanager
+def _libraries_loading() -> Iterator[None]:
+    """Imports inside the block that fail with OSError under an address-space limit are out of memory.
+
+    numba's llvmlite maps a large shared library when it is first imported (by the Benders cut pool); under
+    ``ulimit -v`` that mapping fails with an OSError, reported as status 6 rather than a traceback.
+    """
+    try:
+        yield
+    except OSError as exc:
+        from carbonsched.formulations.scip_run import memory_headroom_mb
+
+        if memory_headroom_mb() is None:
+            raise
+        detail = str(exc).split(". ")[0]
+        raise OutOfMemoryError(f"out of memory: a library could not be loaded under the address-space limit "
+                               f"({detail})") from None
+
+
 def _solve_with_method(args: argparse.Namespace, inst, initial, progress) -> object:
     """Run ``args.method`` on ``inst`` with the CLI's options; returns its Solution."""
-    if args.method == "monolithic":
-        from carbonsched.formulations.monolithic import solve_monolithic
+    with _libraries_loading():
+        if args.method == "monolithic":
+            from carbonsched.formulations.monolithic import solve_monolithic
+        elif args.method == "scip-benders":
+            from carbonsched.decomp.scip_benders import solve_scip_benders
+        elif args.method in ("greedy", "local-search"):
+            from carbonsched.decomp.heuristics import solve_greedy, solve_local_search
+        else:
+            from carbonsched.decomp.parallel import ParallelConfig
 
+            if args.method == "benders":
+                from carbonsched.decomp.benders import solve_benders
+            else:
+                from carbonsched.decomp.lagrangian import solve_lagrangian
+    if args.method == "monolithic":
         return solve_monolithic(inst, time_limit=args.time_limit, gap=args.gap, threads=args.threads,
                                 seed=args.seed, progress=progress, initial=initial)
     elif args.method == "scip-benders":
-        from carbonsched.decomp.scip_benders import solve_scip_benders
-
         return solve_scip_benders(inst, time_limit=args.time_limit, gap=args.gap, seed=args.seed, progress=progress)
     elif args.method == "greedy":
-        from carbonsched.decomp.heuristics import solve_greedy
-
         return solve_greedy(inst, time_limit=args.time_limit, progress=progress)
     elif args.method == "local-search":
-        from carbonsched.decomp.heuristics import solve_local_search
-
         return solve_local_search(inst, initial=initial, time_limit=args.time_limit or 60.0, seed=args.seed,
                                   progress=progress)
-    else:
-        from carbonsched.decomp.parallel import ParallelConfig
-
-        config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler)
-        if args.method == "benders":
-            from carbonsched.decomp.benders import solve_benders
-
-            return solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                 progress=progress, seed=args.seed)
-        else:
-            from carbonsched.decomp.lagrangian import solve_lagrangian
-
-            close = {"auto": None, "yes": True, "no": False}[args.close]
-            return solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                    close=close, progress=progress, seed=args.seed, primal=args.primal)
+    config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler)
+    if args.method == "benders":
+        return solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
+                             progress=progress, seed=args.seed)
+    close = {"auto": None, "yes": True, "no": False}[args.close]
+    return solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
+                            close=close, progress=progress, seed=args.seed, primal=args.primal)
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
