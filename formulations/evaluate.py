@@ -41,7 +41,7 @@ from pyscipopt import SCIP_PARAMSETTING
 from .energy import EnergyBlock, add_energy_block, idle_energy_arrays, it_power_mw
 from .plan import ComputePlan, PlanError, check_plan
 from .scip_arrays import ArrayModel
-from .scip_run import STATUS_MAP, configure, note_scip_status, run_scip
+from .scip_run import STATUS_MAP, configure, note_scip_status, optimize, run_scip
 from .site_milp import FAST_SEPARATION_MAX_PERIODS, releases_transform
 from .solution import Solution, Trace
 
@@ -196,7 +196,7 @@ class SiteEnergySolver:
         if self.gen_ids.size:
             self.am.set_var_data(self.gen_ids, obj=self.gen_obj - lam * self.gen_co2)
         configure(m, time_limit=time_limit, gap=0.0, seed=self.seed, catch_interrupt=True)
-        m.optimize()
+        optimize(m)
         status = m.getStatus()
         note_scip_status(status)  # Ctrl-C during a site solve ends the loop of solves
         if status == "infeasible":
@@ -210,7 +210,7 @@ class SiteEnergySolver:
             if time_limit is not None:
                 m.setParam("limits/time", max(float(time_limit) - (time.perf_counter() - t0), 0.0))
             try:
-                m.optimize()
+                optimize(m)
             finally:
                 m.setParam("misc/allowstrongdualreds", True)
             status = m.getStatus()

@@ -40,7 +40,7 @@ from carbonsched.instances.schema import Instance
 from .energy import idle_energy_arrays, it_power_mw
 from .evaluate import SiteEnergySolver, site_energy_model, solve_sites_separately
 from .plan import ComputePlan, PlanError, check_plan
-from .scip_run import STATUS_MAP, configure, note_scip_status
+from .scip_run import STATUS_MAP, configure, note_scip_status, optimize
 from .solution import Solution, Trace, breakdown_from_arrays, sum_terms
 
 
@@ -400,7 +400,7 @@ class Evaluator:
             left = max(self.deadline - time.perf_counter(), 0.0)
             limit = left if limit is None else min(limit, left)
         configure(m, time_limit=limit, gap=0.0, catch_interrupt=True)
-        m.optimize()
+        optimize(m)
         c["solved"] = True
         note_scip_status(m.getStatus())  # Ctrl-C during a move's scoring ends the local search
         self.stats["coupled_solves"] += 1
