@@ -706,7 +706,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from carbonsched.formulations.scip_run import scip_errors_to_log
 
         scip_output = scip_errors_to_log()  # a failure is one line of ours, not SCIP's trail of error lines
-    from carbonsched.formulations.scip_run import sigterm_as_sigint
+    from carbonsched.formulations.scip_run import memory_headroom_mb, sigterm_as_sigint
+
+    if memory_headroom_mb() is not None:
+        # under an address-space limit, scipy's OpenBLAS hung in its start-up when its per-thread buffers
+        # could not be mapped (Benders, 40 sites, 450 MB); one BLAS thread (the solves are SCIP's) maps less
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     try:
         # SIGTERM ends every command like Ctrl-C: a solve writes its best solution with status interrupted

@@ -46,9 +46,10 @@ psutil = pytest.importorskip("psutil")
 pytestmark = pytest.mark.faults
 
 ENV = dict(os.environ)
-#: Seconds a run may take to exit after a signal: the promise is one second; the slack is the shared,
-#: loaded test machine (writing and checking the solution are included).
-EXIT_SECONDS = 4.0
+#: Seconds a run may take to exit after a signal: the promise is one second, plus one for the shared, noisy
+#: 2-core test machine (writing and checking the solution and the interpreter's exit are included; measured
+#: medians 0.2-1.1 s, the slowest run 1.25 s, see docs/reliability.md).
+EXIT_SECONDS = 2.0
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -326,7 +327,7 @@ def test_out_of_memory_ends_with_one_line_or_the_best_solution(tmp_path, sites40
     out = tmp_path / "sol.h5"
     res = subprocess.run([sys.executable, "-c", _UNDER_LIMIT, str(limit_mb), "solve", str(sites40_file), "--method",
                           method, "--time-limit", "60", "-o", str(out)], capture_output=True, text=True,
-                         timeout=300, env=ENV)
+                         timeout=120, env=ENV)
     assert "Traceback" not in res.stderr, res.stderr
     assert "ERROR" not in res.stderr, res.stderr  # SCIP's own error lines go to the log (debug), not stderr
     assert res.returncode in (0, 6), res.stderr
