@@ -353,17 +353,18 @@ def check_output_dir(text: str | None, flag: str, names: Sequence[str], inputs: 
 
 @contextlib.contextmanager
 def _libraries_loading() -> Iterator[None]:
-    """Imports inside the block that fail with OSError under an address-space limit are out of memory.
+    """Imports inside the block that fail to map a library under an address-space limit are out of memory.
 
-    numba's llvmlite maps a large shared library when it is first imported (by the Benders cut pool); under
-    ``ulimit -v`` that mapping fails with an OSError, reported as status 6 rather than a traceback.
+    numba's llvmlite (imported by the Benders cut pool) and scipy's LAPACK map large shared libraries when
+    first imported; under ``ulimit -v`` that fails with an OSError or ImportError, reported as status 6
+    rather than a traceback.
     """
     try:
         yield
-    except OSError as exc:
+    except (OSError, ImportError) as exc:  # ImportError: "failed to map segment from shared object"
         from carbonsched.formulations.scip_run import memory_headroom_mb
 
-        if memory_headroom_mb() is None:
+        if memory_headroom_mb() is None or isinstance(exc, ModuleNotFoundError):
             raise
         detail = str(exc).split(". ")[0]
         raise OutOfMemoryError(f"out of memory: a library could not be loaded under the address-space limit "
