@@ -2,9 +2,9 @@
 
 Exit statuses: 0 success, 1 a checked solution is invalid, 2 bad input (one-line message, no
 traceback), 3 infeasible instance, 4 time limit without a solution, 5 an output file could not be
-written (the previous file is intact), 130 interrupted without a solution to write (or a ``compare``
-whose strategies did not all finish). Outputs are checked before any work starts, and SIGTERM is
-handled like Ctrl-C (see docs/reliability.md).
+written (the previous file is intact), 6 out of memory with no solution to write, 130 interrupted
+without a solution to write (or a ``compare`` whose strategies did not all finish). Outputs are checked
+before any work starts, and SIGTERM is handled like Ctrl-C (see docs/reliability.md).
 
 Outside the benchmarks, the CLI is the one place that prints: it attaches the handler of the ``carbonsched`` logger
 (``--log-level``), prints the solve methods' progress events, and switches SCIP's own log on
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -23,11 +24,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from carbonsched import __version__
-from carbonsched.errors import CarbonschedError, InputError
+from carbonsched.errors import CarbonschedError, InputError, OutOfMemoryError
 from carbonsched.progress import ProgressEvent
 
 #: Levels of ``--log-level``.
@@ -360,42 +361,60 @@ def check_output_dir(text: str | None, flag: str, names: Sequence[str], inputs: 
     return Path(text)
 
 
+@contextlib.contextmanager
+def _libraries_loading() -> Iterator[None]:
+    """Imports inside the block that fail to map a library under an address-space limit are out of memory.
+
+    numba's llvmlite (imported by the Benders cut pool) and scipy's LAPACK map large shared libraries when
+    first imported; under ``ulimit -v`` that fails with an OSError or ImportError, reported as status 6
+    rather than a traceback.
+    """
+    try:
+        yield
+    except (OSError, ImportError) as exc:  # ImportError: "failed to map segment from shared object"
+        from carbonsched.formulations.scip_run import memory_headroom_mb
+
+        if memory_headroom_mb() is None or isinstance(exc, ModuleNotFoundError):
+            raise
+        detail = str(exc).split(". ")[0]
+        raise OutOfMemoryError(f"out of memory: a library could not be loaded under the address-space limit "
+                               f"({detail})") from None
+
+
 def _solve_with_method(args: argparse.Namespace, inst, initial, progress) -> object:
     """Run ``args.method`` on ``inst`` with the CLI's options; returns its Solution."""
-    if args.method == "monolithic":
-        from carbonsched.formulations.monolithic import solve_monolithic
+    with _libraries_loading():
+        if args.method == "monolithic":
+            from carbonsched.formulations.monolithic import solve_monolithic
+        elif args.method == "scip-benders":
+            from carbonsched.decomp.scip_benders import solve_scip_benders
+        elif args.method in ("greedy", "local-search"):
+            from carbonsched.decomp.heuristics import solve_greedy, solve_local_search
+        else:
+            from carbonsched.decomp.parallel import ParallelConfig
 
+            if args.method == "benders":
+                from carbonsched.decomp.benders import solve_benders
+            else:
+                from carbonsched.decomp.lagrangian import solve_lagrangian
+    if args.method == "monolithic":
         return solve_monolithic(inst, time_limit=args.time_limit, gap=args.gap, threads=args.threads,
                                 seed=args.seed, progress=progress, initial=initial)
     elif args.method == "scip-benders":
-        from carbonsched.decomp.scip_benders import solve_scip_benders
-
         return solve_scip_benders(inst, time_limit=args.time_limit, gap=args.gap, seed=args.seed, progress=progress)
     elif args.method == "greedy":
-        from carbonsched.decomp.heuristics import solve_greedy
-
         return solve_greedy(inst, time_limit=args.time_limit, progress=progress)
     elif args.method == "local-search":
-        from carbonsched.decomp.heuristics import solve_local_search
-
         return solve_local_search(inst, initial=initial, time_limit=args.time_limit or 60.0, seed=args.seed,
                                   progress=progress)
-    else:
-        from carbonsched.decomp.parallel import ParallelConfig
-
-        config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler)
-        resumable = {"checkpoint": args.checkpoint, "checkpoint_every": args.checkpoint_every, "resume": args.resume}
-        if args.method == "benders":
-            from carbonsched.decomp.benders import solve_benders
-
-            return solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                 progress=progress, seed=args.seed, **resumable)
-        else:
-            from carbonsched.decomp.lagrangian import solve_lagrangian
-
-            close = {"auto": None, "yes": True, "no": False}[args.close]
-            return solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                                    close=close, progress=progress, seed=args.seed, primal=args.primal, **resumable)
+    config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler)
+    resumable = {"checkpoint": args.checkpoint, "checkpoint_every": args.checkpoint_every, "resume": args.resume}
+    if args.method == "benders":
+        return solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
+                             progress=progress, seed=args.seed, **resumable)
+    close = {"auto": None, "yes": True, "no": False}[args.close]
+    return solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
+                            close=close, progress=progress, seed=args.seed, primal=args.primal, **resumable)
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
@@ -690,6 +709,12 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
 
 
+def _out_of_memory(exc: MemoryError) -> str:
+    """The one-line message for a MemoryError (its own text, if any, in parentheses)."""
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"out of memory ({detail}); no solution to write"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``carbonsched`` console command; returns the exit status."""
     parser = build_parser()
@@ -701,19 +726,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         scip_output = show_scip_output(True)
     else:
-        scip_output = contextlib.nullcontext()
-    from carbonsched.formulations.scip_run import sigterm_as_sigint
+        from carbonsched.formulations.scip_run import scip_errors_to_log
+
+        scip_output = scip_errors_to_log()  # a failure is one line of ours, not SCIP's trail of error lines
+    from carbonsched.formulations.scip_run import memory_headroom_mb, sigterm_as_sigint
+
+    if memory_headroom_mb() is not None:
+        # under an address-space limit, scipy's OpenBLAS hung in its start-up when its per-thread buffers
+        # could not be mapped (Benders, 40 sites, 450 MB); one BLAS thread (the solves are SCIP's) maps less
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     try:
         # SIGTERM ends every command like Ctrl-C: a solve writes its best solution with status interrupted
         with scip_output, sigterm_as_sigint():
-            return COMMANDS[args.command](args)
+            try:
+                return COMMANDS[args.command](args)
+            except MemoryError as exc:
+                message = _out_of_memory(exc)
+                # free the failed run's frames (and its SCIP models) here, while SCIP's error lines still go
+                # to the log: a model freed after a failed solve prints errors; freed at interpreter exit, it
+                # crashed the process
+                exc.__traceback__ = None
+                del exc
+                gc.collect()
+                raise OutOfMemoryError(message) from None
     except CarbonschedError as exc:
         print(f"carbonsched: error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("carbonsched: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        # Python's MemoryError, numpy's, or SCIP's memory error -8 (PySCIPOpt raises MemoryError on it),
+        # wherever a build or solve ran: one line and status 6, never a traceback
+        print(f"carbonsched: error: {_out_of_memory(exc)}", file=sys.stderr)
+        return OutOfMemoryError.exit_status
     except BrokenPipeError:
         return 0
 

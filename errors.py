@@ -37,6 +37,12 @@ class NoSolutionError(CarbonschedError):
     exit_status = 4
 
 
+class OutOfMemoryError(CarbonschedError):
+    """The run ran out of memory (Python's MemoryError, or SCIP's memory error -8) before any solution."""
+
+    exit_status = 6
+
+
 class OutputError(CarbonschedError):
     """An output file could not be written (full disk, permissions, I/O error); the previous file is intact."""
 

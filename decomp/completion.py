@@ -37,7 +37,7 @@ from carbonsched.formulations.joint import add_compute_block, running_matrix
 from carbonsched.formulations.lp_relaxation import JointLP
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_arrays import ArrayModel
-from carbonsched.formulations.scip_run import SCIP_INF, STATUS_MAP, configure
+from carbonsched.formulations.scip_run import SCIP_INF, STATUS_MAP, configure, note_scip_status, optimize
 from carbonsched.formulations.site_milp import (
     AllocatedResult,
     SiteResult,
@@ -617,10 +617,13 @@ class GroupSolver:
                                                       shape=(1, am.n_vars)), -np.inf, max(prob.allowance, 0.0))
         m = am.model
         m.setParam("limits/maxorigsol", 0)
-        configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed)
+        # SCIP catches Ctrl-C (and SIGTERM, relayed as SIGINT) and stops at once; with catching off the
+        # group's solve ran to its time limit first (a Lagrangian run took 68 s to stop)
+        configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed, catch_interrupt=True)
         am.transform()
         am.add_solution(self._start(prob, am, cb, eb))
-        m.optimize()
+        optimize(m)
+        note_scip_status(m.getStatus())  # Ctrl-C during a group's solve ends the run
         status = STATUS_MAP.get(m.getStatus(), m.getStatus())
         n = sites.size
         res = GroupResult(status, m.getNSols() > 0, -math.inf, prob.job_site.copy(), prob.job_start.copy(),

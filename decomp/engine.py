@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from carbonsched.errors import CarbonschedError, InputError, NoSolutionError
+from carbonsched.errors import CarbonschedError, InputError, NoSolutionError, OutOfMemoryError
 from carbonsched.formulations.evaluate import evaluate
 from carbonsched.formulations.monolithic import solve_monolithic
 from carbonsched.formulations.plan import ComputePlan, PlanError
@@ -509,6 +509,12 @@ class Hub:
         except KeyboardInterrupt:
             status = SolveStatus.INTERRUPTED
             log.warning("%s: interrupted; writing the best solution so far", self.method)
+        except (MemoryError, OutOfMemoryError) as exc:
+            if self.incumbent is None:
+                raise  # nothing to write: the CLI's one line, status 6
+            # the incumbent is the result, with the status of a limit (as SCIP's own memory limit)
+            status = SolveStatus.ITERATION_LIMIT
+            log.warning("%s: out of memory (%s); writing the best solution so far", self.method, exc)
         finally:
             # worker memory is bounded (ParallelConfig.worker_memory_mb) and reported; a worker process id
             # beyond the configured count is a replaced worker

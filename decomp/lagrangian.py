@@ -37,7 +37,7 @@ from carbonsched.formulations.joint import JointModel, build_joint_model, enumer
 from carbonsched.formulations.lp_relaxation import JointLP, solve_lp_relaxation
 from carbonsched.formulations.monolithic import solution_from_model
 from carbonsched.formulations.plan import ComputePlan
-from carbonsched.formulations.scip_run import configure, note_scip_status
+from carbonsched.formulations.scip_run import configure, note_scip_status, optimize
 from carbonsched.formulations.site_milp import SiteResult, make_site_milp
 from carbonsched.formulations.solution import Solution, SolveStatus
 from carbonsched.instances.schema import Instance
@@ -524,7 +524,7 @@ class Recovery:
 
     def _solve(self, jm: JointModel, time_limit: float | None, gap: float = 1e-6) -> Solution | None:
         configure(jm.model, time_limit=time_limit, gap=gap, seed=self.seed, catch_interrupt=True)
-        jm.model.optimize()
+        optimize(jm.model)
         note_scip_status(jm.model.getStatus())  # Ctrl-C during the polish or pool search ends the run
         if jm.model.getNSols() == 0:
             return None

@@ -36,6 +36,19 @@ def _placeable(inst: Instance, jobs: np.ndarray, time_limit: float = 30.0) -> bo
     return am.model.getNSols() > 0
 
 
+def mandatory_infeasibility(inst: Instance) -> InfeasibleError | None:
+    """An InfeasibleError naming the mandatory jobs that cannot all be placed, or None when they can.
+
+    For heuristics that failed to place a mandatory job: None means the instance is feasible (a
+    placement of every mandatory job exists, and ``ens`` keeps every energy side feasible), so the
+    failure is the heuristic's, not the instance's.
+    """
+    mandatory = np.flatnonzero(inst.jobs.mandatory)
+    if _placeable(inst, mandatory):
+        return None
+    return diagnose_mandatory(inst)
+
+
 def diagnose_mandatory(inst: Instance) -> InfeasibleError:
     """An InfeasibleError naming mandatory jobs that cannot all be placed."""
     jb = inst.jobs

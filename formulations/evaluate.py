@@ -41,7 +41,7 @@ from pyscipopt import SCIP_PARAMSETTING
 from .energy import EnergyBlock, add_energy_block, idle_energy_arrays, it_power_mw
 from .plan import ComputePlan, PlanError, check_plan
 from .scip_arrays import ArrayModel
-from .scip_run import STATUS_MAP, configure, note_scip_status, run_scip
+from .scip_run import STATUS_MAP, configure, note_scip_status, optimize, run_scip
 from .site_milp import FAST_SEPARATION_MAX_PERIODS, releases_transform
 from .solution import Solution, Trace
 
@@ -196,9 +196,25 @@ class SiteEnergySolver:
         if self.gen_ids.size:
             self.am.set_var_data(self.gen_ids, obj=self.gen_obj - lam * self.gen_co2)
         configure(m, time_limit=time_limit, gap=0.0, seed=self.seed, catch_interrupt=True)
-        m.optimize()
+        optimize(m)
         status = m.getStatus()
         note_scip_status(status)  # Ctrl-C during a site solve ends the loop of solves
+        if status == "infeasible":
+            # a site's dispatch is always feasible (load shedding is unbounded), yet SCIP 10's strong dual
+            # reductions declared one infeasible (site ap-southeast-mel-001 of the 300-site seed-1 instance
+            # under the greedy plan; feasible with misc/allowstrongdualreds off): solve again without them
+            log.warning("site %s: SCIP reported a feasible dispatch infeasible; solving again without strong "
+                        "dual reductions", self.inst.sites.name[self.site])
+            m.freeTransform()
+            m.setParam("misc/allowstrongdualreds", False)
+            if time_limit is not None:
+                m.setParam("limits/time", max(float(time_limit) - (time.perf_counter() - t0), 0.0))
+            try:
+                optimize(m)
+            finally:
+                m.setParam("misc/allowstrongdualreds", True)
+            status = m.getStatus()
+            note_scip_status(status)
         dual = float(m.getDualbound())
         out = {"status": STATUS_MAP.get(status, status), "has_solution": m.getNSols() > 0,
                "energy": None, "objective": -math.inf, "priced_objective": -math.inf,
@@ -227,7 +243,8 @@ SITE_ENERGY_KIND = "evaluate-energy"
 
 def solve_sites_separately(inst: Instance, it_load_mw: np.ndarray, sites, *, time_limit: float | None = None,
                            pool: SiteMap | None = None, solvers: dict[int, SiteEnergySolver] | None = None,
-                           carbon_price: float = 0.0, cost: Mapping[int, float] | None = None) -> dict[int, dict]:
+                           carbon_price: float = 0.0, cost: Mapping[int, float] | None = None,
+                           deadline: float | None = None) -> dict[int, dict]:
     """Per-site energy MILPs (no carbon row) for ``sites``; results of :meth:`SiteEnergySolver.solve` by site.
 
     Parameters
@@ -248,19 +265,43 @@ def solve_sites_separately(inst: Instance, it_load_mw: np.ndarray, sites, *, tim
         Extra price λ on emissions, $/t (see :meth:`SiteEnergySolver.solve`).
     cost : mapping, optional
         Estimated seconds per site, passed to the pool to balance its workers.
+    deadline : float, optional
+        ``time.perf_counter()`` value by which every solve ends: each site solve gets at most the time left
+        (on a pool, the time left when the round is submitted, the sites running in parallel); in this
+        process, a site reached after the deadline is not solved (``has_solution`` False, status
+        ``time_limit``), so a round past its deadline returns at once.
     """
     sites = [int(i) for i in sites]
-    kwargs = {"time_limit": time_limit, "carbon_price": float(carbon_price)}
+
+    def limit() -> float | None:
+        if deadline is None:
+            return time_limit
+        left = max(deadline - time.perf_counter(), 0.0)
+        return left if time_limit is None else min(time_limit, left)
+
+    kwargs = {"time_limit": limit(), "carbon_price": float(carbon_price)}
     if pool is not None:
         calls = {i: ((it_load_mw[i],), kwargs) for i in sites}
         return pool.map(SITE_ENERGY_KIND, make_site_energy_solver, "solve", calls, cost=cost)
     solvers = {} if solvers is None else solvers
     out = {}
     for i in sites:
+        kwargs["time_limit"] = limit()
+        if kwargs["time_limit"] is not None and kwargs["time_limit"] <= 0.0:
+            out[i] = {"status": "time_limit", "has_solution": False, "energy": None, "objective": -math.inf,
+                      "priced_objective": -math.inf, "bound": math.inf, "emissions_t": math.nan, "seconds": 0.0}
+            continue
         if i not in solvers:
             solvers[i] = SiteEnergySolver(inst, i)
         out[i] = solvers[i].solve(it_load_mw[i], **kwargs)
     return out
+
+
+def _name_list(names, shown: int = 5) -> str:
+    """The first ``shown`` of ``names`` and how many more: an error message stays one short line."""
+    names = [str(n) for n in names]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _worst_status(statuses) -> str:
@@ -431,14 +472,14 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
         return None if deadline is None else max(deadline - time.perf_counter(), 0.0)
 
     def solve(sites: np.ndarray, lam: float) -> dict[int, dict]:
-        res = solve_sites_separately(inst, it_load_mw, sites, time_limit=remaining(), pool=pool,
-                                     solvers=solvers, carbon_price=lam, cost=cost or None)
+        res = solve_sites_separately(inst, it_load_mw, sites, pool=pool, solvers=solvers, carbon_price=lam,
+                                     cost=cost or None, deadline=deadline)
         counters["rounds"] += 1
         counters["solves"] += len(res)
         cost.update({i: r["seconds"] for i, r in res.items()})
         missing = [inst.sites.name[i] for i, r in res.items() if not r["has_solution"]]
         if missing:
-            raise NoSolutionError(f"energy dispatch of site(s) {', '.join(map(str, missing))} found no solution "
+            raise NoSolutionError(f"energy dispatch of site(s) {_name_list(missing)} found no solution "
                                   "before the solve stopped")
         return res
 
@@ -679,7 +720,8 @@ def evaluate(
     method : str
         Name recorded in the solution.
     time_limit : float, optional
-        Seconds in all (per site solve when C = inf; default none: solved to optimality).
+        Seconds in all (default none: solved to optimality). On a pool the site solves of a round run in
+        parallel, each with the time left when the round starts.
     check : bool
         Check the plan's compute constraints first (raises PlanError naming the job/class/site/period).
     pool : SiteMap, optional
@@ -737,10 +779,11 @@ def evaluate(
                      price_rounds=score.rounds, site_solves=score.site_solves, repair_sites=score.repair_sites,
                      price_search_gap=max(score.search_gap, 0.0))
     else:
-        res = solve_sites_separately(inst, load, range(inst.n_sites), time_limit=time_limit, pool=pool)
+        deadline = None if time_limit is None else t0 + time_limit
+        res = solve_sites_separately(inst, load, range(inst.n_sites), pool=pool, deadline=deadline)
         missing = [inst.sites.name[i] for i, r in res.items() if not r["has_solution"]]
         if missing:
-            raise NoSolutionError(f"energy dispatch of site(s) {', '.join(map(str, missing))} found no solution "
+            raise NoSolutionError(f"energy dispatch of site(s) {_name_list(missing)} found no solution "
                                   "before the solve stopped")
         energy = idle_energy_arrays(inst)
         for i, r in res.items():

@@ -40,7 +40,7 @@ from carbonsched.instances.schema import Instance
 from .energy import idle_energy_arrays, it_power_mw
 from .evaluate import SiteEnergySolver, site_energy_model, solve_sites_separately
 from .plan import ComputePlan, PlanError, check_plan
-from .scip_run import STATUS_MAP, configure, note_scip_status
+from .scip_run import STATUS_MAP, configure, note_scip_status, optimize
 from .solution import Solution, Trace, breakdown_from_arrays, sum_terms
 
 
@@ -188,6 +188,10 @@ class Evaluator:
         Run the per-site solves on this pool's workers (site models stay alive there).
     cache_size : int
         Load profiles remembered per site (and for the coupled model).
+    deadline : float, optional
+        ``time.perf_counter()`` value by which every energy solve ends (attribute ``deadline``, may be
+        changed between moves). Scoring that the deadline stops before a dispatch is found raises
+        ``NoSolutionError`` (the current plan stays as it was).
 
     Attributes
     ----------
@@ -197,9 +201,10 @@ class Evaluator:
     """
 
     def __init__(self, inst: Instance, plan: ComputePlan, *, time_limit: float | None = None, pool=None,
-                 cache_size: int = 512) -> None:
+                 cache_size: int = 512, deadline: float | None = None) -> None:
         self.inst = inst
         self.time_limit = time_limit
+        self.deadline = deadline
         self.pool = pool
         self.cache_size = cache_size
         self.finite_budget = math.isfinite(inst.carbon_budget_t)
@@ -322,8 +327,8 @@ class Evaluator:
                 self.stats["cache_hits"] += 1
                 obj[i], em[i], energy[i], status[i] = hit
         if todo:
-            res = solve_sites_separately(self.inst, load, todo, time_limit=self.time_limit, pool=self.pool,
-                                         solvers=self._solvers)
+            res = solve_sites_separately(self.inst, load, todo, time_limit=self.time_limit, deadline=self.deadline,
+                                         pool=self.pool, solvers=self._solvers)
             self.stats["site_solves"] += len(todo)
             for i, r in res.items():
                 if not r["has_solution"]:
@@ -390,8 +395,12 @@ class Evaluator:
                     if val != 0.0:
                         m.setSolVal(sol, var, float(val))
                 m.addSol(sol, free=True)
-        configure(m, time_limit=self.time_limit, gap=0.0, catch_interrupt=True)
-        m.optimize()
+        limit = self.time_limit
+        if self.deadline is not None:
+            left = max(self.deadline - time.perf_counter(), 0.0)
+            limit = left if limit is None else min(limit, left)
+        configure(m, time_limit=limit, gap=0.0, catch_interrupt=True)
+        optimize(m)
         c["solved"] = True
         note_scip_status(m.getStatus())  # Ctrl-C during a move's scoring ends the local search
         self.stats["coupled_solves"] += 1

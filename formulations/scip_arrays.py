@@ -149,7 +149,7 @@ def _numba_kernels():
         return None
     try:
         import numba
-    except ImportError:  # pragma: no cover - numba is a dependency
+    except (ImportError, OSError):  # numba is a dependency; OSError: llvmlite not mapped under ulimit -v
         return None
     lib = lib_c.lib
 

@@ -13,10 +13,14 @@ worker processes a decomposition starts afterwards inherit it.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
+import re
 import signal
+import socket
+import sys
 import threading
 import time
 import weakref
@@ -24,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from carbonsched.errors import OutOfMemoryError
 from carbonsched.progress import ProgressCallback, ProgressEvent
 from pyscipopt import SCIP_EVENTTYPE, Eventhdlr, Model
 
@@ -87,6 +92,16 @@ def _raise_if_unread_interrupt(model: Model | None) -> None:
         raise KeyboardInterrupt
 
 
+def optimize(model: Model) -> None:
+    """``model.optimize()`` without holding the GIL (PySCIPOpt's ``optimizeNogil`` where it exists).
+
+    While a solve holds the GIL no Python thread runs: neither the CLI's heartbeat nor the SIGTERM relay
+    of :func:`sigterm_as_sigint`, so SIGTERM would wait for the solve's end. Only for models without
+    Python callbacks (their callbacks take the GIL back themselves, but that is :func:`run_scip`'s job).
+    """
+    getattr(model, "optimizeNogil", model.optimize)()
+
+
 def note_scip_status(scip_status: str, *, raise_interrupt: bool = True) -> None:
     """Turn a SCIP solve that Ctrl-C stopped into ``KeyboardInterrupt``.
 
@@ -112,25 +127,79 @@ def interrupts_seen() -> int:
 
 @contextlib.contextmanager
 def sigterm_as_sigint() -> Iterator[None]:
-    """While the block runs, SIGTERM is handled like Ctrl-C (main thread only).
+    """While the block runs, SIGTERM is handled like Ctrl-C (installed from the main thread only).
 
-    The handler sends SIGINT to this process: inside a SCIP solve SCIP catches it and stops with status
+    SIGTERM is relayed as SIGINT to this process: inside a SCIP solve SCIP catches it and stops with status
     ``userinterrupt`` (which :func:`note_scip_status` turns into ``KeyboardInterrupt``); outside one,
-    Python raises ``KeyboardInterrupt``. Raising from the handler directly could happen inside one of
-    SCIP's Python callbacks (the trace event handler), where the exception would not stop SCIP.
+    Python raises ``KeyboardInterrupt``. Raising from a handler directly could happen inside one of SCIP's
+    Python callbacks (the trace event handler), where the exception would not stop SCIP.
+
+    The relay is a thread woken through :func:`signal.set_wakeup_fd`: a Python signal handler runs only
+    when the main thread executes Python code, which a long SCIP solve (a root LP) does not for seconds
+    (SIGTERM took 2.9 s to stop the 10-site monolithic solve that SIGINT stopped in 0.7 s). Nested blocks
+    share the outer relay.
     """
-    if threading.current_thread() is not threading.main_thread():
+    global _relay_active
+    if threading.current_thread() is not threading.main_thread() or _relay_active:
         yield
         return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    try:
+        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main interpreter
+        reader.close()
+        writer.close()
+        yield
+        return
+    if previous_fd != -1:  # someone else (an event loop) reads the wakeup fd: keep theirs, relay in the handler
+        signal.set_wakeup_fd(previous_fd)
+        reader.close()
+        writer.close()
 
-    def handler(signum, frame):  # noqa: ARG001
-        os.kill(os.getpid(), signal.SIGINT)
+        def relay_in_handler(signum, frame):  # noqa: ARG001
+            os.kill(os.getpid(), signal.SIGINT)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, relay_in_handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return
+    stop = threading.Event()
+
+    def relay() -> None:
+        while not stop.is_set():
+            try:
+                data = reader.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            if signal.SIGTERM in data and not stop.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
+
+    # the handler itself does nothing: installing it makes the C-level handler write the wakeup byte
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    thread = threading.Thread(target=relay, name="carbonsched-sigterm-relay", daemon=True)
+    _relay_active = True
+    thread.start()
     try:
         yield
     finally:
+        stop.set()
         signal.signal(signal.SIGTERM, previous)
+        signal.set_wakeup_fd(-1)
+        _relay_active = False
+        with contextlib.suppress(OSError):
+            writer.send(b"\0")  # wake the relay so that it sees ``stop``
+        thread.join(timeout=1.0)
+        reader.close()
+        writer.close()
+
+
+#: Whether a :func:`sigterm_as_sigint` relay is running (nested blocks use it).
+_relay_active = False
 
 
 def scip_output_shown() -> bool:
@@ -153,6 +222,53 @@ def show_scip_output(enabled: bool = True) -> Iterator[None]:
             os.environ.pop(SCIP_OUTPUT_ENV, None)
         else:
             os.environ[SCIP_OUTPUT_ENV] = before
+
+
+#: How SCIP's error printer starts a line: ``[cons.c:2547] ERROR: ...``.
+_SCIP_ERROR_LINE = re.compile(r"\[[\w./-]+:\d+\] ERROR: ")
+
+
+class _ScipErrorFilter(io.TextIOBase):
+    """A stand-in for ``sys.stderr`` that sends SCIP's error lines to the log (debug) and the rest on."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            if _SCIP_ERROR_LINE.match(line):
+                log.debug("SCIP: %s", line)
+            else:
+                self.target.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial and not _SCIP_ERROR_LINE.match(self._partial):
+            self.target.write(self._partial)
+        self._partial = ""
+        self.target.flush()
+
+
+@contextlib.contextmanager
+def scip_errors_to_log() -> Iterator[None]:
+    """Inside the block, SCIP's error messages go to this module's logger at debug level, not to stderr.
+
+    SCIP prints a line for every function a failure passes through (``Error <-8> in function call`` five
+    times over for one out-of-memory); the CLI reports the failure itself in one line. SCIP's error
+    printer is process-wide: it is pointed at Python's ``sys.stderr`` (PySCIPOpt's relay), which the
+    block replaces by a filter passing everything else through.
+    """
+    Model().redirectOutput()  # sets SCIP's process-wide error printer to Python's sys.stderr
+    before = sys.stderr
+    sys.stderr = _ScipErrorFilter(before)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr = before
 
 
 def _primal(value: float) -> float:
@@ -269,6 +385,44 @@ def configure(model: Model, *, time_limit: float | None, gap: float | None, thre
     model.setParam("misc/catchctrlc", bool(catch_interrupt))
     if threads > 1:
         model.setParam("lp/threads", int(threads))
+    headroom = memory_headroom_mb()
+    if headroom is not None:
+        if headroom < SCIP_MIN_HEADROOM_MB:
+            raise OutOfMemoryError(f"out of memory: {headroom:.0f} MB left under the process's address-space limit, "
+                                   f"too little for a SCIP solve (at least {SCIP_MIN_HEADROOM_MB:.0f} MB)")
+        # stop cleanly (status memlimit, best solution kept) before malloc fails (SCIP error -8)
+        model.setParam("limits/memory", SCIP_MEMORY_SHARE * headroom)
+
+
+#: Share of the memory left under the process's address-space limit that SCIP's soft memory limit
+#: (``limits/memory``) is set to. SCIP counts only its own block memory, not the LP solver's or Python's,
+#: and reports less than it uses. 40-site monolithic model, ``ulimit -v`` 360 to 600 MB: every run stopped at
+#: the soft limit or finished (without it, 400 MB ended in SCIP error -8); with 0.5, 600 MB stopped a solve
+#: that finds solutions.
+SCIP_MEMORY_SHARE = 0.75
+#: Below this many MB left under the address-space limit a SCIP solve is not started (OutOfMemoryError):
+#: SCIP (its LP solver) crashed with a segmentation fault with 34 MB left (40-site monolithic model,
+#: ``ulimit -v`` 300 MB) and stopped cleanly at its soft limit with 44 MB left.
+SCIP_MIN_HEADROOM_MB = 64.0
+
+
+def memory_headroom_mb() -> float | None:
+    """MB this process may still map under its address-space limit (RLIMIT_AS); None without a limit.
+
+    Read from ``/proc/self/statm`` (virtual size); None also where either is unavailable.
+    """
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[0])
+    except (ImportError, OSError, ValueError):
+        return None
+    used = pages * os.sysconf("SC_PAGE_SIZE")
+    return max(soft - used, 0) / 2**20
 
 
 @dataclass
@@ -318,6 +472,9 @@ def run_scip(model: Model, *, progress: ProgressCallback | None = None, progress
     else:
         note_scip_status(scip_status, raise_interrupt=raise_interrupt)
     has_sol = model.getNSols() > 0
+    if scip_status == "memlimit" and not has_sol:
+        raise OutOfMemoryError(f"out of memory: SCIP reached its memory limit ({model.getParam('limits/memory'):.0f} "
+                               f"MB, {SCIP_MEMORY_SHARE:.0%} of what the address-space limit left) before any solution")
     primal = _primal(model.getPrimalbound()) if has_sol else -math.inf
     dual = _primal(model.getDualbound())
     rec.add(primal, dual, model.getNNodes())

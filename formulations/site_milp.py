@@ -38,7 +38,7 @@ from pyscipopt import SCIP_PARAMSETTING
 from .energy import EnergyBlock, add_energy_block
 from .joint import ComputeBlock, add_compute_block
 from .scip_arrays import ArrayModel
-from .scip_run import STATUS_MAP, configure, note_scip_status
+from .scip_run import STATUS_MAP, configure, note_scip_status, optimize
 
 SCIP_INF = 1e20
 
@@ -247,7 +247,7 @@ class SiteMILP:
             # offered in the transformed problem, where limits/maxorigsol = 0 does not discard it
             am.transform()
             am.add_solution(start)
-        m.optimize()
+        optimize(m)
         self._solved = True
         note_scip_status(m.getStatus())  # Ctrl-C during a site solve ends the loop of solves
         status = STATUS_MAP.get(m.getStatus(), m.getStatus())
@@ -340,11 +340,14 @@ class SiteMILP:
             if req_rows.size:
                 am.set_row_bounds(req_rows, lhs=1.0)
             am.set_row_bounds(self.carbon_row, rhs=float(allowance_t))
-            configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed)
+            # SCIP catches Ctrl-C and stops at once (with catching off the solve ran to its limit first)
+            configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed,
+                      catch_interrupt=True)
             m.setParam("limits/nodes", -1 if node_limit is None else int(node_limit))
-            m.optimize()
+            optimize(m)
             self._solved = True
             status = m.getStatus()
+            note_scip_status(status)  # Ctrl-C during the completion's site solve ends the run
             dual = float(m.getDualbound())
             result = AllocatedResult(self.site, STATUS_MAP.get(status, status), m.getNSols() > 0, -math.inf,
                                      math.inf if dual >= SCIP_INF else dual, np.full(J, -1, dtype=np.int64),

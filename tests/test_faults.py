@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from carbonsched.formulations.checker import check_solution
 from carbonsched.formulations.evaluator import Evaluator, MoveJob, SetPlan, ShiftRouting, SwapJobs
 from carbonsched.formulations.plan import PlanError
 from carbonsched.formulations.solution import Solution, SolutionError, SolveStatus
-from carbonsched.instances import load, save
+from carbonsched.instances import load, make_instance, save
 from carbonsched.instances.generator import generate
 from carbonsched.instances.shipped import default_instance_path
 from carbonsched.instances.storage import CHECKSUM_ATTR
@@ -45,9 +46,10 @@ psutil = pytest.importorskip("psutil")
 pytestmark = pytest.mark.faults
 
 ENV = dict(os.environ)
-#: Seconds a run may take to exit after a signal: the promise is one second; the slack is the shared,
-#: loaded test machine (writing and checking the solution are included).
-EXIT_SECONDS = 4.0
+#: Seconds a run may take to exit after a signal: the promise is one second, plus one for the shared, noisy
+#: 2-core test machine (writing and checking the solution and the interpreter's exit are included; measured
+#: medians 0.2-1.1 s, the slowest run 1.25 s, see docs/reliability.md).
+EXIT_SECONDS = 2.0
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -227,6 +229,133 @@ def test_huge_seed_is_refused(tmp_path, paper_file):
     assert res.returncode == 2
     assert "--seed" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "s.h5").exists()
+
+
+# ------------------------------------------------------------------------------ 1b. heuristics' limits
+#: ``--time-limit`` of the heuristics' test, s: on the 40-site instance one greedy plan is scored in about
+#: 0.9 s and all seven take 6 s, so the limit binds after the first plan.
+HEURISTIC_LIMIT = 3.0
+#: Seconds a heuristic may run past its limit: the promise is one second (one site solve, then the
+#: rest is writing); the margin is the shared 2-core test machine.
+LIMIT_SLACK = 2.0
+
+
+@pytest.fixture(scope="module")
+def sites40_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("s40") / "s40.h5"
+    save(generate(sites=40, seed=1), path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["greedy", "local-search"])
+def test_heuristics_honour_the_time_limit(tmp_path, sites40_file, method):
+    out = tmp_path / "sol.h5"
+    started = time.monotonic()
+    res = _run("solve", str(sites40_file), "--method", method, "--time-limit", f"{HEURISTIC_LIMIT:g}", "-q",
+               "-o", str(out))
+    took = time.monotonic() - started
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    sol = Solution.load(out)
+    assert sol.status is SolveStatus.TIME_LIMIT
+    assert sol.wall_seconds < HEURISTIC_LIMIT + LIMIT_SLACK, f"solved for {sol.wall_seconds:.2f} s"
+    assert took < HEURISTIC_LIMIT + LIMIT_SLACK + 6.0, f"the command took {took:.2f} s"  # + start-up, writing
+    assert check_solution(load(sites40_file), sol).ok
+    _no_temporary_files(tmp_path)
+
+
+@pytest.mark.parametrize("method", ["greedy", "local-search"])
+def test_heuristic_limit_before_any_plan_is_exit_4(tmp_path, sites40_file, method):
+    res = _run("solve", str(sites40_file), "--method", method, "--time-limit", "0.05", "-q", "-o",
+               str(tmp_path / "sol.h5"))
+    assert res.returncode == 4, res.stderr
+    assert "time limit" in _one_line_error(res.stderr)
+    assert not (tmp_path / "sol.h5").exists()
+    _no_temporary_files(tmp_path)
+
+
+@pytest.mark.parametrize("method", ["greedy", "local-search"])
+def test_heuristics_report_an_infeasible_instance_as_3(tmp_path, method):
+    path = tmp_path / "inf.h5"
+    save(make_instance(2, 1, n_jobs=2, sites=dict(gpus=4),
+                       jobs=dict(gpus=4, duration=2, mandatory=True, name=["first", "second"])), path)
+    res = _run("solve", str(path), "--method", method, "-q", "-o", str(tmp_path / "sol.h5"))
+    assert res.returncode == 3, res.stderr
+    line = _one_line_error(res.stderr)
+    assert "first" in line and "second" in line
+    assert not (tmp_path / "sol.h5").exists()
+
+
+def test_site_dispatch_scip_called_infeasible_is_solved():
+    """SCIP 10's strong dual reductions declared this site's (always feasible) dispatch infeasible."""
+    from carbonsched.decomp.heuristics import greedy_plan
+    from carbonsched.formulations.evaluate import SiteEnergySolver, it_power_mw
+
+    inst = generate(sites=300, seed=1)
+    site = list(inst.sites.name).index("ap-southeast-mel-001")
+    load_mw = it_power_mw(inst, greedy_plan(inst, 0.0).busy_gpus(inst))
+    res = SiteEnergySolver(inst, site).solve(load_mw[site])
+    assert res["status"] == "optimal" and res["has_solution"]
+    # the dispatch meets the balance of MODEL.md constraint 5 in every period
+    e = res["energy"]
+    supply = e["renewable_used"] + e["gen"] + e["discharge"] + e["grid_import"] + e["ens"]
+    demand = inst.sites.pue[site] * load_mw[site] + e["charge"] + e["grid_export"]
+    np.testing.assert_allclose(supply, demand, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- 1c. out of memory
+_UNDER_LIMIT = """
+import resource, sys
+limit = int(sys.argv[1]) * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from carbonsched.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+MEMORY_CASES = [
+    # method, address-space limit MB: measured on the 40-site instance, the monolithic SCIP run stops at its
+    # soft memory limit before a solution (status 6) from 360 to 500 MB; the Lagrangian (one process, its
+    # site models cached) runs out after 7-9 s at 1000 MB with an incumbent (status 0, iteration_limit)
+    ("monolithic", 450),
+    ("lagrangian", 1000),
+    ("benders", 450),  # numba's llvmlite library cannot be mapped: status 6, not an OSError traceback
+]
+
+
+@pytest.mark.parametrize("method,limit_mb", MEMORY_CASES)
+def test_out_of_memory_ends_with_one_line_or_the_best_solution(tmp_path, sites40_file, method, limit_mb):
+    out = tmp_path / "sol.h5"
+    res = subprocess.run([sys.executable, "-c", _UNDER_LIMIT, str(limit_mb), "solve", str(sites40_file), "--method",
+                          method, "--time-limit", "60", "-o", str(out)], capture_output=True, text=True,
+                         timeout=120, env=ENV)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "ERROR" not in res.stderr, res.stderr  # SCIP's own error lines go to the log (debug), not stderr
+    assert res.returncode in (0, 6), res.stderr
+    if res.returncode == 6:
+        assert "out of memory" in _one_line_error(res.stderr)
+        assert not out.exists()
+    else:  # the memory limit bound: the best solution so far, with the status of a limit
+        sol = Solution.load(out)
+        assert sol.status is SolveStatus.ITERATION_LIMIT, sol.status
+        assert "out of memory" in res.stderr
+        assert check_solution(load(sites40_file), sol).ok
+    _no_temporary_files(tmp_path)
+
+
+def test_scip_memory_error_is_status_6(tmp_path, paper_file, monkeypatch, capsys):
+    """SCIP's error -8 (SCIP_NOMEMORY), which PySCIPOpt raises as MemoryError, from inside a solve."""
+    import carbonsched.formulations.monolithic as monolithic
+
+    def no_memory(model, **kwargs):
+        raise MemoryError("SCIP: insufficient memory error!")
+
+    monkeypatch.setattr(monolithic, "run_scip", no_memory)
+    out = tmp_path / "sol.h5"
+    assert main(["solve", str(paper_file), "-q", "-o", str(out)]) == 6
+    line = _one_line_error(capsys.readouterr().err)
+    assert "out of memory (SCIP: insufficient memory error!)" in line
+    assert not out.exists()
+    _no_temporary_files(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------- 2. signals
@@ -552,6 +681,27 @@ FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
                                                                        HealthCheck.too_slow])
 
 
+#: The readers' allocation cap for a file of B bytes: ``READ_CAP_FACTOR * B + READ_CAP_SLACK`` bytes of
+#: Python and numpy memory (tracemalloc's peak). From the declared-size rule (docs/reliability.md): a
+#: dataset is read only if it occupies its declared size in the file, or 1/1100 of it (+1 MiB) compressed.
+READ_CAP_FACTOR = 1100
+READ_CAP_SLACK = 8 * 2**20
+
+
+def _read_within_cap(read, path: Path, error: type[Exception]) -> None:
+    """``read(path)``: a result or a one-line ``error``, with tracemalloc's peak below the cap."""
+    cap = READ_CAP_FACTOR * path.stat().st_size + READ_CAP_SLACK
+    tracemalloc.start()
+    try:
+        read(path)
+    except error as exc:
+        assert "\n" not in str(exc)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < cap, f"reading allocated {peak} bytes, cap {cap}"
+
+
 def _corrupt(data: bytes, kind: str, position: float, value: int) -> bytes:
     at = int(position * (len(data) - 1))
     if kind == "truncate":
@@ -566,10 +716,7 @@ def _corrupt(data: bytes, kind: str, position: float, value: int) -> bytes:
 def test_fuzz_instance_reader_bytes(tmp_path_factory, paper_file, kind, position, value):
     path = tmp_path_factory.mktemp("fz") / "inst.h5"
     path.write_bytes(_corrupt(paper_file.read_bytes(), kind, position, value))
-    try:
-        load(path)
-    except InstanceError as exc:
-        assert "\n" not in str(exc)
+    _read_within_cap(load, path, InstanceError)
 
 
 @FUZZ
@@ -577,10 +724,7 @@ def test_fuzz_instance_reader_bytes(tmp_path_factory, paper_file, kind, position
 def test_fuzz_solution_reader_bytes(tmp_path_factory, paper_solution, kind, position, value):
     path = tmp_path_factory.mktemp("fz") / "sol.h5"
     path.write_bytes(_corrupt(paper_solution.read_bytes(), kind, position, value))
-    try:
-        Solution.load(path)
-    except SolutionError as exc:
-        assert "\n" not in str(exc)
+    _read_within_cap(Solution.load, path, SolutionError)
 
 
 def _datasets(path: Path) -> list[str]:
@@ -620,10 +764,7 @@ def test_fuzz_instance_reader_datasets(tmp_path_factory, paper_file, which, how)
     names = _datasets(paper_file)
     name = names[which % len(names)]
     path = _edit(paper_file, tmp_path_factory.mktemp("fz") / "inst.h5", lambda f: _reshape_dataset(f, name, how))
-    try:
-        load(path)
-    except InstanceError as exc:
-        assert "\n" not in str(exc)
+    _read_within_cap(load, path, InstanceError)
 
 
 @FUZZ
@@ -632,10 +773,7 @@ def test_fuzz_solution_reader_datasets(tmp_path_factory, paper_solution, which, 
     names = _datasets(paper_solution)
     name = names[which % len(names)]
     path = _edit(paper_solution, tmp_path_factory.mktemp("fz") / "sol.h5", lambda f: _reshape_dataset(f, name, how))
-    try:
-        Solution.load(path)
-    except SolutionError as exc:
-        assert "\n" not in str(exc)
+    _read_within_cap(Solution.load, path, SolutionError)
 
 
 # ----------------------------------------------------------------------------------------- 6. library API

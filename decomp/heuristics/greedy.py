@@ -19,7 +19,9 @@ import math
 import time
 
 import numpy as np
+from carbonsched.errors import NoSolutionError
 from carbonsched.formulations import ComputePlan, Solution, evaluate
+from carbonsched.formulations.diagnose import mandatory_infeasibility
 from carbonsched.formulations.solution import SolveStatus, Trace
 from carbonsched.instances import Instance
 from carbonsched.progress import ProgressCallback, ProgressReporter
@@ -33,8 +35,8 @@ DEFAULT_CARBON_PRICES = (0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)
 def greedy_plan(inst: Instance, carbon_shadow: float = 0.0) -> ComputePlan:
     """The greedy plan for carbon shadow price ``carbon_shadow`` ($/t CO2, on top of τ).
 
-    A mandatory job that fits nowhere stays unscheduled; :func:`carbonsched.formulations.evaluate` then raises
-    a PlanError naming it.
+    A mandatory job that fits nowhere stays unscheduled (:func:`solve_greedy` then tells whether the
+    instance is infeasible).
     """
     s, jb, inf = inst.sites, inst.jobs, inst.inference
     S, T, K, dt = inst.n_sites, inst.n_periods, inst.n_classes, inst.period_hours
@@ -102,6 +104,20 @@ def greedy_plan(inst: Instance, carbon_shadow: float = 0.0) -> ComputePlan:
     return ComputePlan(job_site=job_site, job_start=job_start, served=served)
 
 
+def _refuse_unplaced_mandatory(inst: Instance, plan: ComputePlan) -> None:
+    """Raise when ``plan`` leaves a mandatory job out: InfeasibleError (status 3) naming the jobs when the
+    mandatory jobs cannot all be placed, else NoSolutionError (status 4: greedy found no feasible plan)."""
+    left_out = np.flatnonzero(inst.jobs.mandatory & (plan.job_site < 0))
+    if left_out.size == 0:
+        return
+    infeasible = mandatory_infeasibility(inst)
+    if infeasible is not None:
+        raise infeasible
+    names = ", ".join(str(inst.jobs.name[j]) for j in left_out[:10])
+    raise NoSolutionError(f"greedy: found no place for mandatory job(s) {names}; they can be placed together, "
+                          "so another method (monolithic, benders, lagrangian) will find a solution")
+
+
 def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_limit: float | None = None,
                  progress: ProgressCallback | None = None) -> Solution:
     """Greedy plans for several carbon shadow prices, each scored exactly; the best as a Solution.
@@ -113,7 +129,8 @@ def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_li
     carbon_prices : sequence of float
         Carbon shadow prices λ tried, $/t CO2.
     time_limit : float, optional
-        Wall-clock limit, s (checked between plans).
+        Wall-clock limit, s: each plan's scoring gets the time left; a plan whose scoring the limit stops is
+        dropped (the best plan scored so far is the result, status ``time_limit``).
     progress : ProgressCallback, optional
         Receives a :class:`carbonsched.progress.ProgressEvent` after each plan is scored (``iteration``
         = plans scored; no bound) and at the end.
@@ -124,6 +141,14 @@ def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_li
         Method ``greedy``, status ``iteration_limit`` (all prices tried), ``time_limit`` or ``interrupted``
         (Ctrl-C after the first plan was scored); bound inf,
         not certified; ``extra['carbon_shadow']`` is the λ of the kept plan.
+
+    Raises
+    ------
+    NoSolutionError
+        The time limit was reached before the first plan was scored.
+        Also when a greedy plan leaves out a mandatory job although the mandatory jobs can be placed.
+    InfeasibleError
+        The mandatory jobs cannot all be placed (names them).
     """
     t0 = time.perf_counter()
     report = ProgressReporter(progress, t0)
@@ -131,12 +156,34 @@ def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_li
     best_lam = math.nan
     trace = Trace()
     status = "iteration_limit"
+    deadline = None if time_limit is None else t0 + time_limit
+    unplaced: ComputePlan | None = None
     try:
         for n, lam in enumerate(carbon_prices):
-            if time_limit is not None and time.perf_counter() - t0 >= time_limit and best is not None:
+            left = None if deadline is None else deadline - time.perf_counter()
+            if left is not None and left <= 0.0:
+                if best is None:
+                    raise NoSolutionError(f"greedy: time limit of {time_limit:g} s reached before a plan was scored")
                 status = "time_limit"
                 break
-            sol = evaluate(inst, greedy_plan(inst, lam), method="greedy")
+            plan = greedy_plan(inst, lam)
+            if (inst.jobs.mandatory & (plan.job_site < 0)).any():
+                unplaced = plan  # this λ left a mandatory job out; another may place it
+                log.debug("greedy: carbon shadow price %g $/t leaves a mandatory job out", lam)
+                continue
+            left = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
+            try:
+                # the plan's scoring gets the time left, so the limit holds within one site solve
+                sol = evaluate(inst, plan, method="greedy", time_limit=left)
+            except NoSolutionError:
+                if left is None:
+                    raise
+                if best is None:  # nothing to keep: status 4
+                    raise NoSolutionError(f"greedy: time limit of {time_limit:g} s reached before the first plan "
+                                          "was scored") from None
+                status = "time_limit"
+                log.info("greedy: the time limit stopped the scoring of the plan for λ = %g $/t", lam)
+                break
             if best is None or sol.objective > best.objective:
                 best, best_lam = sol, lam
             trace.append(time.perf_counter() - t0, best.objective, math.inf, n)
@@ -148,6 +195,8 @@ def solve_greedy(inst: Instance, *, carbon_prices=DEFAULT_CARBON_PRICES, time_li
             raise
         status = "interrupted"  # Ctrl-C or SIGTERM: the best plan so far is the result
         log.warning("greedy: interrupted; keeping the best plan so far")
+    if best is None and unplaced is not None:
+        _refuse_unplaced_mandatory(inst, unplaced)  # every λ left a mandatory job out: status 3 or 4
     assert best is not None
     best.method, best.status = "greedy", SolveStatus(status)
     best.wall_seconds = time.perf_counter() - t0

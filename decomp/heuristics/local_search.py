@@ -22,6 +22,7 @@ import math
 import time
 
 import numpy as np
+from carbonsched.errors import NoSolutionError
 from carbonsched.formulations import ComputePlan, PlanError, Solution
 from carbonsched.formulations.evaluator import Evaluator, MoveJob, ShiftRouting, SwapJobs
 from carbonsched.formulations.solution import SolveStatus, Trace
@@ -82,7 +83,8 @@ def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, ti
     initial : ComputePlan, optional
         Starting plan (PlanError if it breaks a compute constraint).
     time_limit : float, optional
-        Wall-clock limit, s (the greedy start included).
+        Wall-clock limit, s (the greedy start included); every energy solve gets the time left, and a move
+        whose scoring the limit stops is not made.
     iteration_limit : int
         Maximum candidate moves scored.
     n_slots : int
@@ -112,7 +114,22 @@ def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, ti
             log.info("local search: interrupted during the greedy start; Z = %.2f $", start.objective)
             return start
         initial = ComputePlan.from_solution(start)
-    ev = Evaluator(inst, initial)
+    else:
+        start = None
+    deadline = None if time_limit is None else t0 + time_limit
+    try:
+        if start is not None and start.status is SolveStatus.TIME_LIMIT:
+            raise NoSolutionError("the greedy start used up the time limit")
+        # every energy solve ends by the deadline, so the limit holds within one site solve
+        ev = Evaluator(inst, initial, deadline=deadline)
+    except NoSolutionError:
+        if start is None:
+            raise  # the limit stopped the scoring of the given initial plan: nothing scored to return
+        # the limit stopped the evaluator's own scoring of the greedy plan: that plan, already scored, is the result
+        start.method, start.status = "local-search", SolveStatus.TIME_LIMIT
+        start.wall_seconds = time.perf_counter() - t0
+        log.info("local search: time limit reached before the search started; Z = %.2f $", start.objective)
+        return start
     trace = Trace()
     trace.append(time.perf_counter() - t0, ev.objective, math.inf, 0)
     report("search", ev.objective, message="local search from the initial plan", force=True)
@@ -137,6 +154,9 @@ def solve_local_search(inst: Instance, *, initial: ComputePlan | None = None, ti
                 z = ev.try_move(mv)
             except PlanError:
                 continue
+            except NoSolutionError:  # the limit stopped this move's scoring: the incumbent stands
+                status = "time_limit"
+                return False
             if z > base + 1e-6 * max(1.0, abs(base)):
                 ev.apply(mv)
                 trace.append(time.perf_counter() - t0, ev.objective, math.inf, tried)
