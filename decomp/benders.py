@@ -52,6 +52,8 @@ from .rounding import round_fractional_plan
 
 log = logging.getLogger(__name__)
 
+#: Multi-tree master iterations when BendersOptions.max_iterations is None.
+MULTI_TREE_ITERATIONS = 200
 #: How the MILP master is searched (BendersOptions.master).
 MASTER_MODES = ("single-tree", "multi-tree")
 
@@ -70,13 +72,17 @@ class BendersOptions(EngineOptions):
         The master MILP is solved to this share of the requested gap.
     cut_age_limit : int
         MILP iterations a cut may stay slack before it leaves the master (it stays in the pool).
-    max_iterations : int
-        MILP master iterations (multi-tree master only).
+    max_iterations : int or None
+        Multi-tree: MILP master iterations (None: 200). Single tree: separation rounds — site LPs at one
+        master point — after which the search stops with status ``iteration_limit`` (None: no limit).
     master : {"single-tree", "multi-tree"}
         How the MILP master is searched after the root loop. ``single-tree`` (branch-and-Benders-cut,
         :mod:`carbonsched.decomp.benders_tree`): one SCIP search whose integral candidates are checked
         against the site LPs, cuts added as lazy constraints. ``multi-tree``: the master MILP is rebuilt
         from the cut pool and solved again after every round of cuts (docs/decomposition.md compares them).
+    separation_depth : int
+        Single tree: fractional node LP points are separated (site LPs, cuts) at nodes up to this depth
+        (−1: only integral candidates).
     lp_warm_start : bool
         Solve the joint LP relaxation first (:func:`formulations.lp_relaxation.solve_lp_relaxation`):
         its optimum is a valid bound, its rounded solution a candidate plan, and its energy-side values
@@ -91,8 +97,9 @@ class BendersOptions(EngineOptions):
     stabilization: float = 0.5
     master_gap_share: float = 0.25
     cut_age_limit: int = 8
-    max_iterations: int = 200
+    max_iterations: int | None = None
     master: str = "single-tree"
+    separation_depth: int = 1_000_000
     lp_warm_start: bool = True
     lp_share: float = 0.25
 
@@ -102,8 +109,12 @@ class BendersOptions(EngineOptions):
         super().validate()
         for name in ("root_rounds", "cut_age_limit", "max_iterations"):
             v = getattr(self, name)
+            if name == "max_iterations" and v is None:
+                continue
             if not (isinstance(v, int) and v >= 0):
                 raise InputError(f"{name}: must be an integer >= 0 (got {v!r})")
+        if not (isinstance(self.separation_depth, int) and self.separation_depth >= -1):
+            raise InputError(f"separation_depth: must be an integer >= -1 (got {self.separation_depth!r})")
         if self.master not in MASTER_MODES:
             raise InputError(f"master: must be one of {', '.join(MASTER_MODES)} (got {self.master!r})")
         if not 0.0 < self.stabilization <= 1.0:
@@ -337,7 +348,8 @@ class BendersAlgorithm(DecompositionAlgorithm):
     def milp_loop(self) -> SolveStatus:
         hub = self.hub
         hub.set_phase("master")
-        for it in range(self.next_iteration, self.opt.max_iterations):
+        limit = MULTI_TREE_ITERATIONS if self.opt.max_iterations is None else self.opt.max_iterations
+        for it in range(self.next_iteration, limit):
             hub.pre_iteration(it)
             if hub.out_of_time():
                 return SolveStatus.TIME_LIMIT
@@ -401,7 +413,8 @@ class BendersAlgorithm(DecompositionAlgorithm):
         model = master.model
         handler = BendersCutHandler(self, master)
         model.includeConshdlr(handler, "carbonsched_benders", "site value functions theta_i <= phi_i(m_i)",
-                              enfopriority=-1_000_000, chckpriority=-1_000_000)
+                              sepapriority=-1_000_000, enfopriority=-1_000_000, chckpriority=-1_000_000,
+                              sepafreq=1 if self.opt.separation_depth >= 0 else -1)
         model.addPyCons(model.createCons(handler, "site_values", initial=False, separate=False, propagate=False))
         # components are solved in sub-SCIPs that do not have the handler
         model.setParam("constraints/components/maxprerounds", 0)
@@ -419,6 +432,9 @@ class BendersAlgorithm(DecompositionAlgorithm):
                              "tree_scoring_seconds": round(handler.scoring_seconds, 3)}
         if handler.error is not None:
             raise handler.error
+        if handler.round_limit_reached and not hub.gap_reached():
+            self._finish_iteration(self.next_iteration, SolveStatus.ITERATION_LIMIT)
+            return SolveStatus.ITERATION_LIMIT
         if run.scip_status in ("infeasible", "inforunbd") and hub.incumbent is None:
             raise diagnose_mandatory(self.inst)
         # "infeasible" with an objective limit: nothing beats the incumbent, which is optimal

@@ -55,6 +55,10 @@ CUT_TOLERANCE = 2e-6
 RECORD_ROUNDS = 25
 
 
+class _RoundLimit(Exception):
+    """The separation-round limit is reached: the search stops (not an error)."""
+
+
 class BendersCutHandler(Conshdlr):
     """The site value functions θ_i ≤ φ_i(m_i) as lazy constraints of the master (see the module docstring).
 
@@ -83,12 +87,16 @@ class BendersCutHandler(Conshdlr):
         self._fixed = master.fixed_values()
         self._results: dict[bytes, list[Cut]] = {}
         self._added: set[bytes] = set()
+        self._pending: list[Cut] = []
+        #: fractional LP points are separated at nodes up to this depth (``master_separation_depth``)
+        self.separation_depth = algorithm.opt.separation_depth
         self.rounds = 0
         self.cuts_added = 0
         self.candidates_accepted = 0
         self.scoring_seconds = 0.0
         self.error: BaseException | None = None
         self.stop_requested = False
+        self.round_limit_reached = False
         self._last_record_round = 0
 
     # ------------------------------------------------------------------ values at a solution
@@ -109,6 +117,11 @@ class BendersCutHandler(Conshdlr):
         key = point.tobytes()
         cuts = self._results.get(key)
         if cuts is None:
+            limit = self.alg.opt.max_iterations
+            if limit is not None and self.rounds >= limit:
+                self.round_limit_reached = self.stop_requested = True
+                self.model.interruptSolve()
+                raise _RoundLimit
             hub = self.alg.hub
             self.rounds += 1
             hub.pre_iteration(self.rounds)
@@ -130,6 +143,8 @@ class BendersCutHandler(Conshdlr):
             return {"result": SCIP_RESULT.FEASIBLE}
         try:
             return body(*args)
+        except _RoundLimit:  # the search is being stopped; nothing unchecked may count as feasible meanwhile
+            return {"result": SCIP_RESULT.DIDNOTRUN if body == self._separate_lp else SCIP_RESULT.INFEASIBLE}
         except BaseException as exc:  # noqa: BLE001 - re-raised by BendersAlgorithm.branch_and_cut
             self.error = exc
             self.model.interruptSolve()
@@ -143,6 +158,9 @@ class BendersCutHandler(Conshdlr):
 
     def consenfops(self, constraints, nusefulconss, solinfeasible, objinfeasible):
         return self._guarded(self._enforce, None)
+
+    def conssepalp(self, constraints, nusefulconss):
+        return self._guarded(self._separate_lp)
 
     def conslock(self, constraint, locktype, nlockspos, nlocksneg):
         # θ_i − Σ coef·m_i ≤ constant with coefficients of either sign: every variable the cuts can touch may
@@ -158,23 +176,36 @@ class BendersCutHandler(Conshdlr):
         point, theta = self._point(solution)
         cuts = self._cuts_at(point)
         viol, phi = self._violations(cuts, point, theta)
-        if (viol > CHECK_TOLERANCE * np.maximum(1.0, np.abs(phi))).any():
+        violated = viol > CHECK_TOLERANCE * np.maximum(1.0, np.abs(phi))
+        if violated.any():
+            # a rejected heuristic solution still carries a compute plan worth scoring when its master value
+            # (an over-estimate) could beat the incumbent, and its cuts are valid everywhere: they wait for
+            # the next enforcement (SCIP takes no constraints inside a check)
+            self._pending.extend(self._fresh([c for c, v in zip(cuts, violated, strict=True) if v]))
+            if self.model.getSolObjVal(solution) > self.alg.hub.primal:
+                self._offer(solution)
             return {"result": SCIP_RESULT.INFEASIBLE}
         self.candidates_accepted += 1
         self._offer(solution)
         return {"result": SCIP_RESULT.FEASIBLE}
+
+    def _fresh(self, cuts: list[Cut]) -> list[Cut]:
+        """The cuts not added (or waiting) before."""
+        fresh = []
+        for c in cuts:
+            key = c.site.to_bytes(4, "little") + np.float64(c.constant).tobytes() + c.coef.tobytes()
+            if key not in self._added:
+                self._added.add(key)
+                fresh.append(c)
+        return fresh
 
     def _enforce(self, solution) -> dict[str, Any]:
         point, theta = self._point(solution)
         cuts = self._cuts_at(point)
         viol, phi = self._violations(cuts, point, theta)
         new = [c for c, v, p in zip(cuts, viol, phi, strict=True) if v > CUT_TOLERANCE * max(1.0, abs(p))]
-        fresh = []
-        for c in new:
-            key = c.site.to_bytes(4, "little") + np.float64(c.constant).tobytes() + c.coef.tobytes()
-            if key not in self._added:
-                self._added.add(key)
-                fresh.append(c)
+        fresh = self._pending + self._fresh(new)
+        self._pending = []
         if fresh:
             self._add(fresh)
             self.alg.cuts.add(fresh, iteration=self.rounds)
@@ -184,6 +215,24 @@ class BendersCutHandler(Conshdlr):
             log.debug("branch-and-cut: a candidate violates only cuts already added (numerics); accepted")
         self._progress()
         return {"result": SCIP_RESULT.FEASIBLE}
+
+    def _separate_lp(self) -> dict[str, Any]:
+        """Cuts at a node's fractional LP point: the node bounds then fall as in the root loop, not only when
+        branching has made a point integral."""
+        if self.model.getCurrentNode().getDepth() > self.separation_depth:
+            return {"result": SCIP_RESULT.DIDNOTRUN}
+        point, theta = self._point(None)
+        cuts = self._cuts_at(point)
+        viol, phi = self._violations(cuts, point, theta)
+        new = [c for c, v, p in zip(cuts, viol, phi, strict=True) if v > CUT_TOLERANCE * max(1.0, abs(p))]
+        fresh = self._pending + self._fresh(new)
+        self._pending = []
+        if not fresh:
+            return {"result": SCIP_RESULT.DIDNOTFIND}
+        self._add(fresh)
+        self.alg.cuts.add(fresh, iteration=self.rounds)
+        self._progress()
+        return {"result": SCIP_RESULT.CONSADDED}
 
     def _add(self, cuts: list[Cut]) -> None:
         mat, rhs = self.master.cut_rows(cuts)
@@ -195,7 +244,7 @@ class BendersCutHandler(Conshdlr):
             self.cuts_added += 1
 
     def _offer(self, solution) -> None:
-        """Score an accepted candidate's compute plan exactly (the hub keeps it if it improves)."""
+        """Score a candidate's compute plan exactly (the hub keeps it if it improves)."""
         values = np.zeros(self.master.am.n_vars)
         values[self._plan_ids] = self._values(solution, self._plan_vars)
         hub = self.alg.hub
