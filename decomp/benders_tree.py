@@ -199,7 +199,12 @@ class BendersCutHandler(Conshdlr):
                 fresh.append(c)
         return fresh
 
-    def _enforce(self, solution) -> dict[str, Any]:
+    def _separate(self, solution) -> tuple[list[Cut], bool]:
+        """Add the cuts waiting and those violated at ``solution`` (None: the node LP); (added, violated).
+
+        ``violated`` without ``added`` means the point violates only cuts SCIP holds already and sees
+        satisfied within its tolerance.
+        """
         point, theta = self._point(solution)
         cuts = self._cuts_at(point)
         viol, phi = self._violations(cuts, point, theta)
@@ -209,11 +214,15 @@ class BendersCutHandler(Conshdlr):
         if fresh:
             self._add(fresh)
             self.alg.cuts.add(fresh, iteration=self.rounds)
-            self._progress()
-            return {"result": SCIP_RESULT.CONSADDED}
-        if new:  # the same cut again: SCIP holds it already and sees it satisfied within its tolerance
-            log.debug("branch-and-cut: a candidate violates only cuts already added (numerics); accepted")
         self._progress()
+        return fresh, bool(new)
+
+    def _enforce(self, solution) -> dict[str, Any]:
+        added, violated = self._separate(solution)
+        if added:
+            return {"result": SCIP_RESULT.CONSADDED}
+        if violated:
+            log.debug("branch-and-cut: a candidate violates only cuts already added (numerics); accepted")
         return {"result": SCIP_RESULT.FEASIBLE}
 
     def _separate_lp(self) -> dict[str, Any]:
@@ -221,18 +230,8 @@ class BendersCutHandler(Conshdlr):
         branching has made a point integral."""
         if self.model.getCurrentNode().getDepth() > self.separation_depth:
             return {"result": SCIP_RESULT.DIDNOTRUN}
-        point, theta = self._point(None)
-        cuts = self._cuts_at(point)
-        viol, phi = self._violations(cuts, point, theta)
-        new = [c for c, v, p in zip(cuts, viol, phi, strict=True) if v > CUT_TOLERANCE * max(1.0, abs(p))]
-        fresh = self._pending + self._fresh(new)
-        self._pending = []
-        if not fresh:
-            return {"result": SCIP_RESULT.DIDNOTFIND}
-        self._add(fresh)
-        self.alg.cuts.add(fresh, iteration=self.rounds)
-        self._progress()
-        return {"result": SCIP_RESULT.CONSADDED}
+        added, _ = self._separate(None)
+        return {"result": SCIP_RESULT.CONSADDED if added else SCIP_RESULT.DIDNOTFIND}
 
     def _add(self, cuts: list[Cut]) -> None:
         mat, rhs = self.master.cut_rows(cuts)
