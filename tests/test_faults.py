@@ -400,6 +400,26 @@ def test_signal_ends_run_with_best_solution(tmp_path, small_file, method, jobs, 
     assert _pool_dirs(run.proc.pid) == []
 
 
+def test_ctrl_c_during_the_lp_relaxation_is_honoured(tmp_path):
+    # the 100-site relaxation takes HiGHS several seconds in one C call; Ctrl-C used to wait for its end (4.8 s)
+    inst = tmp_path / "s100.h5"
+    save(generate(sites=100, periods=24, seed=0), inst)
+    out = tmp_path / "sol.h5"
+    run = _Run("solve", str(inst), "--method", "lagrangian", "--jobs", "2", "--time-limit", "120", "-o", str(out))
+    run.wait_for(r"lp phase")
+    time.sleep(2.0)  # inside HiGHS by now (the model is built in about a second)
+    children = run.descendants()
+    sent = run.signal(signal.SIGINT, False)
+    code, _, stderr = run.finish()
+    took = time.monotonic() - sent
+    assert "Traceback" not in stderr, stderr
+    assert took < EXIT_SECONDS, f"exit {took:.2f} s after SIGINT"
+    assert code == 130 and "interrupted" in stderr  # no plan yet: nothing to write
+    assert not out.exists()
+    _no_temporary_files(tmp_path)
+    assert _gone(children) == []
+
+
 def test_compare_interrupted_is_no_verdict(tmp_path, paper_file):
     run = _Run("compare", str(paper_file), "--out-dir", str(tmp_path / "out"))
     run.wait_for("running strategies")
