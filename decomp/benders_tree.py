@@ -32,15 +32,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from carbonsched.formulations.benders_master import BendersMaster, Cut
 from carbonsched.formulations.site_lp import MASTER_KINDS
 from pyscipopt import SCIP_RESULT, SCIP_STAGE, Conshdlr, quicksum
-
-if TYPE_CHECKING:
-    from .benders import BendersAlgorithm
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +61,13 @@ class BendersCutHandler(Conshdlr):
 
     Parameters
     ----------
-    algorithm : BendersAlgorithm
+    algorithm : carbonsched.decomp.benders.BendersAlgorithm
         Supplies the hub (clock, bounds, pool, hooks) and ``separate`` (site LPs at a point on the pool).
     master : BendersMaster
         The built master (its variables, master-quantity ids and fixed values).
     """
 
-    def __init__(self, algorithm: BendersAlgorithm, master: BendersMaster) -> None:
+    def __init__(self, algorithm: Any, master: BendersMaster) -> None:
         self.alg = algorithm
         self.master = master
         variables = master.am.variables()

@@ -13,14 +13,12 @@ worker processes a decomposition starts afterwards inherit it.
 from __future__ import annotations
 
 import contextlib
-import io
+import ctypes
 import logging
 import math
 import os
-import re
 import signal
 import socket
-import sys
 import threading
 import time
 import weakref
@@ -31,6 +29,8 @@ import numpy as np
 from carbonsched.errors import OutOfMemoryError
 from carbonsched.progress import ProgressCallback, ProgressEvent
 from pyscipopt import SCIP_EVENTTYPE, Eventhdlr, Model
+
+from .scip_arrays import scip_c
 
 log = logging.getLogger(__name__)
 
@@ -224,32 +224,17 @@ def show_scip_output(enabled: bool = True) -> Iterator[None]:
             os.environ[SCIP_OUTPUT_ENV] = before
 
 
-#: How SCIP's error printer starts a line: ``[cons.c:2547] ERROR: ...``.
-_SCIP_ERROR_LINE = re.compile(r"\[[\w./-]+:\d+\] ERROR: ")
+#: SCIP's error printer, ``void (*)(void* data, FILE* file, const char* msg)``. A ctypes callback takes the
+#: GIL itself: SCIP may print from a solve that runs without it (PySCIPOpt's own relay does not, and a SCIP
+#: error inside an ``optimizeNogil`` solve then crashed the process: scip-benders on 6 sites, exit −11).
+_ERROR_PRINTER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)
 
 
-class _ScipErrorFilter(io.TextIOBase):
-    """A stand-in for ``sys.stderr`` that sends SCIP's error lines to the log (debug) and the rest on."""
-
-    def __init__(self, target) -> None:
-        self.target = target
-        self._partial = ""
-
-    def write(self, text: str) -> int:
-        self._partial += text
-        *lines, self._partial = self._partial.split("\n")
-        for line in lines:
-            if _SCIP_ERROR_LINE.match(line):
-                log.debug("SCIP: %s", line)
-            else:
-                self.target.write(line + "\n")
-        return len(text)
-
-    def flush(self) -> None:
-        if self._partial and not _SCIP_ERROR_LINE.match(self._partial):
-            self.target.write(self._partial)
-        self._partial = ""
-        self.target.flush()
+@_ERROR_PRINTER
+def _log_scip_error(data, file, msg) -> None:  # noqa: ARG001 - SCIP's signature
+    text = msg.decode(errors="replace").rstrip("\n") if msg else ""
+    if text:
+        log.debug("SCIP: %s", text)
 
 
 @contextlib.contextmanager
@@ -258,17 +243,23 @@ def scip_errors_to_log() -> Iterator[None]:
 
     SCIP prints a line for every function a failure passes through (``Error <-8> in function call`` five
     times over for one out-of-memory); the CLI reports the failure itself in one line. SCIP's error
-    printer is process-wide: it is pointed at Python's ``sys.stderr`` (PySCIPOpt's relay), which the
-    block replaces by a filter passing everything else through.
+    printer is process-wide; it is set through the ctypes binding of the loaded libscip
+    (:func:`~carbonsched.formulations.scip_arrays.scip_c`). Without that binding SCIP keeps printing to
+    stderr.
     """
-    Model().redirectOutput()  # sets SCIP's process-wide error printer to Python's sys.stderr
-    before = sys.stderr
-    sys.stderr = _ScipErrorFilter(before)
+    c = scip_c()
+    if c is None:
+        yield
+        return
+    set_printer = c.lib.SCIPmessageSetErrorPrinting
+    set_printer.argtypes, set_printer.restype = [_ERROR_PRINTER, ctypes.c_void_p], None
+    set_default = c.lib.SCIPmessageSetErrorPrintingDefault
+    set_default.argtypes, set_default.restype = [], None
+    set_printer(_log_scip_error, None)
     try:
         yield
     finally:
-        sys.stderr.flush()
-        sys.stderr = before
+        set_default()
 
 
 def _primal(value: float) -> float:
