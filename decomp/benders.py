@@ -55,7 +55,11 @@ log = logging.getLogger(__name__)
 #: Multi-tree master iterations when BendersOptions.max_iterations is None.
 MULTI_TREE_ITERATIONS = 200
 #: How the MILP master is searched (BendersOptions.master).
-MASTER_MODES = ("single-tree", "multi-tree")
+MASTER_MODES = ("auto", "single-tree", "multi-tree")
+#: ``master="auto"`` searches the single tree on instances of at most this many sites × periods, the
+#: multi-tree master above (measured: the single tree won at 6 × 24 and 10 × 24, lost at 8 × 48, 3 × 168,
+#: 30 × 24, 100 × 24 and 10 × 168; docs/benchmarks.md).
+SINGLE_TREE_MAX_SITE_PERIODS = 240
 
 
 @dataclass
@@ -75,11 +79,13 @@ class BendersOptions(EngineOptions):
     max_iterations : int or None
         Multi-tree: MILP master iterations (None: 200). Single tree: separation rounds — site LPs at one
         master point — after which the search stops with status ``iteration_limit`` (None: no limit).
-    master : {"single-tree", "multi-tree"}
-        How the MILP master is searched after the root loop. ``single-tree`` (branch-and-Benders-cut,
-        :mod:`carbonsched.decomp.benders_tree`): one SCIP search whose integral candidates are checked
-        against the site LPs, cuts added as lazy constraints. ``multi-tree``: the master MILP is rebuilt
-        from the cut pool and solved again after every round of cuts (docs/decomposition.md compares them).
+    master : {"auto", "single-tree", "multi-tree"}
+        How the MILP master is searched after the root loop (``auto``: the single tree up to
+        :data:`SINGLE_TREE_MAX_SITE_PERIODS` sites × periods, the multi-tree above). ``single-tree``
+        (branch-and-Benders-cut, :mod:`carbonsched.decomp.benders_tree`): one SCIP search whose integral
+        candidates are checked against the site LPs, cuts added as lazy constraints. ``multi-tree``: the
+        master MILP is rebuilt from the cut pool and solved again after every round of cuts
+        (docs/decomposition.md compares them).
     separation_depth : int
         Single tree: fractional node LP points are separated (site LPs, cuts) at nodes up to this depth
         (−1: only integral candidates).
@@ -98,7 +104,7 @@ class BendersOptions(EngineOptions):
     master_gap_share: float = 0.25
     cut_age_limit: int = 8
     max_iterations: int | None = None
-    master: str = "single-tree"
+    master: str = "auto"
     separation_depth: int = 1_000_000
     lp_warm_start: bool = True
     lp_share: float = 0.25
@@ -186,6 +192,9 @@ class BendersAlgorithm(DecompositionAlgorithm):
         self.subproblem_seconds = 0.0
         self.master_seconds = 0.0
         self.hub: Hub | None = None
+        small = inst.n_sites * inst.n_periods <= SINGLE_TREE_MAX_SITE_PERIODS
+        #: the master search this run uses (``options.master`` with ``auto`` decided by size)
+        self.master_mode = options.master if options.master != "auto" else ("single-tree" if small else "multi-tree")
         #: SCIP's objective limit in the single-tree master (the hub's incumbent value when it started).
         self.objective_limit = -math.inf
         self.tree_figures: dict[str, int] = {}
@@ -246,7 +255,7 @@ class BendersAlgorithm(DecompositionAlgorithm):
 
     def extra(self) -> dict:
         return {"cuts": self.cuts.size, "subproblem_seconds": self.subproblem_seconds,
-                "master_seconds": self.master_seconds, "master": self.opt.master, **self.tree_figures}
+                "master_seconds": self.master_seconds, "master": self.master_mode, **self.tree_figures}
 
     # ------------------------------------------------------------------ helpers
     def record(self) -> None:
@@ -489,7 +498,7 @@ class BendersAlgorithm(DecompositionAlgorithm):
             if hub.gap_reached():
                 self.stage, self.final_status = "done", SolveStatus.GAP_LIMIT.value
         if self.stage == "milp":
-            return self.branch_and_cut() if self.opt.master == "single-tree" else self.milp_loop()
+            return self.branch_and_cut() if self.master_mode == "single-tree" else self.milp_loop()
         return SolveStatus(self.final_status)
 
 

@@ -148,3 +148,13 @@ def test_branch_and_cut_with_48_periods_and_a_binding_budget(seed):
 def test_multi_tree_master_still_reaches_the_optimum():
     sol, _ = assert_benders_matches_monolithic(random_small(5), master="multi-tree")
     assert sol.extra["master"] == "multi-tree"
+
+
+@pytest.mark.parametrize("sites,periods,expected", [(3, 12, "single-tree"), (10, 24, "single-tree"),
+                                                    (11, 24, "multi-tree"), (3, 168, "multi-tree")])
+def test_auto_master_follows_the_measured_crossover(sites, periods, expected):
+    from carbonsched.decomp.benders import BendersAlgorithm, BendersOptions
+
+    inst = generate(sites=sites, periods=periods, seed=0)
+    assert BendersAlgorithm(inst, BendersOptions()).master_mode == expected
+    assert BendersAlgorithm(inst, BendersOptions(master="single-tree")).master_mode == "single-tree"
