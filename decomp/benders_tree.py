@@ -56,6 +56,10 @@ class _RoundLimit(Exception):
     """The separation-round limit is reached: the search stops (not an error)."""
 
 
+#: Site-LP results kept by master point (oldest dropped first); SCIP re-checks recent candidates, rarely old ones.
+CACHED_POINTS = 1024
+
+
 class BendersCutHandler(Conshdlr):
     """The site value functions θ_i ≤ φ_i(m_i) as lazy constraints of the master (see the module docstring).
 
@@ -79,6 +83,8 @@ class BendersCutHandler(Conshdlr):
         cb = master.compute
         self._plan_ids = np.concatenate([np.asarray(cb.x).ravel(), np.asarray(cb.y).ravel()])
         self._plan_vars = [variables[k] for k in self._plan_ids]
+        self._placement_vars = [variables[k] for k in np.asarray(cb.x).ravel()]
+        self._placements: set[bytes] = set()
         self._variables = variables
         self._locked_vars = self._point_vars + self._theta_vars
         self._fixed = master.fixed_values()
@@ -125,6 +131,8 @@ class BendersCutHandler(Conshdlr):
             results = self.alg.separate(point)
             cuts = [cut_from_result(i, r) for i, r in enumerate(results)]
             self._results[key] = cuts
+            if len(self._results) > CACHED_POINTS:
+                del self._results[next(iter(self._results))]  # the oldest point: memory stays bounded
         return cuts
 
     def _violations(self, cuts: list[Cut], point: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,16 +183,31 @@ class BendersCutHandler(Conshdlr):
         viol, phi = self._violations(cuts, point, theta)
         violated = viol > CHECK_TOLERANCE * np.maximum(1.0, np.abs(phi))
         if violated.any():
-            # a rejected heuristic solution still carries a compute plan worth scoring when its master value
-            # (an over-estimate) could beat the incumbent, and its cuts are valid everywhere: they wait for
-            # the next enforcement (SCIP takes no constraints inside a check)
+            # its cuts are valid everywhere: they wait for the next enforcement (SCIP takes no constraints
+            # inside a check)
             self._pending.extend(self._fresh([c for c, v in zip(cuts, violated, strict=True) if v]))
-            if self.model.getSolObjVal(solution) > self.alg.hub.primal:
+            # a rejected candidate is still a feasible solution once θ is replaced by the site LP values φ (when
+            # no penalized slack is used), so its plan scores at least that much: it is scored when that value
+            # beats the incumbent, or when its master value (an over-estimate) could and its job placements are
+            # new. Scoring every candidate whose master value could beat the incumbent took 103 of 120 s on
+            # 3 sites x 12 h (640 candidates, 41 distinct placements; 0.72 % gap left, now optimal in 33 s).
+            primal = self.alg.hub.primal
+            master_value = self.model.getSolObjVal(solution)
+            value = master_value - float(theta.sum()) + float(phi.sum())
+            if value > primal or (master_value > primal and self._new_placement(solution)):
                 self._offer(solution)
             return {"result": SCIP_RESULT.INFEASIBLE}
         self.candidates_accepted += 1
         self._offer(solution)
         return {"result": SCIP_RESULT.FEASIBLE}
+
+    def _new_placement(self, solution) -> bool:
+        """Whether no candidate with these job placements (sites and starts) was offered before."""
+        key = (self._values(solution, self._placement_vars) > 0.5).tobytes()
+        if key in self._placements:
+            return False
+        self._placements.add(key)
+        return True
 
     def _fresh(self, cuts: list[Cut]) -> list[Cut]:
         """The cuts not added (or waiting) before."""

@@ -32,7 +32,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from carbonsched.errors import InfeasibleError
-from carbonsched.formulations.energy import EnergyBlock, add_energy_block, idle_energy_arrays
+from carbonsched.formulations.energy import (
+    EnergyBlock,
+    add_energy_block,
+    balance_power,
+    idle_energy_arrays,
+    it_power_mw,
+)
 from carbonsched.formulations.joint import add_compute_block, running_matrix
 from carbonsched.formulations.lp_relaxation import JointLP
 from carbonsched.formulations.plan import ComputePlan
@@ -41,7 +47,6 @@ from carbonsched.formulations.scip_run import SCIP_INF, STATUS_MAP, configure, n
 from carbonsched.formulations.site_milp import (
     AllocatedResult,
     SiteResult,
-    balance_dispatch,
     busy_gpus,
     limit_by_deadline,
     make_site_milp,
@@ -649,7 +654,8 @@ class GroupSolver:
             for q, i in enumerate(sites):  # the dispatch follows the extracted plan's load exactly
                 rows = {name: arr[q] for name, arr in res.energy.items()}
                 starts = np.where(res.job_site == i, res.job_start, -1)
-                balance_dispatch(inst, int(i), rows, busy_gpus(inst, int(i), starts, res.served[:, q, :]))
+                busy = busy_gpus(inst, int(i), starts, res.served[:, q, :])
+                balance_power(inst, rows, it_power_mw(inst, busy, int(i)), int(i))
         res.seconds = time.perf_counter() - t0
         return res
 

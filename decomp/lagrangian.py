@@ -38,7 +38,7 @@ from carbonsched.formulations.lp_relaxation import JointLP, solve_lp_relaxation
 from carbonsched.formulations.monolithic import solution_from_model
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_run import configure, note_scip_status, optimize
-from carbonsched.formulations.site_milp import SiteResult, make_site_milp
+from carbonsched.formulations.site_milp import SiteResult, limit_by_deadline, make_site_milp
 from carbonsched.formulations.solution import Solution, SolveStatus
 from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback
@@ -52,7 +52,7 @@ from .completion import (
     lp_site_shares,
     solution_site_shares,
 )
-from .engine import DecompositionAlgorithm, EngineOptions, Hub, run_algorithm
+from .engine import MIN_SCORING_SECONDS, DecompositionAlgorithm, EngineOptions, Hub, run_algorithm
 from .hooks import DecompositionHooks
 from .parallel import ParallelConfig
 from .rounding import round_fractional_plan, route_by_lp
@@ -75,8 +75,6 @@ POOL_GAP = 1e-4
 #: The restricted MILP's first pool: LP support plus placements whose LP reduced cost is within this share of
 #: the job's value of zero (docs/decomposition.md: 183 of 2,343 placements on ``small``).
 POOL_REDUCED_COST = 0.01
-#: A recovery step with less time than this left is not started, s.
-MIN_STEP_SECONDS = 0.5
 #: ``close=None`` runs the closing phase on instances with at most this many sites × periods.
 CLOSE_AUTO_MAX_SITE_PERIODS = 1000
 #: The primal sides of the Lagrangian (see LagrangianOptions.primal).
@@ -906,17 +904,17 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
                 if plan is None:
                     continue
                 left = remaining()
-                if left is not None and left <= MIN_STEP_SECONDS:
+                if left is not None and left <= MIN_SCORING_SECONDS:
                     break  # out of time: the time limit holds even before a first plan (then NoSolutionError)
                 # routing, scoring and polishing one plan may take at most RECOVERY_SHARE of the limit together
                 # (at 100 sites the polish alone can otherwise eat the budget the multipliers need)
-                deadline = None if left is None else time.perf_counter() + min(left, RECOVERY_SHARE * loop_limit)
+                deadline = None if left is None else time.time() + min(left, RECOVERY_SHARE * loop_limit)
                 # re-routing solves an LP as large as the relaxation: not tried when that was not solved in time
                 # (HiGHS then overran its time limit: 300 sites, 60 s limit, the run ended at 94.5 s)
                 if self.parallel_primal and plan is not extra_plan and math.isfinite(self.lp_bound):
-                    plan = route_by_lp(inst, plan, time_limit=_seconds_to(deadline)) or plan
-                budget = _seconds_to(deadline)
-                if budget is not None and budget <= MIN_STEP_SECONDS:
+                    plan = route_by_lp(inst, plan, time_limit=limit_by_deadline(None, deadline)) or plan
+                budget = limit_by_deadline(None, deadline)
+                if budget is not None and budget <= MIN_SCORING_SECONDS:
                     break
                 for sol in recovery.score(plan, time_limit=budget):
                     keep(sol, "recovery")
@@ -1087,7 +1085,3 @@ def solve_lagrangian(
     return run_algorithm(inst, "lagrangian", LagrangianOptions, LagrangianAlgorithm, hooks=hooks, progress=progress,
                          time_limit=time_limit, gap=gap, config=config, seed=seed, initial=initial, **options)
 
-
-def _seconds_to(deadline: float | None) -> float | None:
-    """Seconds left until a ``time.perf_counter()`` deadline (None: no deadline), never negative."""
-    return None if deadline is None else max(deadline - time.perf_counter(), 0.0)

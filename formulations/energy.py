@@ -31,10 +31,64 @@ def has_generator(inst: Instance) -> np.ndarray:
     return inst.sites.gen_max_mw > 0
 
 
-def it_power_mw(inst: Instance, busy_gpus: np.ndarray) -> np.ndarray:
-    """IT power P^IT (S,T) in MW for busy GPUs U (S,T): (a·G + (b − a)·U) / 1000."""
+def it_power_mw(inst: Instance, busy_gpus: np.ndarray, sites: np.ndarray | int | None = None) -> np.ndarray:
+    """IT power P^IT in MW for busy GPUs U: (a·G + (b − a)·U) / 1000.
+
+    ``busy_gpus`` is (S,T) for all sites, (n,T) for the rows of a ``sites`` array or (T,) for one site (an int);
+    the result has its shape.
+    """
     s = inst.sites
-    return (s.gpu_idle_kw[:, None] * s.gpus[:, None] + (s.gpu_busy_kw - s.gpu_idle_kw)[:, None] * busy_gpus) / 1000.0
+    busy = np.asarray(busy_gpus, dtype=np.float64)
+    if sites is None:
+        idle, gpus, busy_kw = s.gpu_idle_kw[:, None], s.gpus[:, None], s.gpu_busy_kw[:, None]
+    else:
+        idx = np.asarray(sites, dtype=np.int64)
+        idle, gpus, busy_kw = (np.asarray(a[idx], dtype=np.float64)[..., None] for a in
+                               (s.gpu_idle_kw, s.gpus, s.gpu_busy_kw))
+        if idx.ndim == 0:
+            idle, gpus, busy_kw = idle[0], gpus[0], busy_kw[0]
+    return (idle * gpus + (busy_kw - idle) * busy) / 1000.0
+
+
+def balance_power(inst: Instance, energy: dict[str, np.ndarray], it_load_mw: np.ndarray,
+                  sites: np.ndarray | int | None = None) -> None:
+    """Make dispatch rows meet the power balance (MODEL.md 4–5) for IT load ``it_load_mw`` exactly, in place.
+
+    SCIP meets rows and bounds within its feasibility tolerance, which is relative to their size, and the
+    extraction clips values to their bounds and zeroes flows beside a binary that rounds to 0 (a charge of
+    2e-6 MW with the battery in discharge mode); the plan's load and the dispatch can then disagree by a few
+    µW–kW, more than the checker's absolute 1e-6·max(1, rhs). The residual is absorbed here: a deficit by
+    energy not served, a surplus by less ens, then less renewable used, then less grid import, then less
+    generation above its minimum. Emissions never grow.
+
+    Parameters
+    ----------
+    inst : Instance
+        The instance.
+    energy : dict of str to ndarray
+        SOLUTION.md's ``/energy`` arrays: (S, T) for all sites, (n, T) for the rows of ``sites`` (an array)
+        or (T,) for one site (an int).
+    it_load_mw : ndarray
+        IT power P^IT of the same rows, MW.
+    sites : int or (n,) int array, optional
+        Which sites the rows are (default all).
+    """
+    s = inst.sites
+    idx = np.arange(inst.n_sites) if sites is None else np.atleast_1d(np.asarray(sites, dtype=np.int64))
+    T = inst.n_periods
+    e = {name: np.asarray(arr).reshape(-1, T) for name, arr in energy.items()}  # views: changed in place
+    pue = s.pue[idx]
+    load = pue * np.asarray(it_load_mw, dtype=np.float64).reshape(-1, T)
+    residual = (load + e["charge"] + e["grid_export"] - e["renewable_used"] - e["gen"] - e["discharge"]
+                - e["grid_import"] - e["ens"])
+    e["ens"] += np.maximum(residual, 0.0)
+    surplus = np.maximum(-residual, 0.0)
+    gen_floor = s.gen_min_mw[idx, None] * e["gen_on"]
+    for name, floor in (("ens", 0.0), ("renewable_used", 0.0), ("grid_import", 0.0), ("gen", gen_floor)):
+        take = np.minimum(surplus, np.maximum(e[name] - floor, 0.0))
+        e[name] -= take
+        surplus -= take
+    # anything left over (not seen in practice) stays: the checker names it
 
 
 def idle_energy_arrays(inst: Instance, sites: np.ndarray | None = None) -> dict[str, np.ndarray]:

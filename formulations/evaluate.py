@@ -38,7 +38,7 @@ from carbonsched.errors import InputError, NoSolutionError
 from carbonsched.instances.schema import Instance
 from pyscipopt import SCIP_PARAMSETTING
 
-from .energy import EnergyBlock, add_energy_block, idle_energy_arrays, it_power_mw
+from .energy import EnergyBlock, add_energy_block, balance_power, idle_energy_arrays, it_power_mw
 from .plan import ComputePlan, PlanError, check_plan
 from .scip_arrays import ArrayModel
 from .scip_run import STATUS_MAP, configure, note_scip_status, optimize, run_scip
@@ -223,6 +223,7 @@ class SiteEnergySolver:
             vals = self.am.values()
             energy = self.block.extract(self.inst, vals)
             out["energy"] = {name: arr[self.site].copy() for name, arr in energy.items()}
+            balance_power(self.inst, out["energy"], it_load_mw, self.site)
             em = round(float(vals[self.imp_ids] @ self.imp_co2 + vals[self.gen_ids] @ self.gen_co2), 9)
             priced = _down(float(m.getObjVal()))
             out["priced_objective"] = priced
@@ -418,6 +419,9 @@ def _solve_joint(inst: Instance, load: np.ndarray, sites: np.ndarray, allowance:
         am.add_solution(_start_values(block, am.n_vars, start))
     run = run_scip(am.model, record_trace=False)
     energy = block.extract(inst, am.values()) if run.has_solution else None
+    if energy is not None:
+        for i in np.asarray(sites, dtype=np.int64).ravel():
+            balance_power(inst, {name: arr[i] for name, arr in energy.items()}, load[i], int(i))
     return run, energy
 
 
@@ -769,6 +773,7 @@ def evaluate(
         if not run.has_solution:
             raise NoSolutionError(f"energy dispatch found no solution before the solve stopped ({run.status})")
         energy = block.extract(inst, am.values())
+        balance_power(inst, energy, load)
         status = run.status
         extra.update(scoring="joint", proven_exact=status == "optimal", certificate_gap=max(run.dual - run.primal, 0.0))
     elif math.isfinite(inst.carbon_budget_t):

@@ -223,7 +223,14 @@ class SiteEnergyLP:
         return m
 
     def solve(self, master: np.ndarray) -> SiteLPResult:
-        """Solve for a master point (the (5, T) array of :meth:`master_values`)."""
+        """Solve for a master point (the (5, T) array of :meth:`master_values`).
+
+        The point is first clipped to the master's bounds (busy GPUs and allowance ≥ 0, binaries in
+        [0, 1]): an LP master returns values a feasibility tolerance outside them, and γ = −4e-7 makes
+        ``imp ≤ M·γ`` infeasible against ``imp ≥ 0``. The cut is taken at the clipped point; it stays
+        valid everywhere because a supergradient of the concave value function is global.
+        """
+        master = np.clip(master, _MASTER_LOWER, _MASTER_UPPER)
         sides = self._dep_const + self._dep_coef * master[self._dep_kind, self._dep_t]
         if self._last_sides is None:
             changed = np.arange(sides.size)
@@ -254,6 +261,11 @@ class SiteEnergyLP:
         slack = float(prim["dump"].sum() + prim["carbon_slack"].sum())
         return SiteLPResult(value=value, coef={k: coef[q] for q, k in enumerate(MASTER_KINDS)},
                             constant=constant, primal=prim, slack=slack)
+
+
+#: Bounds of the master quantities by kind (rows in MASTER_KINDS order).
+_MASTER_LOWER = np.zeros((len(MASTER_KINDS), 1))
+_MASTER_UPPER = np.array([[np.inf], [1.0], [1.0], [1.0], [np.inf]])
 
 
 def make_site_lp(inst: Instance, site: int, **options) -> SiteEnergyLP:

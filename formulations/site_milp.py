@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from carbonsched.instances.schema import Instance
 from pyscipopt import SCIP_PARAMSETTING
 
-from .energy import EnergyBlock, add_energy_block
+from .energy import EnergyBlock, add_energy_block, balance_power, it_power_mw
 from .joint import ComputeBlock, add_compute_block
 from .scip_arrays import ArrayModel
 from .scip_run import STATUS_MAP, configure, note_scip_status, optimize
@@ -363,8 +363,8 @@ class SiteMILP:
                     result.served[self.y_mask] = np.clip(vals[self.y_ids], 0.0, cap[self.y_mask])
                 energy = self.eb.extract(self.inst, vals)
                 result.energy = {name: arr[self.site].copy() for name, arr in energy.items()}
-                balance_dispatch(self.inst, self.site, result.energy,
-                                 busy_gpus(self.inst, self.site, result.job_start, result.served))
+                busy = busy_gpus(self.inst, self.site, result.job_start, result.served)
+                balance_power(self.inst, result.energy, it_power_mw(self.inst, busy, self.site), self.site)
                 s = self.inst.sites
                 result.emissions_t = float(self.inst.period_hours * (
                     s.grid_co2[self.site] @ result.energy["grid_import"]
@@ -435,30 +435,6 @@ def busy_gpus(inst: Instance, site: int, job_start: np.ndarray, served: np.ndarr
     np.add.at(delta, job_start[on], jb.gpus[on].astype(np.float64))
     np.add.at(delta, np.minimum(job_start[on] + jb.duration[on], T), -jb.gpus[on].astype(np.float64))
     return np.cumsum(delta)[:T] + np.asarray(served, np.float64).sum(axis=0)
-
-
-def balance_dispatch(inst: Instance, site: int, energy: dict[str, np.ndarray], busy: np.ndarray) -> None:
-    """Make one site's dispatch rows (T,) meet its power balance for busy GPUs ``busy`` (T,) exactly, in place.
-
-    SCIP meets rows and bounds within its feasibility tolerance, which is relative to their size, and the
-    extraction clips values to their bounds; with thousands of GPUs the plan's load and the dispatch can then
-    disagree by a few µW–kW, more than the checker's absolute 1e-6·max(1, rhs). The residual is absorbed
-    here: a deficit by energy not served, a surplus by less ens, then less renewable used, then less grid
-    import, then less generation above its minimum. Emissions never grow.
-    """
-    s, e = inst.sites, energy
-    load = s.pue[site] * (s.gpu_idle_kw[site] * s.gpus[site]
-                          + (s.gpu_busy_kw[site] - s.gpu_idle_kw[site]) * np.asarray(busy, np.float64)) / 1000.0
-    residual = (load + e["charge"] + e["grid_export"] - e["renewable_used"] - e["gen"] - e["discharge"]
-                - e["grid_import"] - e["ens"])
-    e["ens"] += np.maximum(residual, 0.0)
-    surplus = np.maximum(-residual, 0.0)
-    gen_floor = s.gen_min_mw[site] * e["gen_on"]
-    for name, floor in (("ens", 0.0), ("renewable_used", 0.0), ("grid_import", 0.0), ("gen", gen_floor)):
-        take = np.minimum(surplus, np.maximum(e[name] - floor, 0.0))
-        e[name] -= take
-        surplus -= take
-    # anything left over (not seen in practice) stays: the checker names it
 
 
 #: Results are snapped to this grid ($): a model re-solved in place and a fresh build of it differ by

@@ -111,3 +111,31 @@ def test_scoring_is_the_same_on_two_workers_and_in_process(name):
     for sol in (two, again):
         assert sol.extra == one.extra
         assert np.isclose(sol.objective, one.objective, rtol=1e-12, atol=1e-9)
+
+
+def test_balance_power_absorbs_a_residual_without_raising_emissions():
+    from carbonsched.formulations.energy import balance_power, idle_energy_arrays, it_power_mw
+
+    inst = generate(sites=3, periods=12, seed=0)
+    S, T = inst.n_sites, inst.n_periods
+    busy = np.zeros((S, T))
+    load = it_power_mw(inst, busy)
+    facility = inst.sites.pue * load
+    energy = idle_energy_arrays(inst)
+    energy["grid_import"][:] = facility
+    energy["renewable_used"][0, 0] = 2e-6
+    energy["grid_import"][0, 0] += 3e-6  # a surplus of 5e-6: renewables first (2e-6), then import (3e-6)
+    energy["grid_import"][0, 1] -= 2e-6  # a deficit: energy not served
+    emissions = (inst.sites.grid_co2 * energy["grid_import"]).sum()
+    balance_power(inst, energy, load)
+    sources = (energy["renewable_used"] + energy["gen"] + energy["discharge"] + energy["grid_import"]
+               + energy["ens"])
+    np.testing.assert_allclose(facility + energy["charge"] + energy["grid_export"], sources, rtol=0, atol=1e-12)
+    assert energy["ens"][0, 1] == pytest.approx(2e-6, abs=1e-12)
+    assert energy["renewable_used"][0, 0] == 0.0
+    assert energy["grid_import"][0, 0] == pytest.approx(facility[0, 0], abs=1e-12)
+    assert (inst.sites.grid_co2 * energy["grid_import"]).sum() <= emissions
+    one = {name: arr[0].copy() for name, arr in energy.items()}
+    one["ens"][2] += 1e-6
+    balance_power(inst, one, load[0], 0)  # one site's rows: (T,) arrays
+    assert one["ens"][2] == pytest.approx(energy["ens"][0, 2], abs=1e-12)
