@@ -66,17 +66,21 @@ class BoundTracker:
         """Append a trace row (seconds, best primal, best bound, iteration)."""
         self._rows.append((self.seconds, self.primal, self.bound, int(iteration)))
 
-    def extend(self, trace: Trace | None, *, offset: float, iteration: int) -> None:
+    def extend(self, trace: Trace | None, *, offset: float, iteration: int, best: float = math.inf) -> None:
         """Append another phase's trace rows (its seconds shifted by ``offset``), merged with the best so far.
 
         A row's primal is the better of the phase's and the incumbent's, its bound the tighter of the
         phase's and the best proven bound; neither the phase's bound nor its solutions are adopted here.
+        ``best`` caps the phase's primal values ($): the objective of the solution it returned, which is
+        recomputed from its arrays and can sit float noise (1e-11 $) below the solver's own value, so that
+        the trace never claims more than the phase delivered and stays monotone.
         """
         if trace is None:
             return
+        primal = self.primal
         for s, p, d in zip(trace.seconds, trace.primal, trace.dual, strict=True):
-            self._rows.append((offset + float(s), max(self.primal, float(p)), min(self.bound, float(d)),
-                               int(iteration)))
+            primal = max(primal, min(float(p), best))  # SCIP's own rows can differ by float noise too
+            self._rows.append((offset + float(s), primal, min(self.bound, float(d)), int(iteration)))
 
     @property
     def n_rows(self) -> int:

@@ -470,7 +470,7 @@ class Hub:
         except NoSolutionError:
             log.info("%s: closing phase found no solution; the incumbent stays", self.method)
             return None
-        self.tracker.extend(sol.trace, offset=start, iteration=self.state.iteration)
+        self.tracker.extend(sol.trace, offset=start, iteration=self.state.iteration, best=sol.objective)
         self.offer_solution(sol, "closing phase")
         self.offer_bound(sol.bound, "closing phase")
         self.state.info["closing_seconds"] = self.seconds - start
