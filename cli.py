@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--scheduler", help="Dask scheduler address (with --backend dask; default: a local cluster)")
     solve.add_argument("--initial", help="a solution file whose compute plan is the first incumbent")
     solve.add_argument("--close", default="auto", choices=("auto", "yes", "no"),
-                       help="lagrangian: finish with the joint MILP seeded with the incumbent when the gap is "
-                            "still open (auto: on instances of at most 1000 site-periods; default auto)")
+                       help="lagrangian and benders: finish with the joint MILP seeded with the incumbent when "
+                            "the gap is still open, in the last half of --time-limit (auto: on instances of at "
+                            "most 1000 site-periods; default auto)")
     solve.add_argument("--primal", default="auto", choices=("auto", "joint", "parallel"),
                        help="lagrangian: primal side: joint-model polish in this process, or every step per site "
                             "on the workers (auto: joint up to 1000 site-periods; default auto)")
@@ -409,10 +410,10 @@ def _solve_with_method(args: argparse.Namespace, inst, initial, progress) -> obj
                                   progress=progress)
     config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler)
     resumable = {"checkpoint": args.checkpoint, "checkpoint_every": args.checkpoint_every, "resume": args.resume}
+    close = {"auto": None, "yes": True, "no": False}[args.close]
     if args.method == "benders":
         return solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                             progress=progress, seed=args.seed, **resumable)
-    close = {"auto": None, "yes": True, "no": False}[args.close]
+                             close=close, progress=progress, seed=args.seed, **resumable)
     return solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
                             close=close, progress=progress, seed=args.seed, primal=args.primal, **resumable)
 

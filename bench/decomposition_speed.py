@@ -55,7 +55,7 @@ def run_method(method: str, inst, time_limit: float, jobs: int) -> Solution:
     if method == "benders":
         from carbonsched.decomp.benders import solve_benders
 
-        return solve_benders(inst, time_limit=time_limit, gap=1e-4, config=config)
+        return solve_benders(inst, time_limit=time_limit, gap=1e-4, config=config, close=False)
     from carbonsched.decomp.lagrangian import solve_lagrangian
 
     # lagrangian: the decomposition alone; lagrangian-close: as shipped (closing phase and primal side auto);

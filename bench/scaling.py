@@ -215,7 +215,8 @@ def _solve(method: str, inst, time_limit: float, gap: float, jobs: int, workdir:
     if method == "benders":
         from carbonsched.decomp.benders import solve_benders
 
-        return solve_benders(inst, time_limit=time_limit, gap=gap, config=config, progress=progress), {}
+        # close=False: the study measures the decomposition itself, not the closing phase
+        return solve_benders(inst, time_limit=time_limit, gap=gap, config=config, progress=progress, close=False), {}
     if method == "lagrangian":
         from carbonsched.decomp.lagrangian import solve_lagrangian
 

@@ -30,13 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 from carbonsched.errors import CarbonschedError, InputError
 from carbonsched.formulations.baselines import energy_only_plan
-from carbonsched.formulations.benders_master import BendersMaster, build_benders_master
+from carbonsched.formulations.benders_master import BendersMaster, LagrangianCut, build_benders_master
 from carbonsched.formulations.diagnose import diagnose_mandatory
 from carbonsched.formulations.lp_relaxation import solve_lp_relaxation
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_arrays import add_csr_rows
-from carbonsched.formulations.scip_run import configure, run_scip
+from carbonsched.formulations.scip_run import configure, interrupts_seen, run_scip
 from carbonsched.formulations.site_lp import make_site_lp
+from carbonsched.formulations.site_milp import limit_by_deadline, make_site_milp
 from carbonsched.formulations.solution import Solution, SolveStatus, compute_gap
 from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback
@@ -47,6 +48,7 @@ from .checkpoint import StateDict, state_array, state_scalar
 from .cuts import CutPool
 from .engine import DecompositionAlgorithm, EngineOptions, Hub, run_algorithm
 from .hooks import DecompositionHooks
+from .lagrangian import CLOSE_AUTO_MAX_SITE_PERIODS, constant_terms, make_layout, multipliers_from_lp
 from .parallel import ParallelConfig
 from .rounding import round_fractional_plan
 
@@ -95,6 +97,24 @@ class BendersOptions(EngineOptions):
         the stability center of the root cut loop (no cuts are separated at that fractional point).
     lp_share : float
         Share of the time limit the LP warm start may take (skipped past it).
+    lagrangian_bound : bool
+        After the LP warm start, solve every site's Lagrangian subproblem (:mod:`formulations.site_milp`:
+        its jobs, inference and energy with integrality) at the LP's duals, in parallel: the Lagrangian
+        bound at those multipliers, offered to the hub. The energy-side cuts alone leave the master's
+        bound at the joint LP's until branching lowers it.
+    lagrangian_cuts : bool
+        Also add one Lagrangian cut per site from that round to every MILP master
+        (:class:`formulations.benders_master.LagrangianCut`): the master LP then cannot exceed the
+        Lagrangian bound, but its dense rows slow the search (off by default, docs/decomposition.md).
+    lagrangian_share : float
+        Share of the time limit those site subproblems may take together.
+    close : bool or None
+        When the master search ends without the requested gap (its share of the time limit used, or
+        ``max_iterations``), run the engine's closing phase: the joint MILP seeded with the incumbent (as
+        the Lagrangian does). None: only on instances of at most
+        :data:`decomp.lagrangian.CLOSE_AUTO_MAX_SITE_PERIODS` sites × periods.
+    close_share : float
+        Share of the time limit reserved for the closing phase when it runs.
 
     Without ``initial`` the energy-only plan of MODEL.md is the first incumbent.
     """
@@ -108,6 +128,11 @@ class BendersOptions(EngineOptions):
     separation_depth: int = 1_000_000
     lp_warm_start: bool = True
     lp_share: float = 0.25
+    lagrangian_bound: bool = True
+    lagrangian_cuts: bool = False
+    lagrangian_share: float = 0.1
+    close: bool | None = None
+    close_share: float = 0.5
 
     resume_free_options = EngineOptions.resume_free_options | {"max_iterations", "root_rounds"}
 
@@ -125,10 +150,16 @@ class BendersOptions(EngineOptions):
             raise InputError(f"master: must be one of {', '.join(MASTER_MODES)} (got {self.master!r})")
         if not 0.0 < self.stabilization <= 1.0:
             raise InputError(f"stabilization: must be in (0, 1] (got {self.stabilization!r})")
-        for name in ("master_gap_share", "lp_share"):
+        for name in ("master_gap_share", "lp_share", "lagrangian_share"):
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:
                 raise InputError(f"{name}: must be in (0, 1] (got {v!r})")
+        if self.lagrangian_cuts and not self.lagrangian_bound:
+            raise InputError("lagrangian_cuts: needs lagrangian_bound=True (the cuts come from its round)")
+        if self.close not in (None, True, False):
+            raise InputError(f"close: must be true, false or None (got {self.close!r})")
+        if not (isinstance(self.close_share, float | int) and 0.0 <= self.close_share < 1.0):
+            raise InputError(f"close_share: must be in [0, 1) (got {self.close_share!r})")
 
 
 def round_lp_plan(master: BendersMaster, values: np.ndarray) -> ComputePlan:
@@ -182,7 +213,7 @@ class BendersAlgorithm(DecompositionAlgorithm):
 
     name = "benders"
     #: Stages of a run, in order; a checkpoint records the one reached (docs/reliability.md).
-    STAGES = ("start", "lp", "root", "milp", "done")
+    STAGES = ("start", "lp", "root", "milp", "closing", "done")
 
     def __init__(self, inst: Instance, options: BendersOptions) -> None:
         self.inst = inst
@@ -193,6 +224,9 @@ class BendersAlgorithm(DecompositionAlgorithm):
         self.master_seconds = 0.0
         self.hub: Hub | None = None
         small = inst.n_sites * inst.n_periods <= SINGLE_TREE_MAX_SITE_PERIODS
+        #: whether a closing phase follows an unfinished master search (``options.close``, None decided by size)
+        self.close = options.close if options.close is not None else \
+            inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
         #: the master search this run uses (``options.master`` with ``auto`` decided by size)
         self.master_mode = options.master if options.master != "auto" else ("single-tree" if small else "multi-tree")
         #: SCIP's objective limit in the single-tree master (the hub's incumbent value when it started).
@@ -205,6 +239,10 @@ class BendersAlgorithm(DecompositionAlgorithm):
         self.tighten = False  # the master is solved to the final gap
         self.last_master_dual = math.inf
         self.final_status = SolveStatus.ITERATION_LIMIT.value
+        #: multipliers (flat z of :class:`decomp.lagrangian.Layout`) and per-site bounds of the Lagrangian cuts
+        self.lagrangian_z: np.ndarray | None = None
+        self.lagrangian_bounds: np.ndarray | None = None
+        self.lagrangian_bound: float | None = None  # $, their sum with the multipliers' constant terms
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> StateDict:
@@ -219,6 +257,8 @@ class BendersAlgorithm(DecompositionAlgorithm):
         }
         if self.core is not None:
             d["core"] = self.core
+        if self.lagrangian_z is not None:
+            d["lagrangian_z"], d["lagrangian_bounds"] = self.lagrangian_z, self.lagrangian_bounds
         return d
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -243,6 +283,9 @@ class BendersAlgorithm(DecompositionAlgorithm):
         pool.last_tight = state_array(state, "cut_last_tight", shape=(n,), dtype=np.int64)
         pool._violated = state_array(state, "cut_violated", shape=(n,), dtype=np.int8).astype(bool)
         self.core = state_array(state, "core", shape=(S, 5, T)) if "core" in state else None
+        if "lagrangian_z" in state:
+            self.lagrangian_z = state_array(state, "lagrangian_z", shape=(make_layout(self.inst).size,))
+            self.lagrangian_bounds = state_array(state, "lagrangian_bounds", shape=(S,))
         self.cuts = pool
         self.stage = stage
         self.root_round = int(state_scalar(state, "root_round", int))
@@ -254,8 +297,11 @@ class BendersAlgorithm(DecompositionAlgorithm):
         self.master_seconds = float(state_scalar(state, "master_seconds", float))
 
     def extra(self) -> dict:
-        return {"cuts": self.cuts.size, "subproblem_seconds": self.subproblem_seconds,
-                "master_seconds": self.master_seconds, "master": self.master_mode, **self.tree_figures}
+        out = {"cuts": self.cuts.size, "subproblem_seconds": self.subproblem_seconds,
+               "master_seconds": self.master_seconds, "master": self.master_mode, **self.tree_figures}
+        if self.lagrangian_bound is not None:
+            out["lagrangian_bound"] = self.lagrangian_bound
+        return out
 
     # ------------------------------------------------------------------ helpers
     def record(self) -> None:
@@ -298,6 +344,39 @@ class BendersAlgorithm(DecompositionAlgorithm):
         # from 0.08 % to 2.1 % with them (docs/decomposition.md).
         self.core = point
         hub.record(f"LP warm start in {lp.seconds:.1f} s")
+        if self.opt.lagrangian_bound:
+            self.lagrangian_round(lp)
+
+    def lagrangian_round(self, lp) -> None:
+        """Site Lagrangian subproblems at the LP duals, in parallel: the Lagrangian bound (and the cuts' data)."""
+        hub, inst = self.hub, self.inst
+        hub.set_phase("lagrangian bound")
+        layout = make_layout(inst)
+        z = multipliers_from_lp(lp, layout)
+        mu, pi, lam_c = layout.split(z)
+        limit = hub.budget(self.opt.lagrangian_share)
+        deadline = None if limit is None else time.time() + limit
+        t = time.perf_counter()
+        res = hub.pool.map("lagrangian-site", make_site_milp, "solve",
+                           {i: ((mu, pi, lam_c), {"gap": 1e-4, "deadline": deadline,
+                                                  "time_limit": limit_by_deadline(None, deadline)})
+                            for i in range(inst.n_sites)}, options={"seed": self.opt.seed})
+        self.subproblem_seconds += time.perf_counter() - t
+        bounds = np.array([res[i].bound for i in range(inst.n_sites)], dtype=np.float64)
+        self.lagrangian_z, self.lagrangian_bounds = z, bounds
+        if np.isfinite(bounds).all():
+            self.lagrangian_bound = constant_terms(inst, layout, z)[0] + float(bounds.sum())
+            hub.offer_bound(self.lagrangian_bound, "Lagrangian bound (LP duals)")
+        hub.record(f"Lagrangian bound: {int(np.isfinite(bounds).sum())} sites in {time.perf_counter() - t:.1f} s")
+
+    def lagrangian_cuts(self) -> list[LagrangianCut]:
+        """The Lagrangian cuts for the MILP masters (one per site with a finite subproblem bound; none before the
+        round or with ``lagrangian_cuts`` off)."""
+        if not self.opt.lagrangian_cuts or self.lagrangian_z is None or self.lagrangian_bounds is None:
+            return []
+        mu, pi, lam_c = make_layout(self.inst).split(self.lagrangian_z)
+        return [LagrangianCut(i, mu, pi, lam_c, float(b)) for i, b in enumerate(self.lagrangian_bounds)
+                if math.isfinite(b)]
 
     def root_loop(self) -> None:
         """Cut loop on the LP relaxation of the master, with in-out stabilization.
@@ -307,6 +386,8 @@ class BendersAlgorithm(DecompositionAlgorithm):
         """
         hub = self.hub
         hub.set_phase("root")
+        # without the Lagrangian cuts: with them each round's LP took 2-5 s instead of 0.1 s on 8 sites x 48 h
+        # (their dense rows over every placement of a site), and the loop ate half of a 200 s run
         master = build_benders_master(self.inst, self.cuts.active(0, self.opt.cut_age_limit), record=True)
         lp = master.am.lp_relaxation()
         core = self.core
@@ -363,6 +444,7 @@ class BendersAlgorithm(DecompositionAlgorithm):
             if hub.out_of_time():
                 return SolveStatus.TIME_LIMIT
             master = build_benders_master(self.inst, self.cuts.active(it, self.opt.cut_age_limit))
+            master.add_lagrangian_cuts(self.lagrangian_cuts())
             if hub.out_of_time():
                 return SolveStatus.TIME_LIMIT
             # Early masters only need to point in a good direction: solve them loosely (a quarter of the
@@ -419,6 +501,7 @@ class BendersAlgorithm(DecompositionAlgorithm):
         hub = self.hub
         hub.set_phase("master")
         master = build_benders_master(self.inst, self.cuts.active(0, 1 << 40))
+        master.add_lagrangian_cuts(self.lagrangian_cuts())
         model = master.model
         handler = BendersCutHandler(self, master)
         model.includeConshdlr(handler, "carbonsched_benders", "site value functions theta_i <= phi_i(m_i)",
@@ -497,8 +580,31 @@ class BendersAlgorithm(DecompositionAlgorithm):
             self.stage = "milp"
             if hub.gap_reached():
                 self.stage, self.final_status = "done", SolveStatus.GAP_LIMIT.value
+        limit = self.opt.time_limit
         if self.stage == "milp":
-            return self.branch_and_cut() if self.master_mode == "single-tree" else self.milp_loop()
+            if self.close and limit is not None:
+                hub.search_limit = (1.0 - self.opt.close_share) * limit
+            interrupts = interrupts_seen()
+            try:
+                status = self.branch_and_cut() if self.master_mode == "single-tree" else self.milp_loop()
+            finally:
+                hub.search_limit = None
+            if status is SolveStatus.INTERRUPTED or interrupts_seen() > interrupts:
+                return status  # Ctrl-C stopped the search (the hub reports it): no closing phase
+            if self.close and not hub.gap_reached() and hub.incumbent is not None:
+                self.stage, self.final_status = "closing", status.value
+            else:
+                return status
+        if self.stage == "closing":
+            status = SolveStatus(self.final_status)
+            left = None if limit is None else limit - hub.seconds
+            if left is None or left > 1.0:
+                closed = hub.close_with_joint_milp(left)
+                if closed is SolveStatus.INTERRUPTED:
+                    return SolveStatus.INTERRUPTED  # a resume runs the closing phase again
+                if closed is not None and not hub.gap_reached():
+                    status = SolveStatus.TIME_LIMIT
+            self.stage, self.final_status = "done", status.value
         return SolveStatus(self.final_status)
 
 

@@ -39,7 +39,7 @@ from carbonsched.formulations.energy import (
     idle_energy_arrays,
     it_power_mw,
 )
-from carbonsched.formulations.joint import add_compute_block, running_matrix
+from carbonsched.formulations.joint import add_compute_block, running_matrix, serving_value
 from carbonsched.formulations.lp_relaxation import JointLP
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_arrays import ArrayModel
@@ -500,9 +500,7 @@ def site_shares(inst: Instance, job_mass: np.ndarray, served: np.ndarray, energy
     s, dt = inst.sites, inst.period_hours
     out = job_mass.T @ inst.jobs.value
     if inst.n_classes:
-        lat = np.where(inst.slo_mask(), np.nan_to_num(inst.inference.latency_ms, posinf=0.0), 0.0)
-        inf = inst.inference
-        unit = dt * (inf.revenue[:, None] - inf.latency_cost[:, None] * lat + inf.penalty[:, None])
+        unit = serving_value(inst) + dt * inst.inference.penalty[:, None]
         out = out + (unit * served.sum(axis=2)).sum(axis=0)
     e = energy
     out = out - dt * (s.price_buy * e["grid_import"] - s.price_sell * e["grid_export"]).sum(axis=1)

@@ -218,6 +218,9 @@ class Hub:
         self._rows_at_checkpoint = -1  # trace rows it held
         self._fingerprint_value: str | None = None
         self.checkpoints_written = 0
+        #: seconds since the start at which the current phase must end (an algorithm that reserves the rest
+        #: of the time limit for a closing phase sets it); :meth:`remaining` counts down to it
+        self.search_limit: float | None = None
 
     # ------------------------------------------------------------------ clock
     @property
@@ -226,10 +229,11 @@ class Hub:
         return self.tracker.seconds
 
     def remaining(self) -> float | None:
-        """Seconds left before the time limit (None without one; never negative)."""
-        if self.options.time_limit is None:
+        """Seconds left before the time limit or the current phase's ``search_limit`` (None without either)."""
+        limits = [t for t in (self.options.time_limit, self.search_limit) if t is not None]
+        if not limits:
             return None
-        return max(self.options.time_limit - self.seconds, 0.0)
+        return max(min(limits) - self.seconds, 0.0)
 
     def out_of_time(self) -> bool:
         """True once the time limit is reached."""

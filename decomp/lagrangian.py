@@ -157,6 +157,20 @@ def constant_terms(inst: Instance, layout: Layout, z: np.ndarray) -> tuple[float
 
 
 # ============================================================================ LP relaxation
+def multipliers_from_lp(lp: JointLP, layout: Layout) -> np.ndarray:
+    """z from the duals ∂Z/∂rhs of a solved joint LP's ``job_once``, ``demand`` and ``carbon`` rows, projected."""
+    jm = lp.jm
+    z = np.zeros(layout.size)
+    J, KT = layout.n_jobs, layout.n_classes * layout.n_periods
+    if "job_once" in jm.rows:
+        z[:J] = lp.row_duals[jm.rows["job_once"]]
+    if "demand" in jm.rows:
+        z[J:J + KT] = lp.row_duals[jm.rows["demand"]]
+    if "carbon" in jm.rows:
+        z[-1] = lp.row_duals[jm.rows["carbon"]][0]
+    return layout.project(z)
+
+
 @dataclass
 class LPRelaxation:
     """The joint model's LP relaxation: its bound and the coupling rows' duals as multipliers."""
@@ -186,23 +200,16 @@ def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = Non
         The LP is infeasible: the mandatory jobs cannot all be placed.
     """
     lp = solve_lp_relaxation(inst, time_limit=time_limit)
-    z = np.zeros(layout.size)
     if not lp.optimal:
-        return LPRelaxation(bound=math.inf, z=layout.project(z), seconds=lp.seconds)
+        return LPRelaxation(bound=math.inf, z=layout.project(np.zeros(layout.size)), seconds=lp.seconds)
     jm = lp.jm
-    J, KT = layout.n_jobs, layout.n_classes * layout.n_periods
-    if "job_once" in jm.rows:
-        z[:J] = lp.row_duals[jm.rows["job_once"]]
-    if "demand" in jm.rows:
-        z[J:J + KT] = lp.row_duals[jm.rows["demand"]]
-    if "carbon" in jm.rows:
-        z[-1] = lp.row_duals[jm.rows["carbon"]][0]
+    z = multipliers_from_lp(lp, layout)
     plan = round_fractional_plan(inst, jm.placements, jm.x, jm.y, lp.values)
     if route:
         plan = route_by_lp(inst, plan, time_limit=time_limit) or plan
     value = np.abs(inst.jobs.value[jm.placements.job])
     pool = (lp.values[jm.x] > 1e-6) | (lp.reduced_costs[jm.x] >= -POOL_REDUCED_COST * value)
-    return LPRelaxation(bound=lp.bound, z=layout.project(z), seconds=lp.seconds, plan=plan, pool=pool, joint=lp)
+    return LPRelaxation(bound=lp.bound, z=z, seconds=lp.seconds, plan=plan, pool=pool, joint=lp)
 
 
 # ============================================================================ oracle

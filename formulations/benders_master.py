@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from carbonsched.instances.schema import Instance
 
 from .energy import add_masked_rows, add_min_up_down_rows, has_battery, has_generator, shifted_ids
-from .joint import ComputeBlock, add_compute_block, compute_arrays
+from .joint import ComputeBlock, add_compute_block, compute_arrays, serving_value
 from .plan import ComputePlan
 from .scip_arrays import ArrayModel
 from .site_lp import MASTER_KINDS
@@ -42,6 +42,25 @@ class Cut:
     site: int
     constant: float
     coef: np.ndarray
+
+
+@dataclass
+class LagrangianCut:
+    """θ_i + (site i's other terms of Z) − μ·X_i − π·Y_i − λ_C·e_i ≤ bound, over the master's variables of site i.
+
+    ``bound`` is a dual bound of the Lagrangian site subproblem (:mod:`formulations.site_milp`) at the
+    multipliers (μ (J,) $ per job, π (K, T) $ per GPU-period, λ_C $/t): every configuration of site i
+    that the full model admits (integral jobs and commitments, θ_i its energy value, emissions within its
+    allowance e_i) scores at most ``bound`` under them, so the row holds at every feasible master point.
+    Summed over the sites it gives the master the Lagrangian bound at these multipliers, which the
+    energy-side Benders cuts alone cannot (their master LP is the joint LP).
+    """
+
+    site: int
+    mu: np.ndarray
+    pi: np.ndarray
+    lam_c: float
+    bound: float
 
 
 @dataclass
@@ -103,6 +122,50 @@ class BendersMaster:
         mat, rhs = self.cut_rows(cuts)
         self.am.add_rows("cut", mat, -np.inf, rhs)
         self.n_cuts += len(cuts)
+
+    def lagrangian_rows(self, cuts: list[LagrangianCut]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Lagrangian cuts as rows (matrix over master ids, right-hand sides).
+
+        A site variable's coefficient is its objective coefficient in the master (job value, inference
+        revenue less latency cost, start-up cost, 1 on θ_i) less its multiplier term (a test compares
+        them with the master's objective).
+        """
+        if not cuts:
+            return sp.csr_matrix((0, self.am.n_vars)), np.zeros(0)
+        inst, cb = self.inst, self.compute
+        pl = cb.placements
+        value = serving_value(inst)
+        rows, cols, vals, rhs = [], [], [], []
+        for r, cut in enumerate(cuts):
+            i = cut.site
+            at = np.flatnonzero(pl.site == i)
+            x_ids = np.asarray(cb.x)[at]
+            x_coef = inst.jobs.value[pl.job[at]] - cut.mu[pl.job[at]]
+            y_site = np.asarray(cb.y)[:, i, :]
+            have = y_site >= 0
+            y_ids = y_site[have]
+            y_coef = np.broadcast_to(value[:, i, None], y_site.shape)[have] - cut.pi[have]
+            su_ids = self.gen_start[i][self.gen_start[i] >= 0]
+            su_coef = np.full(su_ids.size, -float(inst.sites.gen_startup_cost[i]))
+            ids = [x_ids, y_ids, su_ids, [self.theta[i]]]
+            coef = [x_coef, y_coef, su_coef, [1.0]]
+            if self.allowance[i] >= 0 and cut.lam_c != 0.0:
+                ids.append([self.allowance[i]])
+                coef.append([-cut.lam_c])
+            ids_all = np.concatenate([np.asarray(a, dtype=np.int64) for a in ids])
+            rows.append(np.full(ids_all.size, r))
+            cols.append(ids_all)
+            vals.append(np.concatenate([np.asarray(a, dtype=np.float64) for a in coef]))
+            rhs.append(cut.bound)
+        mat = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                            shape=(len(cuts), self.am.n_vars))
+        return mat, np.asarray(rhs, dtype=np.float64)
+
+    def add_lagrangian_cuts(self, cuts: list[LagrangianCut]) -> None:
+        """Add Lagrangian cuts to the SCIP master (which must be in problem stage)."""
+        if cuts:
+            mat, rhs = self.lagrangian_rows(cuts)
+            self.am.add_rows("lagcut", mat, -np.inf, rhs)
 
     def fixed_values(self) -> np.ndarray:
         """(S, 5, T) values of master quantities that are not variables (γ = 1 on import-only sites)."""

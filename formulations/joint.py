@@ -160,6 +160,17 @@ class JointModel:
         }
 
 
+def serving_value(inst: Instance) -> np.ndarray:
+    """(K, S) value of one GPU serving class k at site i for one period, $: Δ·(ρ_k − ω_k·L_{k,i}).
+
+    The objective coefficient of y in MODEL.md; sites outside a class's SLO get the revenue alone (y is
+    not a variable there).
+    """
+    inf = inst.inference
+    lat = np.where(inst.slo_mask(), inf.latency_ms, 0.0) if inst.n_classes else np.zeros((0, inst.n_sites))
+    return inst.period_hours * (inf.revenue[:, None] - inf.latency_cost[:, None] * lat)
+
+
 @dataclass
 class ComputeBlock:
     """Ids of the compute side (constraints 1–3) for a set of sites."""
@@ -203,8 +214,7 @@ def add_compute_block(am: ArrayModel, inst: Instance, sites: np.ndarray | None =
     slo = (inst.slo_mask() if K else np.zeros((0, S), dtype=bool)) & in_block[None, :]
     y = np.full((K, S, T), -1, dtype=np.int64)
     if slo.any():
-        lat = np.where(slo, inf.latency_ms, 0.0)
-        y_obj = dt * (inf.revenue[:, None] - inf.latency_cost[:, None] * lat)
+        y_obj = serving_value(inst)
         y_mask = np.broadcast_to(slo[:, :, None], (K, S, T))
         ub = np.broadcast_to(inf.demand[:, None, :], (K, S, T))[y_mask]
         y[y_mask] = am.add_vars("y", 0.0, ub, np.broadcast_to(y_obj[:, :, None], (K, S, T))[y_mask], "C")

@@ -22,6 +22,7 @@ import numpy as np
 from carbonsched.errors import NoSolutionError
 from carbonsched.formulations import ComputePlan, Solution, evaluate
 from carbonsched.formulations.diagnose import mandatory_infeasibility
+from carbonsched.formulations.joint import serving_value
 from carbonsched.formulations.solution import SolveStatus, Trace
 from carbonsched.instances import Instance
 from carbonsched.progress import ProgressCallback, ProgressReporter
@@ -79,7 +80,7 @@ def greedy_plan(inst: Instance, carbon_shadow: float = 0.0) -> ComputePlan:
     served = np.zeros((K, S, T))
     if K:
         slo = inst.slo_mask()
-        margin = dt * (inf.revenue[:, None] - inf.latency_cost[:, None] * np.where(slo, inf.latency_ms, 0.0))
+        margin = serving_value(inst)
         for t in range(T):
             for k in np.argsort(-inf.revenue, kind="stable"):
                 need = float(inf.demand[k, t])
