@@ -168,6 +168,12 @@ def round_lp_plan(master: BendersMaster, values: np.ndarray) -> ComputePlan:
     return round_fractional_plan(master.inst, cb.placements, cb.x, cb.y, values)
 
 
+#: A root-loop round's master LP may take this many times the slowest round before it (with a time limit) ...
+ROOT_ROUND_GROWTH = 10.0
+#: ... and at least this many seconds.
+ROOT_ROUND_MIN_SECONDS = 5.0
+
+
 def _solve_master_lp(lp, remaining: Callable[[], float] | None = None) -> float | None:
     """Re-solve the master LP (dual simplex from the last basis); on an LP-solver error, once more with the
     primal simplex. None if both fail (SoPlex reported numerical trouble on a 168-period master) or no time
@@ -392,18 +398,27 @@ class BendersAlgorithm(DecompositionAlgorithm):
         lp = master.am.lp_relaxation()
         core = self.core
         alpha = self.opt.stabilization
+        slowest = 0.0  # s, the slowest master LP of this loop
         for rnd in range(self.root_round, self.opt.root_rounds):
             if hub.out_of_time():
                 return
             hub.pre_iteration(rnd)
             t = time.perf_counter()
-            bound = _solve_master_lp(lp, hub.remaining if self.opt.time_limit is not None else None)
+            # with a time limit one round may take at most ROOT_ROUND_GROWTH x the slowest so far (and at least
+            # ROOT_ROUND_MIN_SECONDS): on 30 sites x 24 h round 36's LP stalled in SoPlex for 100 s after rounds
+            # of 0.1-1 s, and the run ended there
+            cap = max(ROOT_ROUND_MIN_SECONDS, ROOT_ROUND_GROWTH * slowest)
+            bound = _solve_master_lp(lp, None if self.opt.time_limit is None else
+                                     lambda cap=cap, t=t: min(hub.remaining(), cap - (time.perf_counter() - t)))
             self.master_seconds += time.perf_counter() - t
+            slowest = max(slowest, time.perf_counter() - t)
             if bound is None:
-                log.warning("root %d: the master LP failed in both simplex variants (numerics); the MILP master "
-                            "takes over with the cuts so far", rnd)
+                log.warning("root %d: the master LP failed in both simplex variants (numerics) or hit its round "
+                            "limit; the MILP master takes over with the cuts so far", rnd)
                 return
             if not lp.isOptimal():
+                log.info("root %d: the master LP stopped unsolved after %.1f s; the MILP master takes over", rnd,
+                         time.perf_counter() - t)
                 return
             values = np.asarray(lp.getPrimal(), dtype=np.float64)
             point = master.point(values)
@@ -553,12 +568,9 @@ class BendersAlgorithm(DecompositionAlgorithm):
             self.stage, self.final_status = "done", status.value
         self.record()
 
-    def run(self, hub: Hub) -> SolveStatus:
-        self.hub = hub
-        inst = self.inst
-        if self.stage != "start":
-            log.info("resumed at stage %s (root round %d, master iteration %d, %d cuts)", self.stage,
-                     self.root_round, self.next_iteration, self.cuts.size)
+    def _search(self) -> SolveStatus:
+        """Start, LP warm start, Lagrangian bound, root loop, MILP master: everything before the closing phase."""
+        hub, inst = self.hub, self.inst
         if self.stage == "start":
             if self.opt.initial is None:
                 hub.set_phase("start", 0)
@@ -580,13 +592,24 @@ class BendersAlgorithm(DecompositionAlgorithm):
             self.stage = "milp"
             if hub.gap_reached():
                 self.stage, self.final_status = "done", SolveStatus.GAP_LIMIT.value
-        limit = self.opt.time_limit
         if self.stage == "milp":
+            return self.branch_and_cut() if self.master_mode == "single-tree" else self.milp_loop()
+        return SolveStatus(self.final_status)
+
+    def run(self, hub: Hub) -> SolveStatus:
+        self.hub = hub
+        if self.stage != "start":
+            log.info("resumed at stage %s (root round %d, master iteration %d, %d cuts)", self.stage,
+                     self.root_round, self.next_iteration, self.cuts.size)
+        limit = self.opt.time_limit
+        if self.stage not in ("closing", "done"):
+            # everything before the closing phase shares its first part of the time limit (a root loop whose
+            # master LP stalls must not eat the closing phase's time)
             if self.close and limit is not None:
                 hub.search_limit = (1.0 - self.opt.close_share) * limit
             interrupts = interrupts_seen()
             try:
-                status = self.branch_and_cut() if self.master_mode == "single-tree" else self.milp_loop()
+                status = self._search()
             finally:
                 hub.search_limit = None
             if status is SolveStatus.INTERRUPTED or interrupts_seen() > interrupts:
