@@ -619,14 +619,9 @@ class BendersAlgorithm(DecompositionAlgorithm):
             else:
                 return status
         if self.stage == "closing":
-            status = SolveStatus(self.final_status)
-            left = None if limit is None else limit - hub.seconds
-            if left is None or left > 1.0:
-                closed = hub.close_with_joint_milp(left)
-                if closed is SolveStatus.INTERRUPTED:
-                    return SolveStatus.INTERRUPTED  # a resume runs the closing phase again
-                if closed is not None and not hub.gap_reached():
-                    status = SolveStatus.TIME_LIMIT
+            status = hub.close_open_gap(SolveStatus(self.final_status))
+            if status is SolveStatus.INTERRUPTED:
+                return status  # a resume runs the closing phase again
             self.stage, self.final_status = "done", status.value
         return SolveStatus(self.final_status)
 

@@ -32,13 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from carbonsched.errors import InfeasibleError
-from carbonsched.formulations.energy import (
-    EnergyBlock,
-    add_energy_block,
-    balance_power,
-    idle_energy_arrays,
-    it_power_mw,
-)
+from carbonsched.formulations.energy import EnergyBlock, add_energy_block, idle_energy_arrays, it_power_mw
 from carbonsched.formulations.joint import add_compute_block, running_matrix, serving_value
 from carbonsched.formulations.lp_relaxation import JointLP
 from carbonsched.formulations.plan import ComputePlan
@@ -647,13 +641,12 @@ class GroupSolver:
             cap = np.maximum(prob.demand_cap, 0.0)
             with np.errstate(divide="ignore", invalid="ignore"):
                 res.served *= np.where(tot > cap, cap / tot, 1.0)[:, None, :]
-            energy = eb.extract(inst, vals)
+            # the dispatch follows the extracted plan's load exactly
+            column = {int(i): q for q, i in enumerate(sites)}
+            load = np.stack([it_power_mw(inst, busy_gpus(inst, int(i), np.where(res.job_site == i, res.job_start, -1),
+                                                         res.served[:, column[int(i)], :]), int(i)) for i in eb.sites])
+            energy = eb.extract(inst, vals, load)
             res.energy = {name: arr[sites].copy() for name, arr in energy.items()}
-            for q, i in enumerate(sites):  # the dispatch follows the extracted plan's load exactly
-                rows = {name: arr[q] for name, arr in res.energy.items()}
-                starts = np.where(res.job_site == i, res.job_start, -1)
-                busy = busy_gpus(inst, int(i), starts, res.served[:, q, :])
-                balance_power(inst, rows, it_power_mw(inst, busy, int(i)), int(i))
         res.seconds = time.perf_counter() - t0
         return res
 

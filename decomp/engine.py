@@ -473,6 +473,7 @@ class Hub:
                                    initial=plan, method=self.method)
         except NoSolutionError:
             log.info("%s: closing phase found no solution; the incumbent stays", self.method)
+            self.state.info["closing_seconds"] = self.seconds - start
             return None
         self.tracker.extend(sol.trace, offset=start, iteration=self.state.iteration, best=sol.objective)
         self.offer_solution(sol, "closing phase")
@@ -480,6 +481,23 @@ class Hub:
         self.state.info["closing_seconds"] = self.seconds - start
         self.record(f"closing phase {sol.status.value}")
         return sol.status
+
+    def close_open_gap(self, status: SolveStatus) -> SolveStatus:
+        """The closing phase after an algorithm's own search ended with ``status``: the joint MILP seeded
+        with the incumbent for the rest of the time limit, when the gap is open and more than 1 s is left.
+
+        Returns ``INTERRUPTED`` when Ctrl-C stopped it (a resumed run closes again), ``TIME_LIMIT`` when it
+        ran and left the gap open, ``status`` otherwise.
+        """
+        if self.gap_reached() or self.incumbent is None:
+            return status
+        left = None if self.options.time_limit is None else self.options.time_limit - self.seconds
+        if left is not None and left <= 1.0:
+            return status
+        closed = self.close_with_joint_milp(left)
+        if closed is SolveStatus.INTERRUPTED:
+            return closed
+        return SolveStatus.TIME_LIMIT if closed is not None and not self.gap_reached() else status
 
     # ------------------------------------------------------------------ the run
     def run(self, algorithm: DecompositionAlgorithm) -> Solution:

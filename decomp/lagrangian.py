@@ -1023,16 +1023,11 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             self.stage = "closing"
         if self.stage == "closing":
             status = SolveStatus(self.loop_status)
-            if self.close and not hub.gap_reached() and hub.incumbent is not None:
-                left = None if full_limit is None else full_limit - hub.seconds
-                if left is None or left > 1.0:
-                    start = hub.seconds
-                    closed = hub.close_with_joint_milp(left)
-                    self.closing_seconds = hub.seconds - start
-                    if closed is SolveStatus.INTERRUPTED:
-                        return SolveStatus.INTERRUPTED  # a resume runs the closing phase again
-                    if closed is not None and not hub.gap_reached():
-                        status = SolveStatus.TIME_LIMIT
+            if self.close:
+                status = hub.close_open_gap(status)
+                self.closing_seconds = hub.state.info.get("closing_seconds", self.closing_seconds)
+                if status is SolveStatus.INTERRUPTED:
+                    return status  # a resume runs the closing phase again
             self.final_status = status.value
             self.stage = "done"
         return SolveStatus(self.final_status)

@@ -124,8 +124,14 @@ class EnergyBlock:
         coef_gen = dt * np.broadcast_to(inst.sites.gen_co2[:, None], gen.shape)
         return np.concatenate([imp[mi], gen[mg]]), np.concatenate([coef_imp[mi], coef_gen[mg]])
 
-    def extract(self, inst: Instance, values: np.ndarray) -> dict[str, np.ndarray]:
-        """Solution arrays (S,T) of SOLUTION.md from variable values; idle values elsewhere."""
+    def extract(self, inst: Instance, values: np.ndarray, it_load_mw: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
+        """Solution arrays (S,T) of SOLUTION.md from variable values; idle values elsewhere.
+
+        With ``it_load_mw``, the IT power (MW) of the block's sites as (len(sites), T) rows in ``sites`` order,
+        their dispatch is made to meet the power balance exactly (:func:`balance_power`): SCIP's tolerances
+        and the clipping below otherwise leave residuals the checker refuses.
+        """
         out = idle_energy_arrays(inst)
         for name, ids in self.ids.items():
             mask = ids >= 0
@@ -150,6 +156,11 @@ class EnergyBlock:
         out["grid_import"][has("grid_importing") & (out["grid_importing"] == 0)] = 0.0
         out["grid_export"][has("grid_importing") & (out["grid_importing"] == 1)] = 0.0
         out["gen"][has("gen_on") & (out["gen_on"] == 0)] = 0.0
+        if it_load_mw is not None:
+            rows = {name: arr[self.sites] for name, arr in out.items()}
+            balance_power(inst, rows, it_load_mw, self.sites)
+            for name, arr in rows.items():
+                out[name][self.sites] = arr
         return out
 
 

@@ -38,7 +38,7 @@ from carbonsched.errors import InputError, NoSolutionError
 from carbonsched.instances.schema import Instance
 from pyscipopt import SCIP_PARAMSETTING
 
-from .energy import EnergyBlock, add_energy_block, balance_power, idle_energy_arrays, it_power_mw
+from .energy import EnergyBlock, add_energy_block, idle_energy_arrays, it_power_mw
 from .plan import ComputePlan, PlanError, check_plan
 from .scip_arrays import ArrayModel
 from .scip_run import STATUS_MAP, configure, note_scip_status, optimize, run_scip
@@ -221,9 +221,8 @@ class SiteEnergySolver:
                "bound": math.inf if dual >= SCIP_INF else _up(dual), "emissions_t": math.nan}
         if out["has_solution"]:
             vals = self.am.values()
-            energy = self.block.extract(self.inst, vals)
+            energy = self.block.extract(self.inst, vals, np.asarray(it_load_mw, dtype=np.float64)[None, :])
             out["energy"] = {name: arr[self.site].copy() for name, arr in energy.items()}
-            balance_power(self.inst, out["energy"], it_load_mw, self.site)
             em = round(float(vals[self.imp_ids] @ self.imp_co2 + vals[self.gen_ids] @ self.gen_co2), 9)
             priced = _down(float(m.getObjVal()))
             out["priced_objective"] = priced
@@ -418,10 +417,7 @@ def _solve_joint(inst: Instance, load: np.ndarray, sites: np.ndarray, allowance:
     if start is not None:
         am.add_solution(_start_values(block, am.n_vars, start))
     run = run_scip(am.model, record_trace=False)
-    energy = block.extract(inst, am.values()) if run.has_solution else None
-    if energy is not None:
-        for i in np.asarray(sites, dtype=np.int64).ravel():
-            balance_power(inst, {name: arr[i] for name, arr in energy.items()}, load[i], int(i))
+    energy = block.extract(inst, am.values(), load[block.sites]) if run.has_solution else None
     return run, energy
 
 
@@ -772,8 +768,7 @@ def evaluate(
         run = run_scip(am.model, t0=t0, record_trace=False)
         if not run.has_solution:
             raise NoSolutionError(f"energy dispatch found no solution before the solve stopped ({run.status})")
-        energy = block.extract(inst, am.values())
-        balance_power(inst, energy, load)
+        energy = block.extract(inst, am.values(), load)
         status = run.status
         extra.update(scoring="joint", proven_exact=status == "optimal", certificate_gap=max(run.dual - run.primal, 0.0))
     elif math.isfinite(inst.carbon_budget_t):

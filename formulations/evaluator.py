@@ -37,7 +37,7 @@ import numpy as np
 from carbonsched.errors import InputError, NoSolutionError
 from carbonsched.instances.schema import Instance
 
-from .energy import balance_power, idle_energy_arrays, it_power_mw
+from .energy import idle_energy_arrays, it_power_mw
 from .evaluate import SiteEnergySolver, site_energy_model, solve_sites_separately
 from .plan import ComputePlan, PlanError, check_plan
 from .scip_run import STATUS_MAP, configure, note_scip_status, optimize
@@ -407,8 +407,7 @@ class Evaluator:
         if m.getNSols() == 0:
             raise NoSolutionError(f"energy dispatch found no solution before the solve stopped ({m.getStatus()})")
         status = STATUS_MAP.get(m.getStatus(), m.getStatus())
-        energy = block.extract(inst, am.values())
-        balance_power(inst, energy, load)
+        energy = block.extract(inst, am.values(), load)
         c["energy"], c["load"] = energy, load.copy()
         self._coupled_cache[key] = ({k: v.copy() for k, v in energy.items()}, status)
         if len(self._coupled_cache) > self.cache_size:

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from carbonsched.instances.schema import Instance
 
-from .energy import EnergyBlock, add_energy_block, balance_power, it_power_mw
+from .energy import EnergyBlock, add_energy_block, it_power_mw
 from .plan import ComputePlan
 from .scip_arrays import ArrayModel
 
@@ -148,9 +148,8 @@ class JointModel:
         inst = self.inst
         job_site, job_start, served = compute_arrays(inst, self.placements, self.x, self.y, values)
         unserved = np.maximum(values[self.u], 0.0) if self.u.size else np.zeros(self.u.shape)
-        energy = self.energy.extract(inst, values)
         busy = ComputePlan(job_site=job_site, job_start=job_start, served=served).busy_gpus(inst)
-        balance_power(inst, energy, it_power_mw(inst, busy))
+        energy = self.energy.extract(inst, values, it_power_mw(inst, busy)[self.energy.sites])
         return {
             "job_site": job_site,
             "job_start": job_start,

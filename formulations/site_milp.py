@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from carbonsched.instances.schema import Instance
 from pyscipopt import SCIP_PARAMSETTING
 
-from .energy import EnergyBlock, add_energy_block, balance_power, it_power_mw
+from .energy import EnergyBlock, add_energy_block, it_power_mw
 from .joint import ComputeBlock, add_compute_block
 from .scip_arrays import ArrayModel
 from .scip_run import STATUS_MAP, configure, note_scip_status, optimize
@@ -361,10 +361,9 @@ class SiteMILP:
                 if self.y_ids.size:
                     # within the cap exactly: SCIP may overshoot a bound by its feasibility tolerance
                     result.served[self.y_mask] = np.clip(vals[self.y_ids], 0.0, cap[self.y_mask])
-                energy = self.eb.extract(self.inst, vals)
-                result.energy = {name: arr[self.site].copy() for name, arr in energy.items()}
                 busy = busy_gpus(self.inst, self.site, result.job_start, result.served)
-                balance_power(self.inst, result.energy, it_power_mw(self.inst, busy, self.site), self.site)
+                energy = self.eb.extract(self.inst, vals, it_power_mw(self.inst, busy, self.site)[None, :])
+                result.energy = {name: arr[self.site].copy() for name, arr in energy.items()}
                 s = self.inst.sites
                 result.emissions_t = float(self.inst.period_hours * (
                     s.grid_co2[self.site] @ result.energy["grid_import"]
