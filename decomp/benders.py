@@ -168,7 +168,8 @@ def round_lp_plan(master: BendersMaster, values: np.ndarray) -> ComputePlan:
     return round_fractional_plan(master.inst, cb.placements, cb.x, cb.y, values)
 
 
-#: A root-loop round's master LP may take this many times the slowest round before it (with a time limit) ...
+#: A root-loop round's master LP after the first may take this many times the slowest round before it (with a
+#: time limit) ...
 ROOT_ROUND_GROWTH = 10.0
 #: ... and at least this many seconds.
 ROOT_ROUND_MIN_SECONDS = 5.0
@@ -407,7 +408,8 @@ class BendersAlgorithm(DecompositionAlgorithm):
             # with a time limit one round may take at most ROOT_ROUND_GROWTH x the slowest so far (and at least
             # ROOT_ROUND_MIN_SECONDS): on 30 sites x 24 h round 36's LP stalled in SoPlex for 100 s after rounds
             # of 0.1-1 s, and the run ended there
-            cap = max(ROOT_ROUND_MIN_SECONDS, ROOT_ROUND_GROWTH * slowest)
+            # (the first round has nothing to compare with: at 100 sites it alone needs tens of seconds)
+            cap = math.inf if slowest == 0.0 else max(ROOT_ROUND_MIN_SECONDS, ROOT_ROUND_GROWTH * slowest)
             bound = _solve_master_lp(lp, None if self.opt.time_limit is None else
                                      lambda cap=cap, t=t: min(hub.remaining(), cap - (time.perf_counter() - t)))
             self.master_seconds += time.perf_counter() - t
