@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from carbonsched.errors import InfeasibleError
 from carbonsched.formulations.energy import EnergyBlock, add_energy_block, idle_energy_arrays, it_power_mw
-from carbonsched.formulations.joint import add_compute_block, running_matrix, serving_value
+from carbonsched.formulations.joint import add_compute_block, running_matrix, serving_value, usable_sites
 from carbonsched.formulations.lp_relaxation import JointLP
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_arrays import ArrayModel
@@ -186,7 +186,7 @@ def allocate(inst: Instance, point: FractionalPoint, *, min_mass: float = MIN_MA
     J, S, T, K = inst.n_jobs, inst.n_sites, inst.n_periods, inst.n_classes
     jb = inst.jobs
     # a job bigger than a site never runs there, though the LP may put a fraction of it there
-    ok = jb.allowed & (jb.gpus[:, None] <= inst.sites.gpus[None, :])
+    ok = usable_sites(inst)
     if banned is not None:
         ok &= ~banned
     mass = np.where(ok, np.maximum(point.job_mass, 0.0), 0.0)

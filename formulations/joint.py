@@ -65,11 +65,23 @@ def compute_arrays(inst: Instance, pl: Placements, x: np.ndarray, y: np.ndarray,
     return job_site, job_start, served
 
 
+def usable_sites(inst: Instance) -> np.ndarray:
+    """(J,S) bool: the job is allowed at the site and fits in its GPUs (g_j ≤ G_i)."""
+    jb = inst.jobs
+    return np.asarray(jb.allowed, dtype=bool) & (jb.gpus[:, None] <= inst.sites.gpus[None, :])
+
+
 def enumerate_placements(inst: Instance) -> Placements:
-    """Every (job, allowed site, allowed start) triple, ordered by job, then site, then start."""
+    """Every (job, allowed site, allowed start) triple, ordered by job, then site, then start.
+
+    Sites with fewer GPUs than the job needs (g_j > G_i) are left out: constraint 3 forbids x = 1 there,
+    but the LP relaxation would otherwise spread a large job over several small sites in fractions
+    (measured at 100 sites: 17 % of the placements, and a 0.25 % looser LP bound).
+    """
     jb = inst.jobs
     n_starts = np.maximum(jb.deadline - jb.duration - jb.release + 1, 0)
-    n_sites = jb.allowed.sum(axis=1)
+    usable = usable_sites(inst)
+    n_sites = usable.sum(axis=1)
     count = n_sites * n_starts
     total = int(count.sum())
     job = np.repeat(np.arange(inst.n_jobs), count)
@@ -77,7 +89,7 @@ def enumerate_placements(inst: Instance) -> Placements:
     q = np.arange(total) - offset
     starts_of_job = n_starts[job]
     site_rank = q // np.maximum(starts_of_job, 1)
-    allowed_job, allowed_site = np.nonzero(jb.allowed)
+    allowed_job, allowed_site = np.nonzero(usable)
     first_allowed = np.cumsum(n_sites) - n_sites
     site = allowed_site[first_allowed[job] + site_rank]
     start = jb.release[job] + q % np.maximum(starts_of_job, 1)
