@@ -134,7 +134,7 @@ def _interruptible(fn, *args, **kwargs):
     return box["out"]
 
 
-def _highs(a, lhs, rhs, lb, ub, obj, left):
+def _highs(a, lhs, rhs, lb, ub, obj, left, method="highs-ipm"):
     eq = lhs == rhs
     up = ~eq & np.isfinite(rhs)
     lo = ~eq & np.isfinite(lhs)
@@ -143,7 +143,7 @@ def _highs(a, lhs, rhs, lb, ub, obj, left):
         options["time_limit"] = max(left, 0.01)
     res = _interruptible(linprog, -obj, A_ub=sp.vstack([a[up], -a[lo]], format="csr"),
                          b_ub=np.concatenate([rhs[up], -lhs[lo]]), A_eq=a[eq], b_eq=rhs[eq],
-                         bounds=np.column_stack([lb, ub]), method="highs-ipm", options=options)
+                         bounds=np.column_stack([lb, ub]), method=method, options=options)
     if res.status != 0:
         return res, None
     # ∂Z/∂(row side) = −∂(−Z)/∂b; a "≥ lhs" part was passed as −row ≤ −lhs
@@ -191,6 +191,10 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None,
         lb, ub = lb.copy(), ub.copy()
         lb[x] = ub[x] = np.asarray(fixed_placements, dtype=np.float64)
         pricing = False
+    # with the placements fixed the LP is routing and dispatch only, which HiGHS's dual simplex solves 2.7x
+    # (100 sites) to 4.9x (300 sites: 7.4 s against 36.6 s) faster than its interior point; on the full LP
+    # it is not faster (13.7 s against 11.1 s at 100 sites)
+    method = "highs-ds" if fixed_placements is not None else "highs-ipm"
     active = initial_columns(inst, jm) if pricing else np.ones(x.size, dtype=bool)
     pricing = bool(pricing) and not active.all()
     n, m = a.shape[1], a.shape[0]
@@ -204,7 +208,7 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None,
         if pricing:
             ub_now = ub.copy()
             ub_now[x[~active]] = 0.0
-        res, dual = _highs(a, lhs, rhs, lb, ub_now, obj, left)
+        res, dual = _highs(a, lhs, rhs, lb, ub_now, obj, left, method)
         if res.status == 2:  # left-out placements are never needed for feasibility (mandatory jobs keep all)
             raise diagnose_mandatory(inst)
         if dual is None:

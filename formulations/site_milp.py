@@ -327,7 +327,12 @@ class SiteMILP:
         req_rows = self.job_rows[self.job_row_of[np.flatnonzero(required & (self.job_row_of >= 0))]]
         missing = np.flatnonzero(required & (self.job_row_of < 0))
         if missing.size:
-            raise ValueError(f"site {self.site}: required job(s) {missing.tolist()} have no placement here")
+            if not (self.inst.jobs.gpus[missing] > self.inst.sites.gpus[self.site]).all():
+                raise ValueError(f"site {self.site}: required job(s) {missing.tolist()} have no placement here")
+            # allowed here but larger than the site (no placement is built for them): infeasible, as SCIP
+            # would prove it, so that the caller reallocates them
+            return AllocatedResult(self.site, "infeasible", False, -math.inf, -math.inf, np.full(J, -1, dtype=np.int64),
+                                   np.zeros((K, T)), {}, 0.0, time.perf_counter() - t0, 0)
         try:
             if self.x_job.size:
                 am.set_var_data(self.cb.x, obj=self.x_obj, ub=allowed[self.x_job].astype(np.float64))
