@@ -17,6 +17,7 @@ other than limits).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import resource
@@ -77,6 +78,8 @@ class WorkersLost(KeyboardInterrupt):
 # ----------------------------------------------------------------------- worker-side state
 _INSTANCES: dict[str, Instance] = {}
 _SOLVERS: dict[tuple[str, str, int], Any] = {}
+#: glibc, loaded on first use by :func:`_trim_heap` (False where there is none).
+_LIBC: Any = None
 _WATCHED: dict[int, str] = {}
 
 
@@ -146,6 +149,24 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    The site models hand SCIP's unused block memory back to the heap after each solve
+    (``ArrayModel.release_memory``), but glibc keeps it mapped: with both, ten site models of the
+    1,000-site instance use 6 MB each after their solves instead of 20 MB.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 def _worker_instance(token: str, path: str) -> Instance:
     inst = _INSTANCES.get(token)
     if inst is None:
@@ -176,6 +197,7 @@ def _run_chunk(token: str, path: str, kind: str, factory: Callable, options: dic
             solver = factory(inst, site, **options)
             _SOLVERS[key] = solver
         out.append((site, getattr(solver, method)(*args, **kwargs)))
+    _trim_heap()
     return out, os.getpid(), _peak_rss_mb()
 
 

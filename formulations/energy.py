@@ -104,24 +104,43 @@ def idle_energy_arrays(inst: Instance, sites: np.ndarray | None = None) -> dict[
 
 @dataclass
 class EnergyBlock:
-    """Variable ids (S,T) of the energy side, ``-1`` where a site has no such variable.
+    """Variable ids of the energy side of the block's sites, ``-1`` where a site has no such variable.
 
-    Rows are kept by family in ``rows`` (ids into the ArrayModel); ``balance`` is (S,T) of the
-    power-balance rows (−1 for sites outside the block).
+    Only the block's own rows are stored (``site_ids``, ``site_balance``: (len(sites), T), in ``sites``
+    order): a site model of a 1,000-site instance would otherwise hold thirteen (S,T) id arrays, 2.5 MB,
+    and a worker caches hundreds of site models. ``ids`` and ``balance`` give the (S,T) form (−1 for
+    sites outside the block), built on each access. Rows are kept by family in ``rows`` (ids into the
+    ArrayModel).
     """
 
     sites: np.ndarray
-    ids: dict[str, np.ndarray]
-    balance: np.ndarray
+    site_ids: dict[str, np.ndarray]
+    site_balance: np.ndarray
     rows: dict[str, np.ndarray]
+    n_sites: int
+
+    def _full(self, rows: np.ndarray) -> np.ndarray:
+        out = np.full((self.n_sites, rows.shape[1]), -1, dtype=np.int64)
+        out[self.sites] = rows
+        return out
+
+    @property
+    def ids(self) -> dict[str, np.ndarray]:
+        """Variable ids (S,T) by field, −1 outside the block or where the variable does not exist."""
+        return {name: self._full(rows) for name, rows in self.site_ids.items()}
+
+    @property
+    def balance(self) -> np.ndarray:
+        """Power-balance row ids (S,T), −1 outside the block."""
+        return self._full(self.site_balance)
 
     def emission_terms(self, inst: Instance) -> tuple[np.ndarray, np.ndarray]:
         """(ids, coefficients) of Em = Δ Σ (κ·imp + e^gen·gen) over this block, t CO2 per unit."""
-        dt = inst.period_hours
-        imp, gen = self.ids["grid_import"], self.ids["gen"]
+        dt, b = inst.period_hours, self.sites
+        imp, gen = self.site_ids["grid_import"], self.site_ids["gen"]
         mi, mg = imp >= 0, gen >= 0
-        coef_imp = dt * inst.sites.grid_co2
-        coef_gen = dt * np.broadcast_to(inst.sites.gen_co2[:, None], gen.shape)
+        coef_imp = dt * inst.sites.grid_co2[b]
+        coef_gen = dt * np.broadcast_to(inst.sites.gen_co2[b][:, None], gen.shape)
         return np.concatenate([imp[mi], gen[mg]]), np.concatenate([coef_imp[mi], coef_gen[mg]])
 
     def extract(self, inst: Instance, values: np.ndarray, it_load_mw: np.ndarray | None = None
@@ -133,34 +152,35 @@ class EnergyBlock:
         and the clipping below otherwise leave residuals the checker refuses.
         """
         out = idle_energy_arrays(inst)
-        for name, ids in self.ids.items():
+        b = self.sites
+        rows = {name: arr[b] for name, arr in out.items()}
+        for name, ids in self.site_ids.items():
             mask = ids >= 0
             val = values[ids[mask]]
             if name in BINARY_FIELDS:
-                out[name][mask] = np.rint(val).astype(np.int8)
+                rows[name][mask] = np.rint(val).astype(np.int8)
             else:
-                out[name][mask] = np.maximum(val, 0.0)
+                rows[name][mask] = np.maximum(val, 0.0)
         # SCIP's values may sit a feasibility tolerance outside a bound, or leave a tiny flow beside a
         # binary that rounds to 0; clip both so stored solutions meet MODEL.md's absolute 1e-6 bounds.
         s = inst.sites
         upper = {
-            "grid_import": s.grid_import_mw[:, None], "grid_export": s.grid_export_mw[:, None],
-            "charge": s.bat_power_mw[:, None], "discharge": s.bat_power_mw[:, None],
-            "soc": s.bat_energy_mwh[:, None], "gen": s.gen_max_mw[:, None], "renewable_used": s.renewable_mw,
+            "grid_import": s.grid_import_mw[b, None], "grid_export": s.grid_export_mw[b, None],
+            "charge": s.bat_power_mw[b, None], "discharge": s.bat_power_mw[b, None],
+            "soc": s.bat_energy_mwh[b, None], "gen": s.gen_max_mw[b, None], "renewable_used": s.renewable_mw[b],
         }
         for name, ub in upper.items():
-            np.minimum(out[name], ub, out=out[name])
-        has = lambda f: self.ids[f] >= 0  # noqa: E731
-        out["charge"][has("bat_charging") & (out["bat_charging"] == 0)] = 0.0
-        out["discharge"][has("bat_charging") & (out["bat_charging"] == 1)] = 0.0
-        out["grid_import"][has("grid_importing") & (out["grid_importing"] == 0)] = 0.0
-        out["grid_export"][has("grid_importing") & (out["grid_importing"] == 1)] = 0.0
-        out["gen"][has("gen_on") & (out["gen_on"] == 0)] = 0.0
+            np.minimum(rows[name], ub, out=rows[name])
+        has = lambda f: self.site_ids[f] >= 0  # noqa: E731
+        rows["charge"][has("bat_charging") & (rows["bat_charging"] == 0)] = 0.0
+        rows["discharge"][has("bat_charging") & (rows["bat_charging"] == 1)] = 0.0
+        rows["grid_import"][has("grid_importing") & (rows["grid_importing"] == 0)] = 0.0
+        rows["grid_export"][has("grid_importing") & (rows["grid_importing"] == 1)] = 0.0
+        rows["gen"][has("gen_on") & (rows["gen_on"] == 0)] = 0.0
         if it_load_mw is not None:
-            rows = {name: arr[self.sites] for name, arr in out.items()}
-            balance_power(inst, rows, it_load_mw, self.sites)
-            for name, arr in rows.items():
-                out[name][self.sites] = arr
+            balance_power(inst, rows, it_load_mw, b)
+        for name, arr in rows.items():
+            out[name][b] = arr
         return out
 
 
@@ -334,7 +354,9 @@ def add_energy_block(
     rows["startup"] = add_masked_rows(am, "startup", [(su, 1.0), (on, -1.0), (shifted_ids(on, 1), 1.0)],
                                       gen_site, 0.0, np.inf)
     rows.update(add_min_up_down_rows(am, inst, gen_site, on, su))
-    return EnergyBlock(sites=np.flatnonzero(in_block), ids=ids, balance=balance, rows=rows)
+    block = np.flatnonzero(in_block)
+    return EnergyBlock(sites=block, site_ids={name: arr[block] for name, arr in ids.items()},
+                       site_balance=balance[block], rows=rows, n_sites=S)
 
 
 def add_min_up_down_rows(am: ArrayModel, inst: Instance, gen_site: np.ndarray, on: np.ndarray,

@@ -108,6 +108,9 @@ class _ScipC:
         self.transform_prob = fn("SCIPtransformProb", _V)
         self.set_sol_vals = fn("SCIPsetSolVals", _V, _V, ctypes.c_int, _V, _V)
         self.add_sol_free = fn("SCIPaddSolFree", _V, _V, _V)
+        self.block_memory = fn("SCIPblkmem", _V, restype=_V)
+        self.collect_block_memory = fn("BMSgarbagecollectBlockMemory_call", _V, ctypes.c_char_p, ctypes.c_int,
+                                       restype=None)
 
 
 #: Blocks at least this large are created by numba-compiled loops once those are compiled; smaller ones
@@ -518,6 +521,16 @@ class ArrayModel:
             return out
         sol = solution if solution is not None else self.model.getBestSol()
         return np.array([self.model.getSolVal(sol, v) for v in self.variables()], dtype=np.float64)
+
+    def release_memory(self) -> None:
+        """Hand SCIP's unused block memory back to the C heap (after ``freeTransform()``).
+
+        SCIP keeps the chunks of a freed transformed problem for reuse by the same model: measured on the
+        1,000-site instance, a cached site model kept 28 MB allocated of which 4 MB were in use, so a
+        worker caching hundreds of them ran out of memory. No-op without the C fast path.
+        """
+        if self._c is not None:
+            self._c.collect_block_memory(self._c.block_memory(self._scip), b"scip_arrays", 0)
 
     def transform(self) -> None:
         """Let the next start solutions bypass the storage limit ``limits/maxorigsol`` of the original problem.

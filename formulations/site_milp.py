@@ -60,7 +60,8 @@ def releases_transform(solve: Callable) -> Callable:
 
     Only the built model stays cached in the worker; the next solve transforms it again, as it would after
     ``freeTransform()`` anyway. Keeping the transformed problems (presolved copy, LP, search data) of every
-    cached site grew each worker to 6.4 GB at 300 sites.
+    cached site grew each worker to 6.4 GB at 300 sites; SCIP's block memory then keeps the freed chunks
+    for the model's next solve, which :meth:`ArrayModel.release_memory` hands back.
     """
 
     @functools.wraps(solve)
@@ -70,6 +71,7 @@ def releases_transform(solve: Callable) -> Callable:
         finally:
             if self._solved:
                 self.am.model.freeTransform()
+                self.am.release_memory()
                 self._solved = False
 
     return wrapper
@@ -161,7 +163,8 @@ class SiteMILP:
         cid, coef = eb.emission_terms(inst)
         self.carbon_row = am.add_rows("carbon_here", sp.csr_matrix(
             (coef, (np.zeros(cid.size, np.int64), cid)), shape=(1, am.n_vars)), -np.inf, np.inf)
-        self.am, self.cb, self.eb = am, cb, eb
+        # the compute block's id arrays are (K,S,T) and (S,T), 64 MB at 1,000 sites: only this site's ids are kept
+        self.am, self.x_ids, self.eb = am, cb.x, eb
         # re-solved many times under changing objectives: SCIP's default presolve and separation effort
         # costs more than it saves here (see FAST_SEPARATION_MAX_PERIODS)
         am.model.setPresolve(SCIP_PARAMSETTING.FAST)
@@ -234,7 +237,7 @@ class SiteMILP:
         mu = np.asarray(mu, np.float64)
         pi = np.asarray(pi, np.float64).reshape(self.n_classes, self.n_periods)
         if self.x_job.size:
-            am.set_var_data(self.cb.x, obj=self.x_obj - mu[self.x_job])
+            am.set_var_data(self.x_ids, obj=self.x_obj - mu[self.x_job])
         if self.y_ids.size:
             am.set_var_data(self.y_ids, obj=self.y_obj - pi[self.y_mask])
         if self.imp_ids.size:
@@ -262,7 +265,7 @@ class SiteMILP:
                               status, time.perf_counter() - t0, int(m.getNNodes()))
         vals = am.values()
         if self.x_job.size:
-            on = vals[self.cb.x] > 0.5
+            on = vals[self.x_ids] > 0.5
             job_count[self.x_job[on]] = 1.0
             job_start[self.x_job[on]] = self.x_start[on]
         if self.y_ids.size:
@@ -335,7 +338,7 @@ class SiteMILP:
                                    np.zeros((K, T)), {}, 0.0, time.perf_counter() - t0, 0)
         try:
             if self.x_job.size:
-                am.set_var_data(self.cb.x, obj=self.x_obj, ub=allowed[self.x_job].astype(np.float64))
+                am.set_var_data(self.x_ids, obj=self.x_obj, ub=allowed[self.x_job].astype(np.float64))
             if self.y_ids.size:
                 am.set_var_data(self.y_ids, obj=self.y_obj_true, ub=np.minimum(cap[self.y_mask], self.y_ub))
             if self.imp_ids.size:
@@ -361,7 +364,7 @@ class SiteMILP:
                 vals = am.values()
                 result.value = float(m.getPrimalbound())
                 if self.x_job.size:
-                    on = vals[self.cb.x] > 0.5
+                    on = vals[self.x_ids] > 0.5
                     result.job_start[self.x_job[on]] = self.x_start[on]
                 if self.y_ids.size:
                     # within the cap exactly: SCIP may overshoot a bound by its feasibility tolerance
@@ -376,9 +379,10 @@ class SiteMILP:
         finally:
             # back to the Lagrangian model: all placements open, no required job, y ≤ λ, no emission cap
             m.freeTransform()
+            am.release_memory()
             self._solved = False
             if self.x_job.size:
-                am.set_var_data(self.cb.x, ub=1.0)
+                am.set_var_data(self.x_ids, ub=1.0)
             if self.y_ids.size:
                 am.set_var_data(self.y_ids, ub=self.y_ub)
             if req_rows.size:
