@@ -46,7 +46,11 @@ def test_same_result_with_one_and_two_workers():
     inst = random_small(3)
     one = solve_benders(inst, gap=GAP, config=ParallelConfig(n_jobs=1))
     two = solve_benders(inst, gap=GAP, config=ParallelConfig(n_jobs=2))
-    assert one.objective == two.objective
+    # the same plan and bound; Z may differ in the last bits (docs/decomposition.md, "Parallel layer and
+    # determinism": a site LP re-solved in place and a fresh build of it differ by float noise)
+    np.testing.assert_array_equal(one.job_site, two.job_site)
+    np.testing.assert_array_equal(one.job_start, two.job_start)
+    assert one.objective == pytest.approx(two.objective, rel=1e-12)
     assert one.bound == two.bound
     np.testing.assert_array_equal(one.trace.dual, two.trace.dual)
     assert check_solution(inst, two).ok
@@ -57,7 +61,8 @@ def test_same_result_on_a_local_dask_cluster():
     inst = random_small(4)
     one = solve_benders(inst, gap=GAP, config=ParallelConfig(n_jobs=1))
     dask = solve_benders(inst, gap=GAP, config=ParallelConfig(n_jobs=2, backend="dask"))
-    assert one.objective == dask.objective
+    np.testing.assert_array_equal(one.job_site, dask.job_site)
+    assert one.objective == pytest.approx(dask.objective, rel=1e-12)
     assert one.bound == dask.bound
     assert check_solution(inst, dask).ok
 
