@@ -20,7 +20,7 @@ import time
 import numpy as np
 from carbonsched.decomp.lagrangian import lp_relaxation, make_layout
 from carbonsched.decomp.parallel import ParallelConfig, SitePool
-from carbonsched.formulations.site_milp import make_site_milp
+from carbonsched.formulations.site_milp import SITE_MILP_KIND, make_site_milp
 from carbonsched.instances.generator import generate
 
 
@@ -43,7 +43,7 @@ def run(sites: int, periods: int, seed: int, workers: list[int], backends: list[
                     mu, pi, lam_c = layout.split(z)
                     calls = {i: ((mu, pi, lam_c), {}) for i in range(inst.n_sites)}
                     t = time.perf_counter()
-                    res = pool.map("lagrangian-site", make_site_milp, "solve", calls, cost=cost)
+                    res = pool.map(SITE_MILP_KIND, make_site_milp, "solve", calls, cost=cost)
                     times.append(time.perf_counter() - t)
                     cost = {i: r.seconds for i, r in res.items()}
                     critical.append(max(cost.values()))

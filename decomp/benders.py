@@ -37,7 +37,7 @@ from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_arrays import add_csr_rows
 from carbonsched.formulations.scip_run import configure, interrupts_seen, run_scip
 from carbonsched.formulations.site_lp import make_site_lp
-from carbonsched.formulations.site_milp import limit_by_deadline, make_site_milp
+from carbonsched.formulations.site_milp import SITE_MILP_KIND, limit_by_deadline, make_site_milp
 from carbonsched.formulations.solution import Solution, SolveStatus, compute_gap
 from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback
@@ -342,9 +342,10 @@ class BendersAlgorithm(DecompositionAlgorithm):
         hub.offer_plan(round_fractional_plan(self.inst, jm.placements, jm.x, jm.y, lp.values), "joint LP rounding")
         point = np.zeros((self.inst.n_sites, 5, self.inst.n_periods))
         point[:, 0] = lp.values_at(jm.busy)
-        point[:, 1] = lp.values_at(jm.energy.ids["bat_charging"])
-        point[:, 2] = lp.values_at(jm.energy.ids["grid_importing"])
-        point[:, 3] = lp.values_at(jm.energy.ids["gen_on"])
+        ids = jm.energy.ids
+        point[:, 1] = lp.values_at(ids["bat_charging"])
+        point[:, 2] = lp.values_at(ids["grid_importing"])
+        point[:, 3] = lp.values_at(ids["gen_on"])
         point[:, 4, 0] = lp.site_emissions()
         # The point is the root loop's stability center only. Cuts separated *at* it (fractional
         # commitments) are valid but made the master MILPs slower: on 3 sites the final gap after 30 s went
@@ -364,7 +365,7 @@ class BendersAlgorithm(DecompositionAlgorithm):
         limit = hub.budget(self.opt.lagrangian_share)
         deadline = None if limit is None else time.time() + limit
         t = time.perf_counter()
-        res = hub.pool.map("lagrangian-site", make_site_milp, "solve",
+        res = hub.pool.map(SITE_MILP_KIND, make_site_milp, "solve",
                            {i: ((mu, pi, lam_c), {"gap": 1e-4, "deadline": deadline,
                                                   "time_limit": limit_by_deadline(None, deadline)})
                             for i in range(inst.n_sites)}, options={"seed": self.opt.seed})

@@ -39,6 +39,7 @@ from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_arrays import ArrayModel
 from carbonsched.formulations.scip_run import SCIP_INF, STATUS_MAP, configure, note_scip_status, optimize
 from carbonsched.formulations.site_milp import (
+    SITE_MILP_KIND,
     AllocatedResult,
     SiteResult,
     busy_gpus,
@@ -52,8 +53,6 @@ from .parallel import SitePool
 
 log = logging.getLogger(__name__)
 
-#: Cache kind of the site MILPs on the pool: the Lagrangian's kind, so one worker-cached model serves both.
-SITE_MILP_KIND = "lagrangian-site"
 #: Cache kind of the (stateless) neighbourhood solvers.
 GROUP_KIND = "neighbourhood"
 #: Jobs whose point puts less than this total mass on their sites are left unallocated (optional jobs).

@@ -38,7 +38,7 @@ from carbonsched.formulations.lp_relaxation import JointLP, solve_lp_relaxation
 from carbonsched.formulations.monolithic import solution_from_model
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_run import configure, note_scip_status, optimize
-from carbonsched.formulations.site_milp import SiteResult, limit_by_deadline, make_site_milp
+from carbonsched.formulations.site_milp import SITE_MILP_KIND, SiteResult, limit_by_deadline, make_site_milp
 from carbonsched.formulations.solution import Solution, SolveStatus
 from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback
@@ -987,7 +987,7 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
                                            "node_limit": opt.subproblem_node_limit, "start": self.starts.get(i)})
                      for i in sites}
             map_start = time.perf_counter()
-            results = pool.map("lagrangian-site", make_site_milp, "solve", calls, options={"seed": opt.seed},
+            results = pool.map(SITE_MILP_KIND, make_site_milp, "solve", calls, options={"seed": opt.seed},
                                cost=self.site_seconds)
             self.last_map_seconds = time.perf_counter() - map_start
             self.site_seconds = {i: r.seconds for i, r in results.items()}

@@ -152,9 +152,9 @@ class SiteEnergySolver:
         self.am.model.setPresolve(SCIP_PARAMSETTING.FAST)
         if inst.n_periods <= FAST_SEPARATION_MAX_PERIODS:
             self.am.model.setSeparating(SCIP_PARAMSETTING.FAST)
-        self.rows = self.block.balance[self.site]
+        self.rows = self.block.site_balance[0]  # the block is this site alone
         s, i, dt = inst.sites, self.site, inst.period_hours
-        imp, gen = self.block.ids["grid_import"][i], self.block.ids["gen"][i]
+        imp, gen = self.block.site_ids["grid_import"][0], self.block.site_ids["gen"][0]
         self.imp_ids, self.gen_ids = imp[imp >= 0], gen[gen >= 0]
         self.imp_obj = -dt * (s.price_buy[i] + inst.carbon_price * s.grid_co2[i])[imp >= 0]
         self.imp_co2 = dt * s.grid_co2[i][imp >= 0]
@@ -400,12 +400,12 @@ def _close_enough(value: float, bound: float) -> bool:
     return value >= bound - CERTIFICATE_TOL * max(1.0, abs(bound))
 
 
-def _start_values(block: EnergyBlock, n_vars: int, energy: Mapping[str, np.ndarray]) -> np.ndarray:
+def energy_start_values(block: EnergyBlock, n_vars: int, energy: Mapping[str, np.ndarray]) -> np.ndarray:
     """A full variable assignment of an energy model from SOLUTION.md's (S,T) energy arrays."""
     vals = np.zeros(n_vars)
-    for name, ids in block.ids.items():
+    for name, ids in block.site_ids.items():
         mask = ids >= 0
-        vals[ids[mask]] = energy[name][mask]
+        vals[ids[mask]] = np.asarray(energy[name], dtype=float)[block.sites][mask]
     return vals
 
 
@@ -415,7 +415,7 @@ def _solve_joint(inst: Instance, load: np.ndarray, sites: np.ndarray, allowance:
     am, block, _ = site_energy_model(inst, load, sites=sites, carbon_allowance_t=allowance)
     configure(am.model, time_limit=time_limit, gap=0.0)
     if start is not None:
-        am.add_solution(_start_values(block, am.n_vars, start))
+        am.add_solution(energy_start_values(block, am.n_vars, start))
     run = run_scip(am.model, record_trace=False)
     energy = block.extract(inst, am.values(), load[block.sites]) if run.has_solution else None
     return run, energy
@@ -686,7 +686,7 @@ def _repair_bound(inst: Instance, load: np.ndarray, sites: np.ndarray, cut_price
     vals = np.concatenate([np.concatenate([[1.0], lam * coef]) for lam in cut_price])
     am.add_rows("others_cut", sp.csr_matrix((vals, (rows, cols)), shape=(n, am.n_vars)), -np.inf, cut_rhs)
     configure(am.model, time_limit=time_limit, gap=0.0)
-    vals0 = _start_values(block, am.n_vars, start)
+    vals0 = energy_start_values(block, am.n_vars, start)
     em0 = float(vals0[cid] @ coef)
     vals0[z] = float(np.min(cut_rhs - cut_price * em0))
     am.add_solution(vals0)

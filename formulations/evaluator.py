@@ -38,7 +38,7 @@ from carbonsched.errors import InputError, NoSolutionError
 from carbonsched.instances.schema import Instance
 
 from .energy import idle_energy_arrays, it_power_mw
-from .evaluate import SiteEnergySolver, site_energy_model, solve_sites_separately
+from .evaluate import SiteEnergySolver, energy_start_values, site_energy_model, solve_sites_separately
 from .plan import ComputePlan, PlanError, check_plan
 from .scip_run import STATUS_MAP, configure, note_scip_status, optimize
 from .solution import Solution, Trace, breakdown_from_arrays, sum_terms
@@ -384,13 +384,13 @@ class Evaluator:
         if c["solved"]:
             m.freeTransform()
         rhs = -inst.sites.pue * load
-        rows = block.balance
+        rows, rhs = block.site_balance, rhs[block.sites]
         am.set_row_bounds(rows[rows >= 0], lhs=rhs[rows >= 0], rhs=rhs[rows >= 0])
         if c["energy"] is not None:
             start = _repair_start(inst, c["energy"], c["load"], load)
             if start is not None:
                 sol = m.createSol()
-                values = _values_from_energy(block, start, am.n_vars)
+                values = energy_start_values(block, am.n_vars, start)
                 for var, val in zip(am.variables(), values, strict=True):
                     if val != 0.0:
                         m.setSolVal(sol, var, float(val))
@@ -413,14 +413,6 @@ class Evaluator:
         if len(self._coupled_cache) > self.cache_size:
             self._coupled_cache.popitem(last=False)
         return energy, status
-
-
-def _values_from_energy(block, energy: dict[str, np.ndarray], n_vars: int) -> np.ndarray:
-    out = np.zeros(n_vars)
-    for name, ids in block.ids.items():
-        have = ids >= 0
-        out[ids[have]] = np.asarray(energy[name], dtype=float)[have]
-    return out
 
 
 def _repair_start(inst: Instance, energy: dict[str, np.ndarray], old_load: np.ndarray,

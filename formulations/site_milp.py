@@ -36,7 +36,7 @@ from carbonsched.instances.schema import Instance
 from pyscipopt import SCIP_PARAMSETTING
 
 from .energy import EnergyBlock, add_energy_block, it_power_mw
-from .joint import ComputeBlock, add_compute_block
+from .joint import ComputeBlock, add_compute_block, serving_value
 from .scip_arrays import ArrayModel
 from .scip_run import STATUS_MAP, configure, note_scip_status, optimize
 
@@ -179,11 +179,10 @@ class SiteMILP:
         ym = cb.y[:, self.site, :] >= 0  # (K,T)
         self.y_mask = ym
         self.y_ids = cb.y[:, self.site, :][ym]
-        lat = np.where(np.isfinite(inst.inference.latency_ms[:, self.site]), inst.inference.latency_ms[:, self.site], 0)
-        y_unit = dt * (inst.inference.revenue - inst.inference.latency_cost * lat) if K else np.zeros(0)
+        y_unit = serving_value(inst)[:, self.site]
         self.y_obj = np.broadcast_to(y_unit[:, None], (K, T))[ym].astype(np.float64)
         s, i = inst.sites, self.site
-        imp, gen = eb.ids["grid_import"][i], eb.ids["gen"][i]
+        imp, gen = eb.site_ids["grid_import"][0], eb.site_ids["gen"][0]  # the block is this site alone
         self.imp_ids = imp[imp >= 0]
         self.imp_obj = -dt * (s.price_buy[i] + inst.carbon_price * s.grid_co2[i])[imp >= 0]
         self.imp_co2 = dt * s.grid_co2[i][imp >= 0]
@@ -458,6 +457,11 @@ def _up(v: float) -> float:
 
 def _down(v: float) -> float:
     return math.floor(v / RESULT_GRID) * RESULT_GRID if math.isfinite(v) else v
+
+
+#: Cache kind of the site MILPs on a worker pool: the Lagrangian's iterations, Benders' Lagrangian bound and the
+#: completion's allocated solves share one cached model per site.
+SITE_MILP_KIND = "lagrangian-site"
 
 
 def make_site_milp(inst: Instance, site: int, *, seed: int = 0) -> SiteMILP:
