@@ -56,6 +56,7 @@ from .engine import MIN_SCORING_SECONDS, DecompositionAlgorithm, EngineOptions, 
 from .hooks import DecompositionHooks
 from .parallel import ParallelConfig
 from .rounding import round_fractional_plan, route_by_lp
+from .schedule import HeuristicSchedule
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ LP_SHARE = 0.25
 LP_SHARE_PARALLEL = 0.5
 #: Sites per group in successive passes of the neighbourhood search.
 NEIGHBOURHOOD_SIZES = (3, 4, 2)
+#: The primal heuristics of a recovery that back off while they find nothing (decomp.schedule).
+SCHEDULED_HEURISTICS = ("completion", "repair", "neighbourhoods")
 
 
 # ============================================================================ multipliers
@@ -266,7 +269,7 @@ class BoxBundle:
     """
 
     def __init__(self, inst: Instance, layout: Layout, sites: list[int], *, radius: float = 0.005,
-                 m: float = 0.1, shrink: float = 0.7, min_radius: float = 1e-4, max_radius: float = 10.0) -> None:
+                 m: float = 0.1, shrink: float = 0.3, min_radius: float = 1e-4, max_radius: float = 10.0) -> None:
         self.inst, self.layout, self.sites = inst, layout, sites
         self.radius, self.m, self.shrink = radius, m, shrink
         self.min_radius, self.max_radius = min_radius, max_radius
@@ -655,6 +658,7 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
         self.long_search_done = False  # the one longer pool search (POOL_LONG_SHARE) has run
         self.passes = 0  # neighbourhood passes so far
         self.last_map_seconds = 0.0  # wall time of the last round of site solves
+        self.schedule = HeuristicSchedule(SCHEDULED_HEURISTICS)
         self.loop_status = SolveStatus.ITERATION_LIMIT.value
         self.final_status = SolveStatus.ITERATION_LIMIT.value
         self._loaded: StateDict | None = None
@@ -688,6 +692,7 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             d["pool_searched"] = rec._searched
             d["tried"] = (np.array([np.frombuffer(k, dtype=np.uint8) for k in sorted(rec.tried)])
                           if rec.tried else np.zeros((0, 16 * self.inst.n_jobs), dtype=np.uint8))
+        d.update(self.schedule.state_dict())
         sites = sorted(self.starts)
         d["start_site"] = np.asarray(sites, dtype=np.int64)
         d["start_values"], d["start_offsets"] = pack_rows([np.asarray(self.starts[i], np.float64) for i in sites])
@@ -756,6 +761,8 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
         if self.opt.method == "subgradient" and "subgradient_z" in state:
             state_array(state, "subgradient_z", shape=(n,))
             state_array(state, "subgradient_g", shape=(n,))
+        if "heuristic_counts" in state:  # checkpoints of earlier releases have no schedule: it starts afresh
+            self.schedule.load_state_dict(state)
         self._loaded = dict(state)
 
     def _cut_matrix(self, state: StateDict, rows: int) -> sp.csr_matrix:
@@ -899,34 +906,47 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
                 return
             keep(sol, "completion by allocation")
 
+        def scheduled(name: str, heuristic, *args) -> None:
+            """Run ``heuristic(*args)`` if the schedule says it is due; report what it gained."""
+            if not self.schedule.due(name):
+                return
+            before, t0 = hub.primal, time.perf_counter()
+            heuristic(*args)
+            self.schedule.report(name, before, hub.primal, time.perf_counter() - t0)
+
+        def score_plan(plan: ComputePlan | None, *, route: bool) -> None:
+            """Score ``plan`` (first re-routed by the LP at its placements if ``route``), and polish it."""
+            if plan is None:
+                return
+            left = remaining()
+            if left is not None and left <= MIN_SCORING_SECONDS:
+                return  # out of time: the time limit holds even before a first plan (then NoSolutionError)
+            # routing, scoring and polishing one plan may take at most RECOVERY_SHARE of the limit together
+            # (at 100 sites the polish alone can otherwise eat the budget the multipliers need)
+            deadline = None if left is None else time.time() + min(left, RECOVERY_SHARE * loop_limit)
+            # re-routing solves an LP as large as the relaxation: not tried when that was not solved in time
+            # (HiGHS then overran its time limit: 300 sites, 60 s limit, the run ended at 94.5 s)
+            if route and self.parallel_primal and math.isfinite(self.lp_bound):
+                plan = route_by_lp(inst, plan, time_limit=limit_by_deadline(None, deadline)) or plan
+            budget = limit_by_deadline(None, deadline)
+            if budget is not None and budget <= MIN_SCORING_SECONDS:
+                return
+            for sol in recovery.score(plan, time_limit=budget):
+                keep(sol, "recovery")
+
         def recover(ov: OracleValue | None, extra_plan: ComputePlan | None = None) -> None:
+            """The recovery: the heuristics the schedule finds due, on this iteration's site solutions."""
             previous = hub.state.phase
             hub.set_phase("recovery")
             if ov is not None and self.parallel_primal:
-                complete(ov)
-            plans = [] if ov is None else [recovery.repair(ov.results, layout.split(ov.z)[2], prefer[0])]
+                scheduled("completion", complete, ov)
+            if ov is not None:
+                scheduled("repair", lambda: score_plan(recovery.repair(ov.results, layout.split(ov.z)[2], prefer[0]),
+                                                       route=True))
             if extra_plan is not None:
-                plans.append(extra_plan)
-            for plan in plans:
-                if plan is None:
-                    continue
-                left = remaining()
-                if left is not None and left <= MIN_SCORING_SECONDS:
-                    break  # out of time: the time limit holds even before a first plan (then NoSolutionError)
-                # routing, scoring and polishing one plan may take at most RECOVERY_SHARE of the limit together
-                # (at 100 sites the polish alone can otherwise eat the budget the multipliers need)
-                deadline = None if left is None else time.time() + min(left, RECOVERY_SHARE * loop_limit)
-                # re-routing solves an LP as large as the relaxation: not tried when that was not solved in time
-                # (HiGHS then overran its time limit: 300 sites, 60 s limit, the run ended at 94.5 s)
-                if self.parallel_primal and plan is not extra_plan and math.isfinite(self.lp_bound):
-                    plan = route_by_lp(inst, plan, time_limit=limit_by_deadline(None, deadline)) or plan
-                budget = limit_by_deadline(None, deadline)
-                if budget is not None and budget <= MIN_SCORING_SECONDS:
-                    break
-                for sol in recovery.score(plan, time_limit=budget):
-                    keep(sol, "recovery")
+                score_plan(extra_plan, route=False)
             if self.parallel_primal and opt.polish:
-                neighbourhoods()
+                scheduled("neighbourhoods", neighbourhoods)
             left = remaining()
             if joint_polish and (left is None or left > 1.0):
                 # without a time limit the search is still capped: a restricted MILP at 100 sites can run for hours
@@ -1018,6 +1038,9 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             hub.record(f"L {lagrangian_text}  sub {ov.site_seconds:.2f}s  pool {int(recovery.pool.sum())}")
         if self.stage == "loop":  # the loop ended in this run
             recovery.close()
+            log.info("primal heuristics: %s", "; ".join(
+                f"{n} {r['improved']}/{r['calls']} improved, {r['gain']:+.2f} $ in {r['seconds']:.1f} s"
+                for n, r in self.schedule.summary().items()))
             self.gap_before_closing = hub.gap
             self.loop_status = status.value
             self.stage = "closing"
