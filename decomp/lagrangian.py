@@ -13,7 +13,7 @@ Then L(z) = Σ_i z_i(μ, π, λ_C) + Σ_j μ_j + Σ_{k,t} π_{k,t} λ_{k,t}
 upper bound on the optimal Z when a subproblem stops at a gap, node or time limit.
 
 The multipliers are minimized by a box-trust-region cutting-plane (boxstep bundle) method whose master
-is an LP solved by HiGHS (``scipy.optimize.linprog``), or by the Polyak subgradient method. Each site's
+is an LP kept alive in HiGHS (:class:`decomp.master_lp.MasterLP`), or by the Polyak subgradient method. Each site's
 best solution gives an affine minorant of its z_i (its value as a function of the multipliers), which
 are the master's cuts. A Lagrangian heuristic repairs the sites' job choices into one plan, scores it
 exactly with :func:`formulations.evaluate.evaluate`, and polishes the placement by re-optimizing routing
@@ -42,7 +42,6 @@ from carbonsched.formulations.site_milp import SITE_MILP_KIND, SiteResult, limit
 from carbonsched.formulations.solution import Solution, SolveStatus
 from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback
-from scipy.optimize import linprog
 
 from .checkpoint import StateDict, pack_rows, state_array, state_scalar, unpack_rows
 from .completion import (
@@ -54,6 +53,7 @@ from .completion import (
 )
 from .engine import MIN_SCORING_SECONDS, DecompositionAlgorithm, EngineOptions, Hub, run_algorithm
 from .hooks import DecompositionHooks
+from .master_lp import MasterLP
 from .parallel import ParallelConfig
 from .rounding import round_fractional_plan, route_by_lp
 from .schedule import HeuristicSchedule
@@ -83,6 +83,10 @@ PRIMAL_MODES = ("auto", "joint", "parallel")
 #: Share of the loop's time limit the joint LP warm start may take (joint / parallel primal side).
 LP_SHARE = 0.25
 LP_SHARE_PARALLEL = 0.5
+#: A bundle cut slack at this many successive master solves leaves the master LP ...
+CUT_IDLE_LIMIT = 10
+#: ... once such cuts are this share of the master's cuts (and at least one per site).
+CUT_PURGE_SHARE = 0.25
 #: Sites per group in successive passes of the neighbourhood search.
 NEIGHBOURHOOD_SIZES = (3, 4, 2)
 #: The primal heuristics of a recovery that back off while they find nothing (decomp.schedule).
@@ -280,6 +284,13 @@ class BoxBundle:
         self._seen: dict[int, dict[bytes, int]] = {i: {} for i in sites}  # usage → index in cuts[i]
         self.predicted = math.inf
         self.serious = 0
+        # the master LP, kept alive in HiGHS: built at the first step, then cuts are appended
+        self._master: MasterLP | None = None
+        self._cut_rows: dict[int, list[int]] = {i: [] for i in sites}  # master row of each cut
+        self._changed: list[tuple[int, int]] = []  # (site, cut) whose base rose after it entered the master
+        self._row_idle = np.zeros(0, dtype=np.int64)  # successive master solves each row was slack
+        self._w_rows = 0  # the master's first rows (the w rows), never dropped
+        self.dropped = 0  # cuts dropped as idle so far
 
     def add(self, ov: OracleValue) -> bool:
         """Add the cuts of ``ov`` and update the center; True on a serious step."""
@@ -309,9 +320,11 @@ class BoxBundle:
             self.cuts[site].append((base, coef))
         elif base > self.cuts[site][q][0]:
             self.cuts[site][q] = (base, coef)
+            if q < len(self._cut_rows[site]):  # already in the master LP: its right-hand side changes
+                self._changed.append((site, q))
 
-    def next_point(self) -> np.ndarray:
-        """Solve the master in the box; sets ``predicted`` (decrease the model predicts, $)."""
+    def _build_master(self) -> MasterLP:
+        """The master LP over (z, θ_i, w) with the w rows; the cuts are added by :meth:`_sync_master`."""
         lay, inst = self.layout, self.inst
         n, S = lay.size, len(self.sites)
         demand = inst.inference.demand.ravel()
@@ -320,35 +333,103 @@ class BoxBundle:
         wk = np.flatnonzero(demand > 0)
         W = wk.size
         cap = inst.carbon_budget_t if math.isfinite(inst.carbon_budget_t) else 0.0
-        c = np.concatenate([np.ones(lay.n_jobs), demand, [cap], np.ones(S), demand[wk]])
-        blocks, rhs = [], []
-        for q, i in enumerate(self.sites):
-            if not self.cuts[i]:
-                continue
-            # θ_i ≥ base + coef·z  ⇔  coef·z − θ_i ≤ −base
-            coef = np.vstack([cf for _, cf in self.cuts[i]])
-            theta = np.zeros((coef.shape[0], S))
-            theta[:, q] = -1.0
-            blocks.append(sp.hstack([sp.csr_matrix(coef), sp.csr_matrix(theta), sp.csr_matrix((coef.shape[0], W))]))
-            rhs.extend(-b for b, _ in self.cuts[i])
+        cost = np.concatenate([np.ones(lay.n_jobs), demand, [cap], np.ones(S), demand[wk]])
+        master = MasterLP(cost, np.concatenate([lay.lower, np.full(S, -np.inf), np.zeros(W)]),
+                          np.concatenate([lay.upper, np.full(S, np.inf), np.full(W, np.inf)]), interior=True)
         if W:
             # w ≥ −Δφ − π  ⇔  −π − w ≤ Δφ
-            pi_cols = lay.n_jobs + wk
-            a = sp.csr_matrix((-np.ones(W), (np.arange(W), pi_cols)), shape=(W, n))
-            blocks.append(sp.hstack([a, sp.csr_matrix((W, S)), -sp.identity(W, format="csr")]))
-            rhs.extend(phi[wk])
-        a_ub = sp.vstack(blocks, format="csr")
+            a = sp.csr_matrix((np.concatenate([-np.ones(W), -np.ones(W)]),
+                               (np.tile(np.arange(W), 2), np.concatenate([lay.n_jobs + wk, n + S + np.arange(W)]))),
+                              shape=(W, n + S + W))
+            master.add_rows(a, phi[wk])
+        self._cut_rows = {i: [] for i in self.sites}
+        self._changed = []
+        self._w_rows = master.rows
+        self._row_idle = np.zeros(master.rows, dtype=np.int64)
+        return master
+
+    def _sync_master(self) -> None:
+        """Add the cuts the master LP does not have yet, and the new right-hand sides of replaced ones."""
+        n = self.layout.size
+        width = self._master.n
+        coefs, theta, rhs, owners = [], [], [], []
+        for q, i in enumerate(self.sites):
+            for base, coef in self.cuts[i][len(self._cut_rows[i]):]:
+                # θ_i ≥ base + coef·z  ⇔  coef·z − θ_i ≤ −base
+                coefs.append(coef)
+                theta.append(q)  # θ_i is column n + q
+                rhs.append(-base)
+                owners.append(i)
+        if coefs:
+            z_part = sp.csr_matrix(np.vstack(coefs))
+            m = len(coefs)
+            a = sp.hstack([z_part, sp.csr_matrix((-np.ones(m), (np.arange(m), theta)), shape=(m, width - n))],
+                          format="csr")
+            rows = self._master.add_rows(a, np.asarray(rhs))
+            for i, row in zip(owners, rows, strict=True):
+                self._cut_rows[i].append(int(row))
+            self._row_idle = np.concatenate([self._row_idle, np.zeros(rows.size, dtype=np.int64)])
+        for i, q in self._changed:
+            row = self._cut_rows[i][q]
+            self._master.set_row_upper(row, -self.cuts[i][q][0])
+            self._row_idle[row] = 0
+        self._changed = []
+
+    def _drop_idle_cuts(self) -> None:
+        """Drop the cuts slack at the last :data:`CUT_IDLE_LIMIT` master solves once there are enough of them.
+
+        The master LP is then built again from the cuts kept. At 300 sites the master gains about 300 cuts
+        per iteration and most of them are never tight again.
+        """
+        idle = self._row_idle[self._w_rows:] >= CUT_IDLE_LIMIT
+        n_idle = int(idle.sum())
+        if n_idle < max(len(self.sites), CUT_PURGE_SHARE * idle.size):
+            return
+        for i in self.sites:
+            rows = self._cut_rows[i]
+            keep = [q for q, row in enumerate(rows) if self._row_idle[row] < CUT_IDLE_LIMIT]
+            keep += list(range(len(rows), len(self.cuts[i])))  # cuts not in the master yet
+            self.cuts[i] = [self.cuts[i][q] for q in keep]
+            self._seen[i] = {coef.tobytes(): q for q, (_, coef) in enumerate(self.cuts[i])}
+        self.dropped += n_idle
+        log.debug("bundle: %d idle cuts dropped, %d kept", n_idle, sum(len(c) for c in self.cuts.values()))
+        self._master = None
+
+    def next_point(self, time_limit: float | None = None) -> np.ndarray | None:
+        """Solve the master in the box; sets ``predicted`` (decrease the model predicts, $).
+
+        Returns None when ``time_limit`` (s) ran out before the master LP was solved.
+        """
+        lay = self.layout
+        n = lay.size
+        if self._master is not None:
+            self._drop_idle_cuts()
+        if self._master is None:
+            self._master = self._build_master()
+        self._sync_master()
         half = self.radius * lay.scale
         lo = np.maximum(self.center - half, lay.lower)
         hi = np.minimum(self.center + half, lay.upper)
-        bounds = np.column_stack([np.concatenate([lo, np.full(S, -np.inf), np.zeros(W)]),
-                                  np.concatenate([hi, np.full(S, np.inf), np.full(W, np.inf)])])
-        res = linprog(c, A_ub=a_ub, b_ub=np.asarray(rhs, np.float64), bounds=bounds, method="highs")
-        if res.status != 0:
+        self._master.set_col_bounds(np.arange(n), lo, hi)
+        sol = self._master.solve(time_limit)
+        if sol is None and not self._master.time_limited:
+            # numerical trouble on an LP changed many times: once more from a clean state before giving up
+            log.debug("bundle master LP: %s, solved again from a clean state", self._master.status_text)
+            self._master.reset_basis()
+            sol = self._master.solve(time_limit)
+        if sol is None:
+            if not self._master.time_limited:
+                log.warning("bundle master LP not solved (%s): the multipliers stop here", self._master.status_text)
             self.predicted = 0.0
-            return self.center.copy()
-        self.predicted = max(self.center_value - float(res.fun), 0.0)
-        z = res.x[:n]
+            return None if self._master.time_limited else self.center.copy()
+        self.predicted = max(self.center_value - sol.objective, 0.0)
+        log.debug("bundle master: %d rows, %.2f s in HiGHS so far", self._master.rows, self._master.seconds)
+        upper = self._master.row_upper
+        # a cut is used if nearly tight or if it carries weight: a site's cut duals sum to 1 (θ_i costs 1), and
+        # the interior point leaves about 1e-8 on every row, so both tests have slack for its inexactness
+        used = (upper - sol.row_activity <= 1e-6 * np.maximum(1.0, np.abs(upper))) | (np.abs(sol.row_dual) > 1e-4)
+        self._row_idle = np.where(used, 0, self._row_idle + 1)
+        z = sol.x[:n]
         tight = 1e-6 * np.maximum(lay.scale, 1.0)
         self.on_box = bool(((np.abs(z - lo) <= tight) & (lo > lay.lower)).any()
                            or ((np.abs(z - hi) <= tight) & (hi < lay.upper)).any())
@@ -979,7 +1060,11 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
                     status = SolveStatus.TIME_LIMIT
                     break
                 if isinstance(stepper, BoxBundle):
-                    z = stepper.next_point()
+                    left = remaining()
+                    z = stepper.next_point(time_limit=left)
+                    if z is None:  # the master LP ran out of time
+                        status = SolveStatus.TIME_LIMIT
+                        break
                     tol = 1e-7 * max(1.0, abs(stepper.center_value))
                     if stepper.predicted <= tol:
                         log.info("multipliers converged (predicted decrease %.3g $)", stepper.predicted)
