@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from scipy.optimize import linprog
 
 from .diagnose import diagnose_mandatory
 from .joint import JointModel, build_joint_model
+from .scip_run import run_interruptibly
 
 log = logging.getLogger(__name__)
 
@@ -107,33 +107,6 @@ def initial_columns(inst: Instance, jm: JointModel, sites_per_job: int | None = 
     return active | inst.jobs.mandatory[pl.job]
 
 
-def _interruptible(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in a helper thread while this thread waits in short steps.
-
-    Python runs a signal handler only between bytecodes of the main thread, so Ctrl-C during one long C call
-    (HiGHS on the 300-site relaxation: about 100 s) would wait for the call to end. HiGHS releases the GIL;
-    waiting here instead, the main thread raises ``KeyboardInterrupt`` within a step. The abandoned solve
-    finishes in its daemon thread (or ends with the process).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return fn(*args, **kwargs)
-    box: dict = {}
-
-    def target() -> None:
-        try:
-            box["out"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["err"] = exc
-
-    worker = threading.Thread(target=target, name="carbonsched-highs", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.05)
-    if "err" in box:
-        raise box["err"]
-    return box["out"]
-
-
 def _highs(a, lhs, rhs, lb, ub, obj, left, method="highs-ipm"):
     eq = lhs == rhs
     up = ~eq & np.isfinite(rhs)
@@ -141,7 +114,7 @@ def _highs(a, lhs, rhs, lb, ub, obj, left, method="highs-ipm"):
     options = {"presolve": True, "disp": False}
     if left is not None:
         options["time_limit"] = max(left, 0.01)
-    res = _interruptible(linprog, -obj, A_ub=sp.vstack([a[up], -a[lo]], format="csr"),
+    res = run_interruptibly(linprog, -obj, A_ub=sp.vstack([a[up], -a[lo]], format="csr"),
                          b_ub=np.concatenate([rhs[up], -lhs[lo]]), A_eq=a[eq], b_eq=rhs[eq],
                          bounds=np.column_stack([lb, ub]), method=method, options=options)
     if res.status != 0:

@@ -120,6 +120,34 @@ def note_scip_status(scip_status: str, *, raise_interrupt: bool = True) -> None:
         raise KeyboardInterrupt
 
 
+def run_interruptibly(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a helper thread while this thread waits in short steps.
+
+    Python runs a signal handler only between bytecodes of the main thread, so Ctrl-C during one long C call
+    (HiGHS on the 300-site relaxation: about 100 s; the Lagrangian's bundle master: a few seconds at 300
+    sites) would wait for the call to end. HiGHS releases the GIL;
+    waiting here instead, the main thread raises ``KeyboardInterrupt`` within a step. The abandoned solve
+    finishes in its daemon thread (or ends with the process).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return fn(*args, **kwargs)
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["out"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["err"] = exc
+
+    worker = threading.Thread(target=target, name="carbonsched-highs", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+    if "err" in box:
+        raise box["err"]
+    return box["out"]
+
+
 def interrupts_seen() -> int:
     """How many SCIP solves of this process Ctrl-C (or SIGTERM, see :func:`sigterm_as_sigint`) stopped."""
     return _interrupts
