@@ -129,7 +129,10 @@ class MasterLP:
         self.h.clearSolver()
 
     def solve(self, time_limit: float | None = None) -> MasterSolution | None:
-        """Solve from the last basis; None unless optimal (``time_limited`` says whether time ran out)."""
+        """Solve (the simplex from the last basis, the interior point afresh) within ``time_limit`` s.
+
+        Returns None unless optimal; ``time_limited`` then says whether time ran out, ``status_text`` why.
+        """
         # HiGHS compares its time limit with the run time summed over every solve of this object
         limit = math.inf if time_limit is None else self.seconds + max(float(time_limit), 0.0)
         self.h.setOptionValue("time_limit", limit)

@@ -81,7 +81,7 @@ class HeuristicSchedule:
         log.debug("%s: %+.2f $ in %.2f s (next in %d recoveries)", name, gain, seconds, rec.period)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Per heuristic: calls, improvements, gain ($) and seconds, for the log and ``Solution.extra``."""
+        """Per heuristic: calls, improvements, gain ($) and seconds (the Lagrangian logs it when its loop ends)."""
         return {n: {"calls": r.calls, "improved": r.improved, "gain": r.gain, "seconds": r.seconds}
                 for n, r in self.records.items()}
 
