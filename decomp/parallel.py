@@ -153,7 +153,7 @@ def _trim_heap() -> None:
     """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; a no-op elsewhere).
 
     The site models hand SCIP's unused block memory back to the heap after each solve
-    (``ArrayModel.release_memory``), but glibc keeps it mapped: with both, ten site models of the
+    (``ArrayModel.free_transform``), but glibc keeps it mapped: with both, ten site models of the
     1,000-site instance use 6 MB each after their solves instead of 20 MB.
     """
     global _LIBC

@@ -61,7 +61,7 @@ def releases_transform(solve: Callable) -> Callable:
     Only the built model stays cached in the worker; the next solve transforms it again, as it would after
     ``freeTransform()`` anyway. Keeping the transformed problems (presolved copy, LP, search data) of every
     cached site grew each worker to 6.4 GB at 300 sites; SCIP's block memory then keeps the freed chunks
-    for the model's next solve, which :meth:`ArrayModel.release_memory` hands back.
+    for the model's next solve, which :meth:`ArrayModel.free_transform` hands back.
     """
 
     @functools.wraps(solve)
@@ -70,8 +70,7 @@ def releases_transform(solve: Callable) -> Callable:
             return solve(self, *args, **kwargs)
         finally:
             if self._solved:
-                self.am.model.freeTransform()
-                self.am.release_memory()
+                self.am.free_transform()
                 self._solved = False
 
     return wrapper
@@ -377,8 +376,7 @@ class SiteMILP:
                     + s.gen_co2[self.site] * result.energy["gen"].sum()))
         finally:
             # back to the Lagrangian model: all placements open, no required job, y ≤ λ, no emission cap
-            m.freeTransform()
-            am.release_memory()
+            am.free_transform()
             self._solved = False
             if self.x_job.size:
                 am.set_var_data(self.x_ids, ub=1.0)
