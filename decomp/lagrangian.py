@@ -412,11 +412,6 @@ class BoxBundle:
         hi = np.minimum(self.center + half, lay.upper)
         self._master.set_col_bounds(np.arange(n), lo, hi)
         sol = self._master.solve(time_limit)
-        if sol is None and not self._master.time_limited:
-            # numerical trouble on an LP changed many times: once more from a clean state before giving up
-            log.debug("bundle master LP: %s, solved again from a clean state", self._master.status_text)
-            self._master.reset_basis()
-            sol = self._master.solve(time_limit)
         if sol is None:
             if not self._master.time_limited:
                 log.warning("bundle master LP not solved (%s): the multipliers stop here", self._master.status_text)

@@ -124,10 +124,6 @@ class MasterLP:
         """Seconds HiGHS has spent solving this LP so far, s."""
         return float(self.h.getRunTime())
 
-    def reset_basis(self) -> None:
-        """Forget the last basis and solver state: the next solve starts from scratch."""
-        self.h.clearSolver()
-
     def solve(self, time_limit: float | None = None) -> MasterSolution | None:
         """Solve (the simplex from the last basis, the interior point afresh) within ``time_limit`` s.
 
