@@ -42,7 +42,7 @@ from .energy import EnergyBlock, add_energy_block, idle_energy_arrays, it_power_
 from .plan import ComputePlan, PlanError, check_plan
 from .scip_arrays import ArrayModel
 from .scip_run import STATUS_MAP, configure, note_scip_status, optimize, run_scip
-from .site_milp import FAST_SEPARATION_MAX_PERIODS, releases_transform
+from .site_milp import FAST_SEPARATION_MAX_PERIODS, limit_by_deadline, releases_transform
 from .solution import Solution, Trace
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,8 @@ class SiteEnergySolver:
         self._solved = False
 
     @releases_transform
-    def solve(self, it_load_mw: np.ndarray, time_limit: float | None = None, carbon_price: float = 0.0) -> dict:
+    def solve(self, it_load_mw: np.ndarray, time_limit: float | None = None, carbon_price: float = 0.0,
+              deadline: float | None = None) -> dict:
         """Optimal dispatch of the site for IT load ``it_load_mw`` (T,) in MW.
 
         Parameters
@@ -175,6 +176,9 @@ class SiteEnergySolver:
         carbon_price : float
             Extra price λ ≥ 0 on the site's emissions, $/t (on top of the instance's τ): the objective is
             the site's energy terms of Z minus λ·Em_i.
+        deadline : float, optional
+            ``time.time()`` by which the solve must end (a worker solving many sites in a row gives each what
+            is left); a solve reached after it returns at once without a solution (status ``time_limit``).
 
         Returns
         -------
@@ -186,6 +190,9 @@ class SiteEnergySolver:
             ``emissions_t`` (t CO2), ``seconds`` (s).
         """
         t0 = time.perf_counter()
+        if deadline is not None and time.time() >= deadline:
+            return _unsolved_site()
+        time_limit = limit_by_deadline(time_limit, deadline)
         m = self.am.model
         self._solved = True  # @releases_transform frees the transformed problem after this solve
         rhs = -self.inst.sites.pue[self.site] * np.asarray(it_load_mw, dtype=np.float64)
@@ -281,20 +288,31 @@ def solve_sites_separately(inst: Instance, it_load_mw: np.ndarray, sites, *, tim
 
     kwargs = {"time_limit": limit(), "carbon_price": float(carbon_price)}
     if pool is not None:
-        calls = {i: ((it_load_mw[i],), kwargs) for i in sites}
+        # the workers solve their sites one after another: each gets what is left before the common deadline
+        wall_deadline = None if deadline is None else time.time() + (deadline - time.perf_counter())
+        calls = {i: ((it_load_mw[i],), {**kwargs, "deadline": wall_deadline}) for i in sites}
         return pool.map(SITE_ENERGY_KIND, make_site_energy_solver, "solve", calls, cost=cost)
     solvers = {} if solvers is None else solvers
     out = {}
     for i in sites:
         kwargs["time_limit"] = limit()
         if kwargs["time_limit"] is not None and kwargs["time_limit"] <= 0.0:
-            out[i] = {"status": "time_limit", "has_solution": False, "energy": None, "objective": -math.inf,
-                      "priced_objective": -math.inf, "bound": math.inf, "emissions_t": math.nan, "seconds": 0.0}
+            out[i] = _unsolved_site()
             continue
         if i not in solvers:
             solvers[i] = SiteEnergySolver(inst, i)
         out[i] = solvers[i].solve(it_load_mw[i], **kwargs)
     return out
+
+
+class _RoundPastDeadline(Exception):
+    """A price round of :func:`score_with_carbon_price` reached its deadline before every site was solved."""
+
+
+def _unsolved_site() -> dict:
+    """A :meth:`SiteEnergySolver.solve` result for a site not solved because the deadline had passed."""
+    return {"status": "time_limit", "has_solution": False, "energy": None, "objective": -math.inf,
+            "priced_objective": -math.inf, "bound": math.inf, "emissions_t": math.nan, "seconds": 0.0}
 
 
 def _name_list(names, shown: int = 5) -> str:
@@ -471,6 +489,11 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
     def remaining() -> float | None:
         return None if deadline is None else max(deadline - time.perf_counter(), 0.0)
 
+    def out_of_time() -> bool:
+        # a step started after the deadline overran it by seconds (100 sites × 168 h: a price round 5 s, the
+        # repair's two joint MILPs and the fallback's builds 6 s more): past it the best feasible dispatch stands
+        return deadline is not None and time.perf_counter() >= deadline
+
     def solve(sites: np.ndarray, lam: float) -> dict[int, dict]:
         res = solve_sites_separately(inst, it_load_mw, sites, pool=pool, solvers=solvers, carbon_price=lam,
                                      cost=cost or None, deadline=deadline)
@@ -479,6 +502,8 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
         cost.update({i: r["seconds"] for i, r in res.items()})
         missing = [inst.sites.name[i] for i, r in res.items() if not r["has_solution"]]
         if missing:
+            if out_of_time():
+                raise _RoundPastDeadline
             raise NoSolutionError(f"energy dispatch of site(s) {_name_list(missing)} found no solution "
                                   "before the solve stopped")
         return res
@@ -516,7 +541,10 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
 
     all_sites = np.arange(S)
     repair_size = max(REPAIR_SITES, S // 10) if repair_sites is None else int(repair_sites)
-    lo = respond(0.0, all_sites, None, None)
+    try:
+        lo = respond(0.0, all_sites, None, None)
+    except _RoundPastDeadline:
+        raise NoSolutionError("energy dispatch found no solution before the time limit") from None
     history = [lo]  # every price tried, with valid per-site bounds: the cuts of the repair's bound
     best_bound = lo.dual_value(cap)
     if lo.emissions <= cap:
@@ -530,8 +558,11 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
     # model of the emission curve (_shedding_price); at least ×1.25 per round.
     lam = _shedding_price(inst, lo, cap)
     hi: _Response | None = None
-    while not limited(lo) and counters["rounds"] < MAX_PRICE_ROUNDS:
-        resp = respond(lam, np.flatnonzero(lo.em > 0), lo, lo.bound)
+    while not limited(lo) and counters["rounds"] < MAX_PRICE_ROUNDS and not out_of_time():
+        try:
+            resp = respond(lam, np.flatnonzero(lo.em > 0), lo, lo.bound)
+        except _RoundPastDeadline:
+            break
         history.append(resp)
         best_bound = min(best_bound, resp.dual_value(cap))
         if resp.emissions <= cap:
@@ -552,7 +583,7 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
     if hi is not None:
         excess = {"lo": lo.emissions - cap, "hi": hi.emissions - cap}
     last = ""
-    while hi is not None and not limited(hi) and counters["rounds"] < MAX_PRICE_ROUNDS:
+    while hi is not None and not limited(hi) and counters["rounds"] < MAX_PRICE_ROUNDS and not out_of_time():
         if _close_enough(float(hi.value.sum()), best_bound) or undecided_sites().size <= repair_size:
             break
         g_lo, g_hi = cap - lo.emissions, cap - hi.emissions  # slopes of L at the bracket's ends
@@ -567,7 +598,10 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
             lam_x = 0.5 * (lo.lam + hi.lam)
         theta = (hi.lam - lam_x) / span
         # for a site not re-solved: V_i(λ_x) ≤ θ·V̄_i(λ_lo) + (1 − θ)·V̄_i(λ_hi) by convexity of V_i
-        resp = respond(lam_x, undecided_sites(), hi, theta * lo.bound + (1.0 - theta) * hi.bound)
+        try:
+            resp = respond(lam_x, undecided_sites(), hi, theta * lo.bound + (1.0 - theta) * hi.bound)
+        except _RoundPastDeadline:
+            break
         history.append(resp)
         best_bound = min(best_bound, resp.dual_value(cap))
         if limited(resp) and resp.emissions > cap:
@@ -584,8 +618,10 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
     t_search = time.perf_counter() - t0
     search_gap = best_bound - float(hi.value.sum()) if hi is not None else math.inf
 
-    if hi is not None and (limited(hi) or _close_enough(float(hi.value.sum()), best_bound)):
+    if hi is not None and (limited(hi) or out_of_time() or _close_enough(float(hi.value.sum()), best_bound)):
         out = result(hi, best_bound, "price", search_gap=search_gap)
+        if not out.proven_exact and out_of_time():
+            out.status = _worst_status([out.status, "time_limit"])
         out.seconds["search"] = t_search
         return out
 
@@ -599,6 +635,8 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
         out = result(hi, best_bound, "repair", search_gap=search_gap)
         recent = np.union1d(undecided, np.concatenate([r.solved for r in history[-2:]]))
         for group in (undecided, recent) if recent.size > undecided.size else (undecided,):
+            if out_of_time():
+                break
             fixed = np.setdiff1d(all_sites, group)
             run, energy = _solve_joint(inst, it_load_mw, group, cap - float(hi.em[fixed].sum()), out.energy,
                                        remaining())
@@ -619,7 +657,9 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
             if out.proven_exact:
                 break
         out.seconds.update(search=t_search, repair=time.perf_counter() - t1)
-        if out.proven_exact or not joint_fallback:
+        if not out.proven_exact and out_of_time():
+            out.status = _worst_status([out.status, "time_limit"])
+        if out.proven_exact or not joint_fallback or out_of_time():
             return out
         seed = out.energy
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import importlib
 import os
 import re
 import shutil
@@ -855,3 +856,33 @@ def test_monolithic_limit_counts_the_scoring_of_the_initial_plan(monkeypatch, si
     assert took < 4.0 + 0.5, f"solve_monolithic took {took:.2f} s against a 4 s limit"
     assert sol.status is SolveStatus.TIME_LIMIT
     assert check_solution(inst, sol).ok
+
+
+def test_carbon_price_scoring_on_a_pool_stops_at_its_deadline(monkeypatch):
+    """Sites queued on a worker after the deadline are not solved: the scoring returns within its limit."""
+    from carbonsched.decomp.parallel import ParallelConfig, SitePool
+    from carbonsched.errors import NoSolutionError
+    from carbonsched.formulations.baselines import energy_only_plan
+
+    evaluate_module = importlib.import_module("carbonsched.formulations.evaluate")  # the package exports the function
+    original = evaluate_module.SiteEnergySolver.solve
+
+    def slow_solve(self, *args, **kwargs):  # a solve of 0.25 s more that keeps to the deadline it is given
+        if kwargs.get("deadline") is None or time.time() < kwargs["deadline"]:
+            time.sleep(0.25)
+        return original(self, *args, **kwargs)
+
+    inst = generate(sites=12, periods=24, seed=3)
+    inst.carbon_budget_t *= 0.5  # binding: the price search needs several rounds over every site
+    plan = energy_only_plan(inst)
+    monkeypatch.setattr(evaluate_module.SiteEnergySolver, "solve", slow_solve)
+    with SitePool(inst, ParallelConfig(n_jobs=1)) as pool:  # in this process: the patch applies
+        started = time.monotonic()
+        try:
+            sol = evaluate_module.evaluate(inst, plan, time_limit=4.0, pool=pool, exact_joint=False)
+        except NoSolutionError:
+            sol = None
+        took = time.monotonic() - started
+    assert took < 4.0 + 0.75, f"scoring took {took:.2f} s against a 4 s limit"
+    if sol is not None:
+        assert check_solution(inst, sol).ok
