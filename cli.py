@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the gap is still open, in the last half of --time-limit (auto: on instances of at "
                             "most 1000 site-periods; default auto)")
     solve.add_argument("--primal", default="auto", choices=("auto", "joint", "parallel"),
-                       help="lagrangian: primal side: joint-model polish in this process, or every step per site "
-                            "on the workers (auto: joint up to 1000 site-periods; default auto)")
+                       help="lagrangian and benders: primal side: joint-model polish in this process (benders: the "
+                            "master's plans), or every step per site on the workers with neighbourhood passes (auto: "
+                            "joint up to 1000 site-periods; default auto)")
     solve.add_argument("--checkpoint", metavar="FILE",
                        help="benders, lagrangian: write the run's state (incumbent, cuts or multipliers, trace) to "
                             "FILE atomically every --checkpoint-every seconds and when the run ends")
@@ -413,7 +414,7 @@ def _solve_with_method(args: argparse.Namespace, inst, initial, progress) -> obj
     close = {"auto": None, "yes": True, "no": False}[args.close]
     if args.method == "benders":
         return solve_benders(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
-                             close=close, progress=progress, seed=args.seed, **resumable)
+                             close=close, progress=progress, seed=args.seed, primal=args.primal, **resumable)
     return solve_lagrangian(inst, time_limit=args.time_limit, gap=args.gap, config=config, initial=initial,
                             close=close, progress=progress, seed=args.seed, primal=args.primal, **resumable)
 

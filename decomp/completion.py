@@ -712,6 +712,19 @@ def choose_groups(inst: Instance, solution: Solution, *, size: int = 3, value_le
     return groups
 
 
+def neighbourhood_pass(inst: Instance, pool: SitePool, solution: Solution, *, size: int,
+                       lp_shares: np.ndarray | None = None, time_limit: float | None = None,
+                       method: str | None = None) -> Solution | None:
+    """One pass of the neighbourhood search on ``solution``: groups of ``size`` sites seeded where the LP's site
+    share (``lp_shares``, $ per site, :func:`lp_site_shares`) exceeds the solution's, then
+    :func:`improve_by_neighbourhoods`. None when no group forms."""
+    value_left = None if lp_shares is None else lp_shares - solution_site_shares(inst, solution)
+    groups = choose_groups(inst, solution, size=size, value_left=value_left)
+    if not groups:
+        return None
+    return improve_by_neighbourhoods(inst, pool, solution, groups, time_limit=time_limit, method=method)
+
+
 def improve_by_neighbourhoods(inst: Instance, pool: SitePool, solution: Solution, groups: list[np.ndarray], *,
                               gap: float | None = 1e-4, time_limit: float | None = None,
                               method: str | None = None) -> Solution:

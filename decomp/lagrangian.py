@@ -44,13 +44,7 @@ from carbonsched.instances.schema import Instance
 from carbonsched.progress import ProgressCallback
 
 from .checkpoint import StateDict, pack_rows, state_array, state_scalar, unpack_rows
-from .completion import (
-    choose_groups,
-    complete_from_site_results,
-    improve_by_neighbourhoods,
-    lp_site_shares,
-    solution_site_shares,
-)
+from .completion import complete_from_site_results, lp_site_shares, neighbourhood_pass
 from .engine import MIN_SCORING_SECONDS, DecompositionAlgorithm, EngineOptions, Hub, run_algorithm
 from .hooks import DecompositionHooks
 from .master_lp import MasterLP
@@ -78,7 +72,7 @@ POOL_GAP = 1e-4
 POOL_REDUCED_COST = 0.01
 #: ``close=None`` runs the closing phase on instances with at most this many sites × periods.
 CLOSE_AUTO_MAX_SITE_PERIODS = 1000
-#: The primal sides of the Lagrangian (see LagrangianOptions.primal).
+#: The primal sides of both decompositions (LagrangianOptions.primal, BendersOptions.primal).
 PRIMAL_MODES = ("auto", "joint", "parallel")
 #: Share of the loop's time limit the joint LP warm start may take (joint / parallel primal side).
 LP_SHARE = 0.25
@@ -957,16 +951,14 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             budget = None if left is None else min(left, opt.neighbourhood_share * loop_limit)
             if budget is not None and budget < 1.0:
                 return
-            value_left = None if lp_shares is None else lp_shares - solution_site_shares(inst, inc)
             # each pass groups the sites differently (the same groups again found almost nothing: +37 $ after
             # +13,421 $ at 100 sites): the group size cycles through NEIGHBOURHOOD_SIZES
             size = NEIGHBOURHOOD_SIZES[self.passes % len(NEIGHBOURHOOD_SIZES)]
             self.passes += 1
-            groups = choose_groups(inst, inc, size=size, value_left=value_left)
-            if groups:
-                better = improve_by_neighbourhoods(inst, hub.pool, inc, groups, time_limit=budget,
-                                                   method="lagrangian")
-                keep(better, f"neighbourhoods ({len(groups)} groups)")
+            better = neighbourhood_pass(inst, hub.pool, inc, size=size, lp_shares=lp_shares, time_limit=budget,
+                                        method="lagrangian")
+            if better is not None:
+                keep(better, f"neighbourhoods (groups of {size})")
 
         def complete(ov: OracleValue) -> None:
             """Completion by allocation from the iteration's site solutions (per site, in parallel)."""

@@ -243,3 +243,21 @@ def test_closing_phase_finishes_a_search_stopped_at_its_round_limit():
     tol = 1e-6 * max(1.0, abs(opt.objective))
     assert (closed.trace.dual >= opt.objective - tol).all() and closed.objective >= opt.objective * (1 - GAP) - tol
     assert np.all(np.diff(closed.trace.primal) >= 0) and np.all(np.diff(closed.trace.dual) <= 0)
+
+
+@pytest.mark.parametrize("inst_factory", [lambda: random_small(3), lambda: dense_instance(2, 4, 12, 0.7)],
+                         ids=["random-small", "dense-binding-budget"])
+def test_parallel_primal_side_runs_its_passes_and_reaches_the_optimum(inst_factory, caplog):
+    """``primal="parallel"``: the LP plan re-routed, then neighbourhood passes; still exact against SCIP."""
+    with caplog.at_level("INFO", logger="carbonsched.decomp.completion"):
+        assert_benders_matches_monolithic(inst_factory(), primal="parallel")
+    assert any("group(s) improved" in r.getMessage() for r in caplog.records)  # a pass ran
+
+
+@pytest.mark.parametrize("options,field", [({"primal": "sites"}, "primal"), ({"neighbourhood_share": 1.0},
+                                                                               "neighbourhood_share")])
+def test_primal_options_are_validated(options, field):
+    from carbonsched.errors import InputError
+
+    with pytest.raises(InputError, match=field):
+        solve_benders(random_small(0), **options)
