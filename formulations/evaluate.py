@@ -663,7 +663,10 @@ def score_with_carbon_price(inst: Instance, it_load_mw: np.ndarray, *, pool: Sit
             return out
         seed = out.energy
 
-    # last resort: the full joint MILP, seeded with the dispatch found
+    # last resort: the full joint MILP, seeded with the dispatch found (not built past the deadline: without a
+    # feasible dispatch by then there is none to return)
+    if out_of_time():
+        raise NoSolutionError("energy dispatch found no solution before the time limit")
     t2 = time.perf_counter()
     run, energy = _solve_joint(inst, it_load_mw, all_sites, cap, seed, remaining())
     if energy is None:
