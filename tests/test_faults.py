@@ -134,7 +134,10 @@ class _Run:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-            pytest.fail("the run did not end")
+            # what the run last said, so that a hang seen once (a Benders run after a killed worker, CI of
+            # 2026-11-30) names its phase next time
+            pytest.fail("the run did not end; its last progress lines:\n" + "".join(self.lines[-8:])
+                        + "\nstderr (tail):\n" + self.proc.stderr.read()[-3000:])
         self._reader.join(5)
         return self.proc.returncode, "".join(self.lines), self.proc.stderr.read()
 
