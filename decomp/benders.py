@@ -51,12 +51,12 @@ from .cuts import CutPool
 from .engine import DecompositionAlgorithm, EngineOptions, Hub, run_algorithm
 from .hooks import DecompositionHooks
 from .lagrangian import (
-    CLOSE_AUTO_MAX_SITE_PERIODS,
     NEIGHBOURHOOD_SIZES,
     PRIMAL_MODES,
     constant_terms,
     make_layout,
     multipliers_from_lp,
+    sides_by_size,
 )
 from .parallel import ParallelConfig
 from .rounding import round_fractional_plan, route_by_lp
@@ -255,12 +255,9 @@ class BendersAlgorithm(DecompositionAlgorithm):
         self.master_seconds = 0.0
         self.hub: Hub | None = None
         small = inst.n_sites * inst.n_periods <= SINGLE_TREE_MAX_SITE_PERIODS
-        #: whether a closing phase follows an unfinished master search (``options.close``, None decided by size)
-        self.close = options.close if options.close is not None else \
-            inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
-        #: whether the LP plan is re-routed and neighbourhood passes follow the LP warm start (``options.primal``)
-        self.parallel_primal = options.primal == "parallel" or (
-            options.primal == "auto" and inst.n_sites * inst.n_periods > CLOSE_AUTO_MAX_SITE_PERIODS)
+        #: whether a closing phase follows an unfinished master search (``options.close``, None decided by size),
+        #: and whether the LP plan is re-routed and neighbourhood passes follow the LP warm start (``options.primal``)
+        self.close, self.parallel_primal = sides_by_size(inst, options.close, options.primal)
         #: the master search this run uses (``options.master`` with ``auto`` decided by size)
         self.master_mode = options.master if options.master != "auto" else ("single-tree" if small else "multi-tree")
         #: SCIP's objective limit in the single-tree master (the hub's incumbent value when it started).

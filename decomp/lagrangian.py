@@ -74,6 +74,15 @@ POOL_REDUCED_COST = 0.01
 CLOSE_AUTO_MAX_SITE_PERIODS = 1000
 #: The primal sides of both decompositions (LagrangianOptions.primal, BendersOptions.primal).
 PRIMAL_MODES = ("auto", "joint", "parallel")
+
+
+def sides_by_size(inst: Instance, close: bool | None, primal: str) -> tuple[bool, bool]:
+    """(closing phase, parallel primal side) of either decomposition on ``inst``: ``close=None`` and
+    ``primal="auto"`` choose the closing phase and the joint side up to :data:`CLOSE_AUTO_MAX_SITE_PERIODS`
+    sites × periods, no closing phase and the parallel side above."""
+    small = inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
+    return (small if close is None else bool(close)), (primal == "parallel" or (primal == "auto" and not small))
+
 #: Share of the loop's time limit the joint LP warm start may take (joint / parallel primal side).
 LP_SHARE = 0.25
 LP_SHARE_PARALLEL = 0.5
@@ -713,9 +722,7 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
         self.iterations = 0
         self.gap_before_closing = math.inf
         self.closing_seconds = 0.0
-        small = inst.n_sites * inst.n_periods <= CLOSE_AUTO_MAX_SITE_PERIODS
-        self.close = options.close if options.close is not None else small
-        self.parallel_primal = options.primal == "parallel" or (options.primal == "auto" and not small)
+        self.close, self.parallel_primal = sides_by_size(inst, options.close, options.primal)
         # the run's state (what a checkpoint holds): where it is, the multipliers and the primal side's memory
         self.stage = "lp"
         self.z: np.ndarray | None = None  # the multipliers of the first iteration (the LP's duals)
