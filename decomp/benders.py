@@ -57,6 +57,7 @@ from .lagrangian import (
     make_layout,
     multipliers_from_lp,
     sides_by_size,
+    site_abs_gap,
 )
 from .parallel import ParallelConfig
 from .rounding import round_fractional_plan, route_by_lp
@@ -415,9 +416,10 @@ class BendersAlgorithm(DecompositionAlgorithm):
         mu, pi, lam_c = layout.split(z)
         limit = hub.budget(self.opt.lagrangian_share)
         deadline = None if limit is None else time.time() + limit
+        abs_gap = site_abs_gap(hub.bound - hub.primal, inst.n_sites)
         t = time.perf_counter()
         res = hub.pool.map(SITE_MILP_KIND, make_site_milp, "solve",
-                           {i: ((mu, pi, lam_c), {"gap": 1e-4, "deadline": deadline,
+                           {i: ((mu, pi, lam_c), {"gap": 1e-4, "deadline": deadline, "abs_gap": abs_gap,
                                                   "time_limit": limit_by_deadline(None, deadline)})
                             for i in range(inst.n_sites)}, options={"seed": self.opt.seed})
         self.subproblem_seconds += time.perf_counter() - t

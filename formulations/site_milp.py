@@ -201,7 +201,7 @@ class SiteMILP:
     @releases_transform
     def solve(self, mu: np.ndarray, pi: np.ndarray, lam_c: float, *, time_limit: float | None = None,
               gap: float | None = None, node_limit: int | None = None, deadline: float | None = None,
-              start: np.ndarray | None = None) -> SiteResult:
+              start: np.ndarray | None = None, abs_gap: float | None = None) -> SiteResult:
         """Solve the subproblem for multipliers (μ, π, λ_C).
 
         Parameters
@@ -224,6 +224,9 @@ class SiteMILP:
         start : (n,) float, optional
             A solution of this site model (``SiteResult.values`` of an earlier solve) offered to SCIP as a
             start. The caller passes it, not the model's memory, so the solve depends only on its arguments.
+        abs_gap : float, optional
+            SCIP absolute gap limit, $: the solve stops once its dual bound is within this of its best
+            solution (default 0). The result's ``bound`` stays a valid upper bound either way.
 
         Returns
         -------
@@ -244,6 +247,7 @@ class SiteMILP:
             am.set_var_data(self.gen_ids, obj=self.gen_obj - lam_c * self.gen_co2)
         configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed, catch_interrupt=True)
         m.setParam("limits/nodes", -1 if node_limit is None else int(node_limit))
+        m.setParam("limits/absgap", 0.0 if abs_gap is None else float(abs_gap))
         if start is not None:
             # offered in the transformed problem, where limits/maxorigsol = 0 does not discard it
             am.transform()
@@ -350,6 +354,7 @@ class SiteMILP:
             configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed,
                       catch_interrupt=True)
             m.setParam("limits/nodes", -1 if node_limit is None else int(node_limit))
+            m.setParam("limits/absgap", 0.0)  # a Lagrangian solve's abs_gap must not carry over
             optimize(m)
             self._solved = True
             status = m.getStatus()

@@ -62,7 +62,7 @@ def test_bound_valid_and_solution_checked(seed):
 
 
 @pytest.mark.parametrize("limits", [dict(subproblem_gap=0.5), dict(subproblem_node_limit=1),
-                                    dict(subproblem_gap=0.5, subproblem_node_limit=1)])
+                                    dict(subproblem_gap=0.5, subproblem_node_limit=1), dict(site_gap_share=0.9)])
 def test_bound_valid_under_subproblem_limits(limits):
     inst = _tiny(5, periods=8, jobs=5)
     opt = _optimum(inst)
@@ -231,6 +231,62 @@ def test_closing_phase_off_and_auto():
     assert auto.extra["closing_seconds"] > 0.0 and auto.gap <= off.gap
     with pytest.raises(InputError, match="close_share"):
         solve_lagrangian(inst, close=True, close_share=1.0)
+
+
+def test_site_abs_gap_keeps_the_bound_valid_and_does_not_carry_over():
+    """A site solve with an absolute gap limit: its bound is above the exact optimum, its solution below, the
+    two within the limit; the next solve without it (Lagrangian or allocation mode) is exact again."""
+    inst = generate(sites=3, periods=12, jobs=10, classes=2, seed=4)
+    lay = make_layout(inst)
+    mu, pi, lam = lay.split(lay.project(np.zeros(lay.size)))
+    for site in range(inst.n_sites):
+        exact = SiteMILP(inst, site).solve(mu, pi, lam)
+        model = SiteMILP(inst, site)
+        loose_gap = 0.05 * abs(exact.value)
+        loose = model.solve(mu, pi, lam, abs_gap=loose_gap)
+        slack = 1e-6 * max(1.0, abs(exact.value))
+        assert loose.bound >= exact.value - slack and loose.value <= exact.bound + slack
+        assert loose.bound - loose.value <= loose_gap + slack
+        again = model.solve(mu, pi, lam)
+        assert (again.value, again.bound) == (exact.value, exact.bound)
+        model.solve(mu, pi, lam, abs_gap=loose_gap)
+        alloc = model.solve_allocated(np.ones(inst.n_jobs, bool), np.zeros(inst.n_jobs, bool),
+                                      np.full((inst.n_classes, inst.n_periods), np.inf), math.inf)
+        fresh = SiteMILP(inst, site).solve_allocated(np.ones(inst.n_jobs, bool), np.zeros(inst.n_jobs, bool),
+                                                     np.full((inst.n_classes, inst.n_periods), np.inf), math.inf)
+        assert alloc.status == fresh.status == "optimal" and alloc.bound == fresh.bound
+
+
+def test_site_abs_gap_is_a_share_of_the_open_gap():
+    from carbonsched.decomp.lagrangian import site_abs_gap
+
+    assert site_abs_gap(10.0, 4, 0.2) == pytest.approx(0.5)
+    assert site_abs_gap(10.0, 4, 0.2, predicted=2.0) == pytest.approx(0.1)  # the bundle's prediction is smaller
+    assert site_abs_gap(math.inf, 4) == 0.0  # no incumbent or no bound yet: exact
+    assert site_abs_gap(math.nan, 4) == 0.0
+    assert site_abs_gap(10.0, 4, 0.0) == 0.0
+    with pytest.raises(InputError, match="site_gap_share"):
+        solve_lagrangian(_tiny(1), site_gap_share=1.0)
+
+
+def test_energy_only_plan_when_the_lp_is_not_solved(monkeypatch):
+    """The LP warm start out of time leaves no LP plan: the run starts from the energy-only plan, and its bound
+    (from zero multipliers) stays valid."""
+    import carbonsched.decomp.lagrangian as lagrangian
+
+    def unsolved(inst, layout, time_limit=None, *, route=False):
+        return lagrangian.LPRelaxation(bound=math.inf, z=layout.project(np.zeros(layout.size)), seconds=0.0)
+
+    monkeypatch.setattr(lagrangian, "lp_relaxation", unsolved)
+    inst = _tiny(6, periods=8, jobs=5)
+    opt = _optimum(inst)
+    lines: list[ProgressEvent] = []
+    sol = solve_lagrangian(inst, iteration_limit=3, primal="parallel", close=False, progress=lines.append)
+    assert any(e.message == "energy-only plan scored" for e in lines)
+    report = check_solution(inst, sol)
+    assert report.ok, report.format()
+    slack = 1e-6 * max(1.0, abs(opt))
+    assert np.all(sol.trace.dual >= opt - slack) and sol.objective <= opt + slack
 
 
 def test_site_subproblem_depends_only_on_its_arguments():
