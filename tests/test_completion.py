@@ -166,3 +166,20 @@ def test_required_jobs_that_do_not_fit_are_reallocated() -> None:
     assert_feasible(inst, sol)
     assert sol.extra["reallocations"] == 1
     assert sol.job_site[job] not in (-1, small_site)
+
+
+def test_groups_reached_after_the_deadline_are_not_built(monkeypatch) -> None:
+    """A neighbourhood pass whose deadline has passed builds no group model (builds took 0.5-1 s each on a
+    dense instance and ran the pass past it); the incumbent comes back unchanged."""
+    import carbonsched.decomp.completion as completion
+
+    inst = instance("gen4x12", True)
+    sol = monolithic("gen4x12", True)
+    groups = choose_groups(inst, sol, size=2)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a group model was built after the deadline")
+
+    monkeypatch.setattr(completion, "ArrayModel", no_build)
+    with SitePool(inst, ParallelConfig(n_jobs=1)) as pool:
+        assert improve_by_neighbourhoods(inst, pool, sol, groups, time_limit=-1.0) is sol
