@@ -617,11 +617,11 @@ class GroupSolver:
                                                       shape=(1, am.n_vars)), -np.inf, max(prob.allowance, 0.0))
         m = am.model
         m.setParam("limits/maxorigsol", 0)
-        # SCIP catches Ctrl-C (and SIGTERM, relayed as SIGINT) and stops at once; with catching off the
-        # group's solve ran to its time limit first (a Lagrangian run took 68 s to stop)
         # the build took part of the budget (groups solved in a row share the deadline)
         built = time.perf_counter() - t0
         time_limit = limit_by_deadline(None if time_limit is None else max(time_limit - built, 0.01), deadline)
+        # SCIP catches Ctrl-C (and SIGTERM, relayed as SIGINT) and stops at once; with catching off the
+        # group's solve ran to its time limit first (a Lagrangian run took 68 s to stop)
         configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed, catch_interrupt=True)
         am.transform()
         am.add_solution(self._start(prob, am, cb, eb))

@@ -366,7 +366,7 @@ class TraceEventhdlr(Eventhdlr):
 
 
 def configure(model: Model, *, time_limit: float | None, gap: float | None, threads: int = 1,
-              seed: int = 0, quiet: bool | None = None, catch_interrupt: bool = False) -> None:
+              seed: int = 0, quiet: bool | None = None, catch_interrupt: bool = False, abs_gap: float = 0.0) -> None:
     """Apply limits, determinism settings and the log setting to a SCIP model.
 
     Parameters
@@ -377,6 +377,9 @@ def configure(model: Model, *, time_limit: float | None, gap: float | None, thre
         SCIP's time limit, s.
     gap : float, optional
         Relative gap at which SCIP stops.
+    abs_gap : float
+        Absolute gap at which SCIP stops, in the objective's unit. Always set (default 0, SCIP's own), so a
+        model re-solved in place never keeps an earlier solve's slack.
     threads : int
         Threads SCIP's LP solver may use.
     seed : int
@@ -400,6 +403,7 @@ def configure(model: Model, *, time_limit: float | None, gap: float | None, thre
         model.setParam("limits/time", max(float(time_limit), 0.0))
     if gap is not None:
         model.setParam("limits/gap", max(float(gap), 0.0))
+    model.setParam("limits/absgap", max(float(abs_gap), 0.0))
     model.setParam("randomization/randomseedshift", int(seed))
     model.setParam("misc/catchctrlc", bool(catch_interrupt))
     if threads > 1:

@@ -245,9 +245,9 @@ class SiteMILP:
             am.set_var_data(self.imp_ids, obj=self.imp_obj - lam_c * self.imp_co2)
         if self.gen_ids.size:
             am.set_var_data(self.gen_ids, obj=self.gen_obj - lam_c * self.gen_co2)
-        configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed, catch_interrupt=True)
+        configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed, catch_interrupt=True,
+                  abs_gap=0.0 if abs_gap is None else abs_gap)
         m.setParam("limits/nodes", -1 if node_limit is None else int(node_limit))
-        m.setParam("limits/absgap", 0.0 if abs_gap is None else float(abs_gap))
         if start is not None:
             # offered in the transformed problem, where limits/maxorigsol = 0 does not discard it
             am.transform()
@@ -354,7 +354,6 @@ class SiteMILP:
             configure(m, time_limit=time_limit, gap=0.0 if gap is None else gap, seed=self.seed,
                       catch_interrupt=True)
             m.setParam("limits/nodes", -1 if node_limit is None else int(node_limit))
-            m.setParam("limits/absgap", 0.0)  # a Lagrangian solve's abs_gap must not carry over
             optimize(m)
             self._solved = True
             status = m.getStatus()
