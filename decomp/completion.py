@@ -682,21 +682,28 @@ def make_group_solver(inst: Instance, slot: int, *, seed: int = 0) -> GroupSolve
 
 
 def choose_groups(inst: Instance, solution: Solution, *, size: int = 3, value_left: np.ndarray | None = None,
-                  max_groups: int | None = None) -> list[np.ndarray]:
+                  max_groups: int | None = None, rng: np.random.Generator | None = None) -> list[np.ndarray]:
     """Disjoint groups of up to ``size`` sites that share work, seeded where value is left.
 
     Two sites are *linked* by the inference classes whose SLO admits both and by the jobs allowed at both
     (weighted by the job's value share); a group grows from its seed by the most linked free site. Seeds
     are taken by decreasing ``value_left`` (e.g. LP site share − solution site share, $), by site index
-    without it.
+    without it. With ``rng`` the partition is drawn instead: seeds in random order, each link scaled by a
+    random factor in [0.25, 1), so that successive passes regroup the sites (a solution that no
+    deterministic partition improves any more can still improve across a new one).
     """
     S = inst.n_sites
     slo = inst.slo_mask().astype(float) if inst.n_classes else np.zeros((0, S))
     jobs = inst.jobs.allowed.astype(float)
     w = np.abs(inst.jobs.value) / max(float(np.abs(inst.jobs.value).sum()), 1e-12)
     link = slo.T @ slo / max(inst.n_classes, 1) + (jobs * w[:, None]).T @ jobs
+    if rng is not None:
+        link = link * rng.uniform(0.25, 1.0, size=link.shape)
     np.fill_diagonal(link, -np.inf)
-    order = np.arange(S) if value_left is None else np.lexsort((np.arange(S), -np.asarray(value_left)))
+    if rng is not None:
+        order = rng.permutation(S)
+    else:
+        order = np.arange(S) if value_left is None else np.lexsort((np.arange(S), -np.asarray(value_left)))
     taken = np.zeros(S, dtype=bool)
     groups = []
     for seed_site in order:
@@ -721,12 +728,12 @@ def choose_groups(inst: Instance, solution: Solution, *, size: int = 3, value_le
 
 def neighbourhood_pass(inst: Instance, pool: SitePool, solution: Solution, *, size: int,
                        lp_shares: np.ndarray | None = None, time_limit: float | None = None,
-                       method: str | None = None) -> Solution | None:
+                       method: str | None = None, rng: np.random.Generator | None = None) -> Solution | None:
     """One pass of the neighbourhood search on ``solution``: groups of ``size`` sites seeded where the LP's site
-    share (``lp_shares``, $ per site, :func:`lp_site_shares`) exceeds the solution's, then
-    :func:`improve_by_neighbourhoods`. None when no group forms."""
+    share (``lp_shares``, $ per site, :func:`lp_site_shares`) exceeds the solution's, or drawn by ``rng``
+    (:func:`choose_groups`), then :func:`improve_by_neighbourhoods`. None when no group forms."""
     value_left = None if lp_shares is None else lp_shares - solution_site_shares(inst, solution)
-    groups = choose_groups(inst, solution, size=size, value_left=value_left)
+    groups = choose_groups(inst, solution, size=size, value_left=value_left, rng=rng)
     if not groups:
         return None
     return improve_by_neighbourhoods(inst, pool, solution, groups, time_limit=time_limit, method=method)

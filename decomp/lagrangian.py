@@ -50,7 +50,7 @@ from .engine import MIN_SCORING_SECONDS, DecompositionAlgorithm, EngineOptions, 
 from .hooks import DecompositionHooks
 from .master_lp import MasterLP
 from .parallel import ParallelConfig
-from .rounding import round_fractional_plan, route_by_lp
+from .rounding import PlacementRouter, round_fractional_plan
 from .schedule import HeuristicSchedule
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,11 @@ CUT_PURGE_SHARE = 0.25
 NEIGHBOURHOOD_SIZES = (3, 4, 2)
 #: The primal heuristics of a recovery that back off while they find nothing (decomp.schedule).
 SCHEDULED_HEURISTICS = ("completion", "repair", "neighbourhoods")
+#: On the parallel primal side the repair runs at every recovery: its plans get better as the multipliers
+#: converge, and with the routing LP kept alive (PlacementRouter) a call costs 2-3 s at 300 sites. Backed off
+#: like the others, it found the 300-site plan that closes the gap to 1 % at iteration 43 (469.6 s); at every
+#: recovery at iteration 34 (392.7 s).
+REPAIR_EVERY_RECOVERY = {"repair": 1}
 
 
 # ============================================================================ multipliers
@@ -216,16 +221,13 @@ class LPRelaxation:
     joint: JointLP | None = None
 
 
-def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = None, *,
-                  route: bool = False) -> LPRelaxation:
+def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = None) -> LPRelaxation:
     """The joint LP relaxation (:func:`formulations.lp_relaxation.solve_lp_relaxation`) as a warm start.
 
     The duals ∂Z/∂rhs of the ``job_once``, ``demand`` and ``carbon`` rows are the first multipliers; the
     LP optimum is itself a valid upper bound on Z; the LP solution rounded
     (:func:`decomp.rounding.round_fractional_plan`) is the first candidate plan of the primal recovery.
-    Past ``time_limit`` seconds the warm start is skipped (zero multipliers, no LP bound). With ``route``
-    the rounded plan's inference is re-routed by the LP at its placements
-    (:func:`decomp.rounding.route_by_lp`).
+    Past ``time_limit`` seconds the warm start is skipped (zero multipliers, no LP bound).
 
     Raises
     ------
@@ -238,8 +240,6 @@ def lp_relaxation(inst: Instance, layout: Layout, time_limit: float | None = Non
     jm = lp.jm
     z = multipliers_from_lp(lp, layout)
     plan = round_fractional_plan(inst, jm.placements, jm.x, jm.y, lp.values)
-    if route:
-        plan = route_by_lp(inst, plan, time_limit=time_limit) or plan
     value = np.abs(inst.jobs.value[jm.placements.job])
     pool = (lp.values[jm.x] > 1e-6) | (lp.reduced_costs[jm.x] >= -POOL_REDUCED_COST * value)
     return LPRelaxation(bound=lp.bound, z=z, seconds=lp.seconds, plan=plan, pool=pool, joint=lp)
@@ -765,8 +765,10 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
         self.site_seconds: dict[int, float] | None = None  # last solve time per site, balances the workers
         self.long_search_done = False  # the one longer pool search (POOL_LONG_SHARE) has run
         self.passes = 0  # neighbourhood passes so far
+        self.router: PlacementRouter | None = None  # the routing LP, built for the first plan it re-routes
         self.last_map_seconds = 0.0  # wall time of the last round of site solves
-        self.schedule = HeuristicSchedule(SCHEDULED_HEURISTICS)
+        self.schedule = HeuristicSchedule(SCHEDULED_HEURISTICS,
+                                          max_periods=dict(REPAIR_EVERY_RECOVERY) if self.parallel_primal else {})
         self.loop_status = SolveStatus.ITERATION_LIMIT.value
         self.final_status = SolveStatus.ITERATION_LIMIT.value
         self._loaded: StateDict | None = None
@@ -947,8 +949,7 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             share = LP_SHARE_PARALLEL if self.parallel_primal else LP_SHARE
             left = remaining()
             lp = lp_relaxation(inst, layout, time_limit=None if loop_limit is None else max(min(share * loop_limit,
-                                                                                                 left), 0.0),
-                               route=self.parallel_primal)
+                                                                                                 left), 0.0))
             self.lp_bound = lp.bound
             hub.offer_bound(lp.bound, "LP relaxation")
             self.z = lp.z.copy()
@@ -991,11 +992,14 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             if budget is not None and budget < 1.0:
                 return
             # each pass groups the sites differently (the same groups again found almost nothing: +37 $ after
-            # +13,421 $ at 100 sites): the group size cycles through NEIGHBOURHOOD_SIZES
+            # +13,421 $ at 100 sites): the group size cycles through NEIGHBOURHOOD_SIZES, the LP's value left
+            # seeds the first cycle and the partitions are drawn after it
             size = NEIGHBOURHOOD_SIZES[self.passes % len(NEIGHBOURHOOD_SIZES)]
+            rng = (np.random.default_rng([opt.seed, self.passes]) if self.passes >= len(NEIGHBOURHOOD_SIZES)
+                   else None)
             self.passes += 1
             better = neighbourhood_pass(inst, hub.pool, inc, size=size, lp_shares=lp_shares, time_limit=budget,
-                                        method="lagrangian")
+                                        method="lagrangian", rng=rng)
             if better is not None:
                 keep(better, f"neighbourhoods (groups of {size})")
 
@@ -1034,7 +1038,9 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             # re-routing solves an LP as large as the relaxation: not tried when that was not solved in time
             # (HiGHS then overran its time limit: 300 sites, 60 s limit, the run ended at 94.5 s)
             if route and self.parallel_primal and math.isfinite(self.lp_bound):
-                plan = route_by_lp(inst, plan, time_limit=limit_by_deadline(None, deadline)) or plan
+                if self.router is None:
+                    self.router = PlacementRouter(inst)  # kept: each plan is re-routed from the last one's basis
+                plan = self.router.route(plan, time_limit=limit_by_deadline(None, deadline)) or plan
             budget = limit_by_deadline(None, deadline)
             if budget is not None and budget <= MIN_SCORING_SECONDS:
                 return
@@ -1051,7 +1057,7 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
                 scheduled("repair", lambda: score_plan(recovery.repair(ov.results, layout.split(ov.z)[2], prefer[0]),
                                                        route=True))
             if extra_plan is not None:
-                score_plan(extra_plan, route=False)
+                score_plan(extra_plan, route=True)
             if self.parallel_primal and opt.polish:
                 scheduled("neighbourhoods", neighbourhoods)
             left = remaining()
@@ -1163,6 +1169,7 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             hub.record(f"L {lagrangian_text}  sub {ov.site_seconds:.2f}s  pool {int(recovery.pool.sum())}")
         if self.stage == "loop":  # the loop ended in this run
             recovery.close()
+            self.router = None
             log.info("primal heuristics: %s", "; ".join(
                 f"{n} {r['improved']}/{r['calls']} improved, {r['gain']:+.2f} $ in {r['seconds']:.1f} s"
                 for n, r in self.schedule.summary().items()))

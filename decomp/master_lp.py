@@ -5,7 +5,9 @@ The bundle master of the Lagrangian grows by one cut per site and iteration. Reb
 against 4–5 s for the site MILPs. Kept alive, only the new cuts and the moved box are passed to HiGHS.
 The dual simplex from the last basis was measured no faster than a fresh solve (the box moves every
 column bound); the interior point without crossover was 3–4 times faster on the same masters, so the
-bundle uses it (docs/decomposition.md, "Multiplier updates").
+bundle uses it (docs/decomposition.md, "Multiplier updates"). The routing LP of a plan (the joint LP with
+its placements fixed) changes only placement bounds from one plan to the next, and there the dual simplex
+from the last basis is about ten times faster than a fresh solve.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class MasterSolution:
 
 
 class MasterLP:
-    """min c·x subject to rows·x ≤ upper and lower ≤ x ≤ upper bounds, in one HiGHS object.
+    """min c·x subject to rows·x ≤ upper (or a range, see :meth:`add_rows`) and lower ≤ x ≤ upper bounds, in
+    one HiGHS object (the bundle master, and the routing LP of :class:`decomp.rounding.PlacementRouter`).
 
     Parameters
     ----------
@@ -92,20 +95,21 @@ class MasterLP:
         self.row_upper = np.zeros(0)
         self.time_limited = False
 
-    def add_rows(self, a: sp.csr_matrix, upper: np.ndarray) -> np.ndarray:
-        """Append the rows a·x ≤ upper; returns their indices."""
+    def add_rows(self, a: sp.csr_matrix, upper: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
+        """Append the rows lower ≤ a·x ≤ upper (no lower side by default); returns their indices."""
         a = sp.csr_matrix(a)
         m = a.shape[0]
         if m == 0:
             return np.zeros(0, dtype=np.int64)
-        self.h.addRows(m, np.full(m, -np.inf), np.asarray(upper, np.float64), int(a.nnz),
+        lower = np.full(m, -np.inf) if lower is None else np.asarray(lower, np.float64)
+        self.h.addRows(m, lower, np.asarray(upper, np.float64), int(a.nnz),
                        a.indptr[:-1].astype(np.int32), a.indices.astype(np.int32), a.data.astype(np.float64))
         first, self.rows = self.rows, self.rows + m
         self.row_upper = np.concatenate([self.row_upper, np.asarray(upper, np.float64)])
         return np.arange(first, self.rows, dtype=np.int64)
 
     def set_row_upper(self, row: int, upper: float) -> None:
-        """Change the right-hand side of one row."""
+        """Change the right-hand side of one row (of a row without a lower side)."""
         self.h.changeRowBounds(int(row), -np.inf, float(upper))
         self.row_upper[int(row)] = float(upper)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import numpy as np
-from carbonsched.formulations.joint import Placements, compute_arrays, enumerate_placements
-from carbonsched.formulations.lp_relaxation import solve_lp_relaxation
+import scipy.sparse as sp
+from carbonsched.formulations.joint import Placements, build_joint_model, compute_arrays
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.instances.schema import Instance
+
+from .master_lp import MasterLP
 
 #: Optional jobs whose placements carry less LP mass than this in all are left out of the rounded plan.
 MIN_JOB_MASS = 0.5
@@ -86,29 +89,65 @@ def round_fractional_plan(inst: Instance, placements: Placements, x: np.ndarray,
     return ComputePlan(job_site=job_site, job_start=job_start, served=served)
 
 
-def route_by_lp(inst: Instance, plan: ComputePlan, *, time_limit: float | None = None,
-                budget_share: float = 1.0) -> ComputePlan | None:
-    """``plan``'s placements with the routing of the joint LP relaxation at those placements.
+class PlacementRouter:
+    """The joint LP relaxation with every placement fixed, kept alive in HiGHS: plans re-routed one after another.
 
     Rounding keeps the placements an LP chose but only scales its routing down where the jobs now stand;
-    demand that could move to another site within its SLO is lost. Re-solving the LP with the placements
-    fixed re-routes every class over the sites' free GPUs at (relaxed) energy prices, in one LP. Returns
-    None if that LP is not solved within ``time_limit`` s.
+    demand that could move to another site within its SLO is lost. Solving the LP with a plan's placements
+    fixed re-routes every class over the sites' free GPUs at (relaxed) energy prices. Between two plans only
+    the placement columns' bounds change, so HiGHS's dual simplex starts from the last plan's basis: at 300
+    sites a repaired plan is re-routed in 0.6-0.9 s, against 7-8 s when the LP was built and solved afresh
+    for each plan (docs/decomposition.md). The dual simplex, not the interior point: with the placements
+    fixed the LP is routing and dispatch only, which it solves 2.7x (100 sites) to 4.9x (300 sites) faster.
+
+    Parameters
+    ----------
+    inst : Instance
+        The instance.
+    budget_share : float
+        The carbon budget of the routing LP as a share of the instance's.
     """
-    pl = enumerate_placements(inst)
-    fixed = ((plan.job_site[pl.job] == pl.site) & (plan.job_start[pl.job] == pl.start)).astype(np.float64)
-    routed = inst if budget_share == 1.0 or not math.isfinite(inst.carbon_budget_t) else \
-        dataclasses.replace(inst, carbon_budget_t=budget_share * inst.carbon_budget_t)
-    lp = solve_lp_relaxation(routed, time_limit=time_limit, fixed_placements=fixed)
-    if not lp.optimal:
-        return None
-    jm = lp.jm
-    _, _, served = compute_arrays(inst, jm.placements, jm.x, jm.y, lp.values)
-    free = ComputePlan(plan.job_site, plan.job_start, np.zeros_like(served)).free_gpus(inst)
-    load = served.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        served *= np.where(load > free, np.maximum(free, 0.0) / load, 1.0)[None] * (1 - 1e-12)
-    total = served.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        served *= np.where(total > inst.inference.demand, inst.inference.demand / total, 1.0)[:, None, :]
-    return ComputePlan(job_site=plan.job_site.copy(), job_start=plan.job_start.copy(), served=served)
+
+    def __init__(self, inst: Instance, *, budget_share: float = 1.0) -> None:
+        self.inst = inst
+        routed = inst if budget_share == 1.0 or not math.isfinite(inst.carbon_budget_t) else \
+            dataclasses.replace(inst, carbon_budget_t=budget_share * inst.carbon_budget_t)
+        jm = build_joint_model(routed, name=f"{inst.name}-routing", record=True)
+        a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
+        # only the ids are kept: the SCIP model the arrays were recorded from is not needed again
+        self.placements, self.x, self.y = jm.placements, jm.x, jm.y
+        self.lp = MasterLP(-obj, lb, ub)  # HiGHS minimizes; Z is maximized
+        self.lp.add_rows(sp.csr_matrix(a), rhs, lower=lhs)
+        #: The routing LP's optimum at the last plan routed, $ (nan before the first or after a failed solve).
+        self.value = math.nan
+
+    def route(self, plan: ComputePlan, *, time_limit: float | None = None) -> ComputePlan | None:
+        """``plan``'s placements with the LP's routing at them; None if that LP is not solved within
+        ``time_limit`` s (or is infeasible)."""
+        pl = self.placements
+        fixed = ((plan.job_site[pl.job] == pl.site) & (plan.job_start[pl.job] == pl.start)).astype(np.float64)
+        self.lp.set_col_bounds(self.x, fixed, fixed)
+        sol = self.lp.solve(time_limit)
+        self.value = math.nan if sol is None else -sol.objective
+        if sol is None:
+            return None
+        _, _, served = compute_arrays(self.inst, pl, self.x, self.y, sol.x)
+        free = ComputePlan(plan.job_site, plan.job_start, np.zeros_like(served)).free_gpus(self.inst)
+        load = served.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            served *= np.where(load > free, np.maximum(free, 0.0) / load, 1.0)[None] * (1 - 1e-12)
+        total = served.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            served *= np.where(total > self.inst.inference.demand, self.inst.inference.demand / total, 1.0)[:, None, :]
+        return ComputePlan(job_site=plan.job_site.copy(), job_start=plan.job_start.copy(), served=served)
+
+
+def route_by_lp(inst: Instance, plan: ComputePlan, *, time_limit: float | None = None,
+                budget_share: float = 1.0) -> ComputePlan | None:
+    """``plan``'s placements with the routing of the joint LP relaxation at those placements, by a
+    :class:`PlacementRouter` used once. Returns None if that LP is not solved within ``time_limit`` s
+    (counting the build)."""
+    t0 = time.perf_counter()
+    router = PlacementRouter(inst, budget_share=budget_share)
+    left = None if time_limit is None else max(time_limit - (time.perf_counter() - t0), 0.0)
+    return router.route(plan, time_limit=left)

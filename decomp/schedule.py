@@ -45,17 +45,22 @@ class HeuristicSchedule:
     """Exponential back-off of the primal heuristics named ``names``.
 
     After a call that did not improve the incumbent by more than :data:`MIN_RELATIVE_GAIN` of |Z|, the
-    heuristic's period doubles (up to ``max_period`` recoveries); after one that did, it runs at every
-    recovery again.
+    heuristic's period doubles (up to ``max_period`` recoveries, or the heuristic's own cap in
+    ``max_periods``: 1 runs it at every recovery while still counting its calls and gains); after one that
+    did, it runs at every recovery again.
     """
 
     names: tuple[str, ...]
     max_period: int = MAX_PERIOD
+    max_periods: dict[str, int] = field(default_factory=dict)
     records: dict[str, HeuristicRecord] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in self.names:
             self.records.setdefault(name, HeuristicRecord())
+        for name, cap in self.max_periods.items():
+            if name not in self.names or not (isinstance(cap, int) and cap >= 1):
+                raise ValueError(f"max_periods: {name!r} must be a scheduled heuristic with a cap >= 1 (got {cap!r})")
 
     def due(self, name: str) -> bool:
         """Whether ``name`` runs at this recovery (a skipped call counts down its wait)."""
@@ -76,7 +81,7 @@ class HeuristicSchedule:
             rec.improved += 1
             rec.period = 1
         else:
-            rec.period = min(2 * rec.period, self.max_period)
+            rec.period = min(2 * rec.period, self.max_periods.get(name, self.max_period))
         rec.wait = rec.period - 1
         log.debug("%s: %+.2f $ in %.2f s (next in %d recoveries)", name, gain, seconds, rec.period)
 

@@ -107,7 +107,7 @@ def initial_columns(inst: Instance, jm: JointModel, sites_per_job: int | None = 
     return active | inst.jobs.mandatory[pl.job]
 
 
-def _highs(a, lhs, rhs, lb, ub, obj, left, method="highs-ipm"):
+def _highs(a, lhs, rhs, lb, ub, obj, left):
     eq = lhs == rhs
     up = ~eq & np.isfinite(rhs)
     lo = ~eq & np.isfinite(lhs)
@@ -116,7 +116,7 @@ def _highs(a, lhs, rhs, lb, ub, obj, left, method="highs-ipm"):
         options["time_limit"] = max(left, 0.01)
     res = run_interruptibly(linprog, -obj, A_ub=sp.vstack([a[up], -a[lo]], format="csr"),
                          b_ub=np.concatenate([rhs[up], -lhs[lo]]), A_eq=a[eq], b_eq=rhs[eq],
-                         bounds=np.column_stack([lb, ub]), method=method, options=options)
+                         bounds=np.column_stack([lb, ub]), method="highs-ipm", options=options)
     if res.status != 0:
         return res, None
     # ∂Z/∂(row side) = −∂(−Z)/∂b; a "≥ lhs" part was passed as −row ≤ −lhs
@@ -128,8 +128,7 @@ def _highs(a, lhs, rhs, lb, ub, obj, left, method="highs-ipm"):
     return res, dual
 
 
-def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None,
-                        fixed_placements: np.ndarray | None = None, pricing: bool = False) -> JointLP:
+def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pricing: bool = False) -> JointLP:
     """Solve the LP relaxation of the joint model of ``inst``.
 
     Parameters
@@ -138,10 +137,6 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None,
         The instance.
     time_limit : float, optional
         Seconds for building and solving; past it the result is not optimal.
-    fixed_placements : (P,) float, optional
-        Values at which every placement variable x (in the model's placement order) is fixed: the LP
-        then optimizes routing and a relaxed dispatch for those placements (its bound is not a bound on
-        the model's optimum).
     pricing : bool, optional
         Solve by pricing placements in (column generation): start from :func:`initial_columns`, price every
         other placement at the LP's duals (reduced cost c − Aᵀy), add the best that price out, and repeat
@@ -160,14 +155,6 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None,
     jm = build_joint_model(inst, name=f"{inst.name}-lp", record=True)
     a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
     x = jm.x
-    if fixed_placements is not None:
-        lb, ub = lb.copy(), ub.copy()
-        lb[x] = ub[x] = np.asarray(fixed_placements, dtype=np.float64)
-        pricing = False
-    # with the placements fixed the LP is routing and dispatch only, which HiGHS's dual simplex solves 2.7x
-    # (100 sites) to 4.9x (300 sites: 7.4 s against 36.6 s) faster than its interior point; on the full LP
-    # it is not faster (13.7 s against 11.1 s at 100 sites)
-    method = "highs-ds" if fixed_placements is not None else "highs-ipm"
     active = initial_columns(inst, jm) if pricing else np.ones(x.size, dtype=bool)
     pricing = bool(pricing) and not active.all()
     n, m = a.shape[1], a.shape[0]
@@ -181,7 +168,7 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None,
         if pricing:
             ub_now = ub.copy()
             ub_now[x[~active]] = 0.0
-        res, dual = _highs(a, lhs, rhs, lb, ub_now, obj, left, method)
+        res, dual = _highs(a, lhs, rhs, lb, ub_now, obj, left)
         if res.status == 2:  # left-out placements are never needed for feasibility (mandatory jobs keep all)
             raise diagnose_mandatory(inst)
         if dual is None:

@@ -77,6 +77,32 @@ def test_completion_is_feasible_and_below_the_optimum(name: str, binding: bool) 
         assert sol.emissions_t <= inst.carbon_budget_t and better.emissions_t <= inst.carbon_budget_t
 
 
+def test_drawn_partitions_are_disjoint_linked_reproducible_and_vary() -> None:
+    inst = generate(sites=12, periods=6, seed=3)
+    with SitePool(inst) as pool:
+        sol = complete_by_allocation(inst, pool, solve_lp_relaxation(inst))
+    slo = inst.slo_mask().astype(float)
+    jobs = inst.jobs.allowed.astype(float)
+    linked = (slo.T @ slo + jobs.T @ jobs) > 0
+    drawn = []
+    for seed in range(6):
+        groups = choose_groups(inst, sol, size=3, rng=np.random.default_rng(seed))
+        sites = np.concatenate(groups)
+        assert np.unique(sites).size == sites.size  # disjoint
+        for g in groups:
+            assert 2 <= len(g) <= 3
+            # a site joins only a group it is linked to (the noise scales links, it never creates one)
+            assert all(linked[g[k], [x for x in g if x != g[k]]].any() for k in range(len(g)))
+        again = choose_groups(inst, sol, size=3, rng=np.random.default_rng(seed))
+        assert [g.tolist() for g in groups] == [g.tolist() for g in again]
+        drawn.append(tuple(tuple(g.tolist()) for g in groups))
+    assert len(set(drawn)) > 1  # the draws regroup the sites
+    with SitePool(inst) as pool:
+        better = improve_by_neighbourhoods(inst, pool, sol, [np.array(g) for g in drawn[1]])
+    assert_feasible(inst, better)
+    assert sol.objective <= better.objective <= solve_monolithic(inst, gap=1e-6).bound + 1e-6
+
+
 def test_site_shares_add_up_to_the_objective() -> None:
     inst = instance("gen4x12", True)
     sol = monolithic("gen4x12", True)

@@ -30,6 +30,19 @@ def test_a_failing_heuristic_backs_off_exponentially_up_to_the_cap():
     assert sch.records["a"].calls == 6 and sch.records["a"].improved == 0
 
 
+def test_a_heuristic_with_its_own_cap_backs_off_only_to_it():
+    sch = HeuristicSchedule(("a", "b", "c"), max_periods={"a": 1, "b": 2})
+    assert all(due_pattern(sch, "a", [0.0] * 5))  # cap 1: every recovery, calls still counted
+    assert sch.records["a"].calls == 5 and sch.records["a"].improved == 0
+    runs = [i for i, d in enumerate(due_pattern(sch, "b", [0.0] * 4)) if d]
+    assert np.diff(runs).tolist() == [2, 2, 2]
+    runs = [i for i, d in enumerate(due_pattern(sch, "c", [0.0] * 4)) if d]
+    assert np.diff(runs).tolist() == [2, 4, 8]  # the others keep the common cap
+    for bad in ({"z": 1}, {"a": 0}):
+        with pytest.raises(ValueError, match="max_periods"):
+            HeuristicSchedule(("a",), max_periods=bad)
+
+
 def test_a_gain_resets_the_back_off_and_a_negligible_one_does_not():
     sch = HeuristicSchedule(("a", "b"))
     runs = [i for i, d in enumerate(due_pattern(sch, "a", [0.0, 0.0, 500.0, 0.0])) if d]
