@@ -132,9 +132,15 @@ def test_site_subproblem_past_deadline_keeps_a_valid_bound():
     lay = make_layout(inst)
     mu, pi, lam = lay.split(lay.project(np.zeros(lay.size)))
     exact = SiteMILP(inst, 0).solve(mu, pi, lam)
-    late = SiteMILP(inst, 0).solve(mu, pi, lam, deadline=time.time() - 1.0)
+    site = SiteMILP(inst, 0)
+    late = site.solve(mu, pi, lam, deadline=time.time() - 1.0)
     assert late.bound >= exact.bound - 1e-9 * max(1.0, abs(exact.bound))
     assert late.value <= exact.value + 1e-9 * max(1.0, abs(exact.value))
+    # past the deadline SCIP is not called at all (a 0.01 s limit per queued site added up to 1.4 s at 300 sites)
+    assert late.status == "time_limit" and late.nodes == 0 and math.isinf(late.bound)
+    # and the same model answers exactly at its next call
+    again = site.solve(mu, pi, lam)
+    assert again.value == exact.value and again.bound == exact.bound
 
 
 def test_same_results_one_or_two_workers():
