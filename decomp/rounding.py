@@ -79,14 +79,23 @@ def round_fractional_plan(inst: Instance, placements: Placements, x: np.ndarray,
                     job_site[j], job_start[j] = i, s
                     break
     _, _, served = compute_arrays(inst, pl, x, y, values)
+    return ComputePlan(job_site=job_site, job_start=job_start, served=fit_served(inst, served, free))
+
+
+def fit_served(inst: Instance, served: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """``served`` (K,S,T) scaled down, in place, to fit the GPUs ``free`` (S,T) beside the jobs and the demand.
+
+    Each site-period's classes are scaled by one factor where their load exceeds its free GPUs (a hair
+    under, so that float noise cannot break the capacity row), then each class-period where the sites
+    together serve more than its demand.
+    """
     load = served.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fit = np.where(load > free, np.maximum(free, 0.0) / load, 1.0)
-    served *= fit[None] * (1 - 1e-12)
+        served *= np.where(load > free, np.maximum(free, 0.0) / load, 1.0)[None] * (1 - 1e-12)
     total = served.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         served *= np.where(total > inst.inference.demand, inst.inference.demand / total, 1.0)[:, None, :]
-    return ComputePlan(job_site=job_site, job_start=job_start, served=served)
+    return served
 
 
 class PlacementRouter:
@@ -96,7 +105,7 @@ class PlacementRouter:
     demand that could move to another site within its SLO is lost. Solving the LP with a plan's placements
     fixed re-routes every class over the sites' free GPUs at (relaxed) energy prices. Between two plans only
     the placement columns' bounds change, so HiGHS's dual simplex starts from the last plan's basis: at 300
-    sites a repaired plan is re-routed in 0.6-0.9 s, against 7-8 s when the LP was built and solved afresh
+    sites a repaired plan is re-routed in 0.6-0.8 s, against 7-8 s when the LP was built and solved afresh
     for each plan (docs/decomposition.md). The dual simplex, not the interior point: with the placements
     fixed the LP is routing and dispatch only, which it solves 2.7x (100 sites) to 4.9x (300 sites) faster.
 
@@ -133,13 +142,8 @@ class PlacementRouter:
             return None
         _, _, served = compute_arrays(self.inst, pl, self.x, self.y, sol.x)
         free = ComputePlan(plan.job_site, plan.job_start, np.zeros_like(served)).free_gpus(self.inst)
-        load = served.sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            served *= np.where(load > free, np.maximum(free, 0.0) / load, 1.0)[None] * (1 - 1e-12)
-        total = served.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            served *= np.where(total > self.inst.inference.demand, self.inst.inference.demand / total, 1.0)[:, None, :]
-        return ComputePlan(job_site=plan.job_site.copy(), job_start=plan.job_start.copy(), served=served)
+        return ComputePlan(job_site=plan.job_site.copy(), job_start=plan.job_start.copy(),
+                           served=fit_served(self.inst, served, free))
 
 
 def route_by_lp(inst: Instance, plan: ComputePlan, *, time_limit: float | None = None,
