@@ -264,8 +264,7 @@ def test_sigkill_and_resume_ends_no_worse_than_uninterrupted(tmp_path, tiny, opt
     os.kill(run.pid, signal.SIGKILL)  # the parent only: its workers must notice
     assert run.wait(timeout=30) == -signal.SIGKILL
     assert _alive(children) == [], f"seed {seed}: workers outlived the killed run"
-    if killed.exists():  # the kill came just after the run wrote its output: written atomically, so it is whole
-        _valid(tiny, Solution.load(killed), optimum)
+    assert not killed.exists()
     saved = load_checkpoint(ck)  # the last checkpoint before the kill (never a half-written one)
 
     resumed_run = _cli(*base, "--resume", str(ck), "--checkpoint", str(ck2), "-o", str(tmp_path / "resumed.h5"))
