@@ -59,8 +59,9 @@ from .lagrangian import (
     sides_by_size,
     site_abs_gap,
 )
+from .moves import route_and_improve
 from .parallel import ParallelConfig
-from .rounding import round_fractional_plan, route_by_lp
+from .rounding import round_fractional_plan
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +127,11 @@ class BendersOptions(EngineOptions):
     close_share : float
         Share of the time limit reserved for the closing phase when it runs.
     primal : {"auto", "joint", "parallel"}
-        The primal side besides the master's plans. ``joint``: the rounded LP plan as the LP routed it
-        (scaled down where its jobs now stand) and the closing phase. ``parallel``: the rounded LP plan
-        re-routed by the LP at its placements (:func:`decomp.rounding.route_by_lp`), then neighbourhood
-        passes on the workers after the LP warm start (:func:`decomp.completion.neighbourhood_pass`, groups of
-        3, 4, 2, 3, ... sites, until a pass gains nothing), as in the Lagrangian. ``auto``: ``parallel`` above
+        The primal side besides the master's plans and the rounded LP plan (on either side re-routed by the LP
+        at its placements and improved by placement moves, :func:`decomp.moves.route_and_improve`).
+        ``joint``: the closing phase. ``parallel``: neighbourhood passes on the workers after the LP warm
+        start (:func:`decomp.completion.neighbourhood_pass`, groups of 3, 4, 2, 3, ... sites, until a pass
+        gains nothing), as in the Lagrangian. ``auto``: ``parallel`` above
         :data:`decomp.lagrangian.CLOSE_AUTO_MAX_SITE_PERIODS` sites × periods.
     neighbourhood_share : float
         Share of the time limit one neighbourhood pass may take (parallel primal side).
@@ -257,7 +258,7 @@ class BendersAlgorithm(DecompositionAlgorithm):
         self.hub: Hub | None = None
         small = inst.n_sites * inst.n_periods <= SINGLE_TREE_MAX_SITE_PERIODS
         #: whether a closing phase follows an unfinished master search (``options.close``, None decided by size),
-        #: and whether the LP plan is re-routed and neighbourhood passes follow the LP warm start (``options.primal``)
+        #: and whether neighbourhood passes follow the LP warm start (``options.primal``)
         self.close, self.parallel_primal = sides_by_size(inst, options.close, options.primal)
         #: the master search this run uses (``options.master`` with ``auto`` decided by size)
         self.master_mode = options.master if options.master != "auto" else ("single-tree" if small else "multi-tree")
@@ -368,10 +369,9 @@ class BendersAlgorithm(DecompositionAlgorithm):
         hub.offer_bound(lp.bound, "joint LP relaxation")
         jm = lp.jm
         plan = round_fractional_plan(self.inst, jm.placements, jm.x, jm.y, lp.values)
-        if self.parallel_primal:
-            # rounding keeps the LP's routing only where the jobs now stand; at 100 sites the re-routed plan
-            # scored 1.3 % below the LP bound (the Lagrangian's first incumbent there)
-            plan = route_by_lp(self.inst, plan, time_limit=hub.budget(self.opt.lp_share)) or plan
+        # rounding keeps the LP's routing only where the jobs now stand, blind to the inference they displace:
+        # re-routed by the LP at its placements and improved by placement moves priced by that LP (decomp.moves)
+        plan = route_and_improve(self.inst, plan, time_limit=hub.budget(self.opt.lp_share)) or plan
         hub.offer_plan(plan, "joint LP rounding")
         point = np.zeros((self.inst.n_sites, 5, self.inst.n_periods))
         point[:, 0] = lp.values_at(jm.busy)

@@ -61,12 +61,14 @@ def new_highs() -> highspy.Highs:
 
 @dataclass
 class MasterSolution:
-    """An optimal solution of :class:`MasterLP`: the columns' values, the objective, the rows' activities and duals."""
+    """An optimal solution of :class:`MasterLP`: the columns' values and reduced costs (``col_dual``, ∂objective/∂x),
+    the objective, the rows' activities and duals."""
 
     x: np.ndarray
     objective: float
     row_activity: np.ndarray
     row_dual: np.ndarray
+    col_dual: np.ndarray
 
 
 class MasterLP:
@@ -145,4 +147,5 @@ class MasterLP:
         return MasterSolution(x=np.asarray(sol.col_value, dtype=np.float64),
                               objective=float(self.h.getInfo().objective_function_value),
                               row_activity=np.asarray(sol.row_value, dtype=np.float64),
-                              row_dual=np.asarray(sol.row_dual, dtype=np.float64))
+                              row_dual=np.asarray(sol.row_dual, dtype=np.float64),
+                              col_dual=np.asarray(sol.col_dual, dtype=np.float64))

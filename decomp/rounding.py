@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import numpy as np
 import scipy.sparse as sp
@@ -125,10 +124,16 @@ class PlacementRouter:
         a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
         # only the ids are kept: the SCIP model the arrays were recorded from is not needed again
         self.placements, self.x, self.y = jm.placements, jm.x, jm.y
+        self._job_rows = jm.rows["job_once"] if inst.n_jobs else np.zeros(0, dtype=np.int64)
         self.lp = MasterLP(-obj, lb, ub)  # HiGHS minimizes; Z is maximized
         self.lp.add_rows(sp.csr_matrix(a), rhs, lower=lhs)
         #: The routing LP's optimum at the last plan routed, $ (nan before the first or after a failed solve).
         self.value = math.nan
+        #: (P,) the rate, $ per unit, at which the last routed optimum's Z would change with each placement's x,
+        #: its job's "at most once" row left out (with the placements fixed that row's dual is arbitrary; it
+        #: cancels between two placements of one job anyway). Moving a job from placement p to q is priced
+        #: ``placement_gain[q] - placement_gain[p]`` (decomp.moves).
+        self.placement_gain = np.zeros(self.placements.size)
 
     def route(self, plan: ComputePlan, *, time_limit: float | None = None) -> ComputePlan | None:
         """``plan``'s placements with the LP's routing at them; None if that LP is not solved within
@@ -140,18 +145,11 @@ class PlacementRouter:
         self.value = math.nan if sol is None else -sol.objective
         if sol is None:
             return None
+        # HiGHS minimizes -Z with reduced cost c - A'y, so dZ/dx = -(reduced cost); the job row's share taken out
+        self.placement_gain = -sol.col_dual[self.x] - sol.row_dual[self._job_rows[pl.job]] if pl.size else \
+            np.zeros(0)
         _, _, served = compute_arrays(self.inst, pl, self.x, self.y, sol.x)
         free = ComputePlan(plan.job_site, plan.job_start, np.zeros_like(served)).free_gpus(self.inst)
         return ComputePlan(job_site=plan.job_site.copy(), job_start=plan.job_start.copy(),
                            served=fit_served(self.inst, served, free))
 
-
-def route_by_lp(inst: Instance, plan: ComputePlan, *, time_limit: float | None = None,
-                budget_share: float = 1.0) -> ComputePlan | None:
-    """``plan``'s placements with the routing of the joint LP relaxation at those placements, by a
-    :class:`PlacementRouter` used once. Returns None if that LP is not solved within ``time_limit`` s
-    (counting the build)."""
-    t0 = time.perf_counter()
-    router = PlacementRouter(inst, budget_share=budget_share)
-    left = None if time_limit is None else max(time_limit - (time.perf_counter() - t0), 0.0)
-    return router.route(plan, time_limit=left)

@@ -247,11 +247,12 @@ def test_closing_phase_finishes_a_search_stopped_at_its_round_limit():
 
 @pytest.mark.parametrize("inst_factory", [lambda: random_small(3), lambda: dense_instance(2, 4, 12, 0.7)],
                          ids=["random-small", "dense-binding-budget"])
-def test_parallel_primal_side_runs_its_passes_and_reaches_the_optimum(inst_factory, caplog):
-    """``primal="parallel"``: the LP plan re-routed, then neighbourhood passes; still exact against SCIP."""
-    with caplog.at_level("INFO", logger="carbonsched.decomp.completion"):
-        assert_benders_matches_monolithic(inst_factory(), primal="parallel")
-    assert any("group(s) improved" in r.getMessage() for r in caplog.records)  # a pass ran
+def test_parallel_primal_side_runs_its_passes_and_reaches_the_optimum(inst_factory):
+    """``primal="parallel"``: the LP plan re-routed and moved, then neighbourhood passes; still exact against SCIP."""
+    events = []
+    assert_benders_matches_monolithic(inst_factory(), primal="parallel", progress=events.append)
+    # a pass ran (whether it improves depends on the plan the placement moves left it)
+    assert any(e.phase == "neighbourhoods" for e in events)
 
 
 @pytest.mark.parametrize("options,field", [({"primal": "sites"}, "primal"), ({"neighbourhood_share": 1.0},

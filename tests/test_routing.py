@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from carbonsched.decomp.rounding import PlacementRouter, round_fractional_plan, route_by_lp
+from carbonsched.decomp.rounding import PlacementRouter, round_fractional_plan
 from carbonsched.formulations.baselines import energy_only_plan
 from carbonsched.formulations.checker import check_solution
 from carbonsched.formulations.evaluate import evaluate
@@ -49,7 +49,7 @@ def test_a_kept_router_routes_each_plan_as_a_fresh_one_would(case) -> None:
 
 def test_routing_the_optimum_keeps_its_value(case) -> None:
     inst, mono, plans = case
-    routed = route_by_lp(inst, plans[0])
+    routed = PlacementRouter(inst).route(plans[0])
     sol = evaluate(inst, routed)
     assert check_solution(inst, sol).n_violations == 0
     # on this instance the LP's routing at the optimal placements is the optimum's own (measured: equal to 1e-12)
