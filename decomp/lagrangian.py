@@ -1021,9 +1021,9 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             heuristic(*args)
             self.schedule.report(name, before, hub.primal, time.perf_counter() - t0)
 
-        def score_plan(plan: ComputePlan | None, *, route: bool) -> None:
+        def score_plan(plan: ComputePlan | None, *, route: bool, moves_cap: float = math.inf) -> None:
             """Score ``plan`` (first re-routed by the LP at its placements and improved by placement moves if
-            ``route``), and polish it."""
+            ``route``; the moves for at most ``moves_cap`` s under a time limit), and polish it."""
             if plan is None:
                 return
             left = remaining()
@@ -1039,7 +1039,8 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
                     self.router = PlacementRouter(inst)  # kept: each plan is re-routed from the last one's basis
                 # placement moves priced by the routing LP may take MOVES_SHARE of the plan's time (on the LP's
                 # rounded plan at 100 sites with jobs at 50-100 sites: 1.93 % -> 0.68 % below the bound in 16 s)
-                moves_limit = None if deadline is None else MOVES_SHARE * max(deadline - time.time(), 0.0)
+                moves_limit = None if deadline is None else min(MOVES_SHARE * max(deadline - time.time(), 0.0),
+                                                                moves_cap)
                 found = improve_by_moves(self.router, plan, time_limit=moves_limit)
                 if found is not None and found.value <= hub.primal:
                     # the routing LP relaxes the routed plan's exact scoring (routing free, dispatch relaxed), so
@@ -1061,8 +1062,11 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             if ov is not None and self.parallel_primal:
                 scheduled("completion", complete, ov)
             if ov is not None:
+                # the moves on a repaired plan may take as long as the round of site MILPs took: at 100 sites
+                # up to half of a plan's time (12 s) they cost 48 s in five calls of a 120 s run, none of whose
+                # plans passed the incumbent, and the multipliers lost those iterations
                 scheduled("repair", lambda: score_plan(recovery.repair(ov.results, layout.split(ov.z)[2], prefer[0]),
-                                                       route=True))
+                                                       route=True, moves_cap=self.last_map_seconds))
             if extra_plan is not None:
                 score_plan(extra_plan, route=True)
             if self.parallel_primal and opt.polish:

@@ -7,14 +7,14 @@ fixed, the LP's reduced cost of placement q is the rate at which its value would
 little of q, and the difference to the reduced cost of j's own placement p prices the move p → q (the job's
 "at most once" row cancels between them). A move of a whole job is not a little, so the prices only
 propose: the best moves that touch disjoint site-periods are made together, the plan is routed again
-(the dual simplex from the last basis, 0.2-0.8 s at 100-300 sites), and the step is kept only if the
+(the dual simplex from the last basis, 0.1-0.5 s per step at 30-300 sites), and the step is kept only if the
 routing LP's value rose. After a rejected step fewer moves are tried; a single move that was rejected is
 not proposed again. Jobs are also added (an optional job not in the plan) and dropped (an optional job
 whose placement costs more than it earns) the same way.
 
-Measured on the joint LP's rounded plan, 20 s of moves, each plan then scored exactly (docs/decomposition.md,
-"Placement moves"): 100 sites with jobs at 50-100 sites 2,536,402 $ -> 2,569,614 $; 100 sites
-2,537,384 $ -> 2,551,573 $; 300 sites 8,375,718 $ -> 8,391,004 $; 30 sites 1,180,955 $ -> 1,190,958 $.
+Measured on the joint LP's rounded plan in 120 s runs of the Lagrangian, each plan scored exactly
+(docs/decomposition.md, "Placement moves"): 100 sites with jobs at 50-100 sites 2,536,402 $ -> 2,567,591 $
+in 11.5 s of moves; 100 sites 2,537,384 $ -> 2,556,676 $ in 7.9 s; 30 sites 1,180,955 $ -> 1,190,932 $ in 1.8 s.
 """
 
 from __future__ import annotations
