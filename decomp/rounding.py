@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -112,15 +111,11 @@ class PlacementRouter:
     ----------
     inst : Instance
         The instance.
-    budget_share : float
-        The carbon budget of the routing LP as a share of the instance's.
     """
 
-    def __init__(self, inst: Instance, *, budget_share: float = 1.0) -> None:
+    def __init__(self, inst: Instance) -> None:
         self.inst = inst
-        routed = inst if budget_share == 1.0 or not math.isfinite(inst.carbon_budget_t) else \
-            dataclasses.replace(inst, carbon_budget_t=budget_share * inst.carbon_budget_t)
-        jm = build_joint_model(routed, name=f"{inst.name}-routing", record=True)
+        jm = build_joint_model(inst, name=f"{inst.name}-routing", record=True)
         a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
         # only the ids are kept: the SCIP model the arrays were recorded from is not needed again
         self.placements, self.x, self.y = jm.placements, jm.x, jm.y
