@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from carbonsched.formulations.plan import ComputePlan, job_gpus
+from carbonsched.formulations.plan import ComputePlan, gpus_beside_jobs
 from carbonsched.instances.schema import Instance
 
 from .rounding import PlacementRouter
@@ -176,7 +176,7 @@ def propose_moves(inst: Instance, router: PlacementRouter, plan: ComputePlan, ga
     # a new placement must fit beside the other jobs (inference is routed around them); the job's own GPUs
     # count as free where its new run overlaps its old one
     new = keys[keys < P]
-    free = inst.sites.gpus[:, None].astype(np.float64) - job_gpus(inst, site, start)
+    free = gpus_beside_jobs(inst, site, start)
     j = pl.job[new]
     d, g = jb.duration[j], jb.gpus[j].astype(np.float64)
     lo, hi = np.where(placed[j], start[j], 0), np.where(placed[j], start[j] + jb.duration[j], 0)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 from carbonsched.formulations.joint import Placements, build_joint_model, compute_arrays
-from carbonsched.formulations.plan import ComputePlan
+from carbonsched.formulations.plan import ComputePlan, gpus_beside_jobs
 from carbonsched.instances.schema import Instance
 
 from .master_lp import MasterLP
@@ -144,7 +144,7 @@ class PlacementRouter:
         self.placement_gain = -sol.col_dual[self.x] - sol.row_dual[self._job_rows[pl.job]] if pl.size else \
             np.zeros(0)
         _, _, served = compute_arrays(self.inst, pl, self.x, self.y, sol.x)
-        free = ComputePlan(plan.job_site, plan.job_start, np.zeros_like(served)).free_gpus(self.inst)
+        free = gpus_beside_jobs(self.inst, plan.job_site, plan.job_start)
         return ComputePlan(job_site=plan.job_site.copy(), job_start=plan.job_start.copy(),
                            served=fit_served(self.inst, served, free))
 

@@ -139,6 +139,11 @@ def job_gpus(inst: Instance, job_site: np.ndarray, job_start: np.ndarray) -> np.
     return out.reshape(S, T)
 
 
+def gpus_beside_jobs(inst: Instance, job_site: np.ndarray, job_start: np.ndarray) -> np.ndarray:
+    """GPUs (S,T) left for inference beside the scheduled jobs: G_i minus the jobs' GPUs."""
+    return inst.sites.gpus[:, None].astype(np.float64) - job_gpus(inst, job_site, job_start)
+
+
 def check_plan(inst: Instance, plan: ComputePlan) -> None:
     """Check constraints 1–3 of MODEL.md for ``plan``; raise PlanError naming what breaks."""
     if not isinstance(plan, ComputePlan):

@@ -14,7 +14,7 @@ from carbonsched.formulations.checker import check_solution
 from carbonsched.formulations.evaluate import evaluate
 from carbonsched.formulations.lp_relaxation import solve_lp_relaxation
 from carbonsched.formulations.monolithic import solve_monolithic
-from carbonsched.formulations.plan import ComputePlan, check_plan
+from carbonsched.formulations.plan import ComputePlan, check_plan, gpus_beside_jobs
 from carbonsched.instances.generator import generate
 
 
@@ -82,7 +82,8 @@ def test_prices_bound_what_a_move_gains(case) -> None:
     plan = plans["rounded"]
     assert router.route(plan) is not None
     base, gain, pl = router.value, router.placement_gain.copy(), router.placements
-    free = plan.free_gpus(inst) + plan.served.sum(axis=0)  # GPUs beside the jobs
+    free = gpus_beside_jobs(inst, plan.job_site, plan.job_start)
+    assert np.allclose(free, plan.free_gpus(inst) + plan.served.sum(axis=0))
     current = (plan.job_site[pl.job] == pl.site) & (plan.job_start[pl.job] == pl.start)
     here = np.zeros(inst.n_jobs)
     here[pl.job[current]] = gain[current]
