@@ -371,7 +371,8 @@ class BendersAlgorithm(DecompositionAlgorithm):
         plan = round_fractional_plan(self.inst, jm.placements, jm.x, jm.y, lp.values)
         # rounding keeps the LP's routing only where the jobs now stand, blind to the inference they displace:
         # re-routed by the LP at its placements and improved by placement moves priced by that LP (decomp.moves)
-        plan = route_and_improve(self.inst, plan, time_limit=hub.budget(self.opt.lp_share)) or plan
+        plan = route_and_improve(self.inst, plan, time_limit=hub.budget(self.opt.lp_share),
+                                 routing=lp.routing_active) or plan
         hub.offer_plan(plan, "joint LP rounding")
         point = np.zeros((self.inst.n_sites, 5, self.inst.n_periods))
         point[:, 0] = lp.values_at(jm.busy)

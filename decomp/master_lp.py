@@ -87,6 +87,7 @@ class MasterLP:
     def __init__(self, cost: np.ndarray, lower: np.ndarray, upper: np.ndarray, *, interior: bool = False) -> None:
         self.n = int(cost.size)
         self.h = new_highs()
+        self.interior = interior
         if interior:
             # no crossover: a point of the optimal face to about 1e-8, without the vertex
             self.h.setOptionValue("solver", "ipm")
@@ -140,6 +141,16 @@ class MasterLP:
         self.h.setOptionValue("time_limit", limit)
         run_interruptibly(self.h.run)  # Ctrl-C is seen within 0.05 s, not after the solve
         status = self.h.getModelStatus()
+        if self.interior and status not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit,
+                                            highspy.HighsModelStatus.kInfeasible):
+            # the interior point without crossover can stop short of its tolerances ("Unknown": the 1,000-site
+            # bundle master after its first 1,000 cuts); this solve is finished by the simplex instead
+            self.h.setOptionValue("solver", "simplex")
+            try:
+                run_interruptibly(self.h.run)
+            finally:
+                self.h.setOptionValue("solver", "ipm")
+            status = self.h.getModelStatus()
         self.time_limited = status == highspy.HighsModelStatus.kTimeLimit
         if status != highspy.HighsModelStatus.kOptimal:
             return None

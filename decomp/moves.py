@@ -140,11 +140,13 @@ def improve_by_moves(router: PlacementRouter, plan: ComputePlan, *, time_limit: 
     return best
 
 
-def route_and_improve(inst: Instance, plan: ComputePlan, *, time_limit: float | None = None) -> ComputePlan | None:
+def route_and_improve(inst: Instance, plan: ComputePlan, *, time_limit: float | None = None,
+                      routing: np.ndarray | None = None) -> ComputePlan | None:
     """``plan`` re-routed and improved by :func:`improve_by_moves` on a routing LP built for it (and then
-    dropped); the build counts against ``time_limit``. None if the plan could not be routed in time."""
+    dropped; over the routing columns ``routing`` only, see :class:`~decomp.rounding.PlacementRouter`); the
+    build counts against ``time_limit``. None if the plan could not be routed in time."""
     t0 = time.perf_counter()
-    router = PlacementRouter(inst)
+    router = PlacementRouter(inst, routing=routing)
     left = None if time_limit is None else max(time_limit - (time.perf_counter() - t0), 0.0)
     found = improve_by_moves(router, plan, time_limit=left)
     return None if found is None else found.plan

@@ -111,14 +111,26 @@ class PlacementRouter:
     ----------
     inst : Instance
         The instance.
+    routing : (K,S,T) bool array, optional
+        Route only over these routing columns (default: every class at every site within its SLO), e.g. those
+        of a routing-priced LP relaxation (``JointLP.routing_active``). A restricted router's routes are
+        feasible and its value still bounds the exact Z of the plans it routes; it only may route less well.
     """
 
-    def __init__(self, inst: Instance) -> None:
+    def __init__(self, inst: Instance, *, routing: np.ndarray | None = None) -> None:
         self.inst = inst
         jm = build_joint_model(inst, name=f"{inst.name}-routing", record=True)
         a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
         # only the ids are kept: the SCIP model the arrays were recorded from is not needed again
         self.placements, self.x, self.y = jm.placements, jm.x, jm.y
+        if routing is not None:  # left-out routing columns are dropped and the rest renumbered
+            keep = np.ones(a.shape[1], dtype=bool)
+            keep[jm.y[(jm.y >= 0) & ~routing]] = False
+            cols = np.flatnonzero(keep)
+            position = np.cumsum(keep) - 1
+            a, lb, ub, obj = sp.csc_matrix(a)[:, cols], lb[cols], ub[cols], obj[cols]
+            self.x = position[jm.x]
+            self.y = np.where((jm.y >= 0) & routing, position[np.maximum(jm.y, 0)], -1)
         self._job_rows = jm.rows["job_once"] if inst.n_jobs else np.zeros(0, dtype=np.int64)
         self.lp = MasterLP(-obj, lb, ub)  # HiGHS minimizes; Z is maximized
         self.lp.add_rows(sp.csr_matrix(a), rhs, lower=lhs)

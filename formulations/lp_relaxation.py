@@ -20,7 +20,7 @@ from carbonsched.instances.schema import Instance
 from scipy.optimize import linprog
 
 from .diagnose import diagnose_mandatory
-from .joint import JointModel, build_joint_model
+from .joint import JointModel, build_joint_model, serving_value
 from .scip_run import run_interruptibly
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,10 @@ class JointLP:
         LPs solved (1 without pricing, 0 when none was).
     placements_in : int
         Placements in the last LP (−1: all, no pricing).
+    routing_in : int
+        Routing columns in the last LP (−1: all, no routing pricing).
+    routing_active : (K,S,T) bool or None
+        The routing columns of the last LP, with routing pricing (None: all).
     """
 
     jm: JointModel
@@ -61,6 +65,8 @@ class JointLP:
     seconds: float
     pricing_rounds: int = 1
     placements_in: int = -1
+    routing_in: int = -1
+    routing_active: np.ndarray | None = None
 
     def values_at(self, ids: np.ndarray) -> np.ndarray:
         """LP values at an id array of any shape, 0 where the id is −1 (no such variable)."""
@@ -81,6 +87,20 @@ PRICING_SITES = 10
 PRICING_COLUMNS_PER_JOB = 40
 #: A placement prices out when its reduced cost exceeds this share of its job's value ($).
 PRICING_TOLERANCE = 1e-7
+#: Routing columns are priced in by default when the instance has more than this many (1,000 sites: 2.56 M).
+ROUTING_PRICING_MIN = 1_000_000
+#: A routing-priced LP starts each class at its sites of highest serving value, this many ...
+ROUTING_NEAREST = 10
+#: ... and this many more drawn at random (larger sites more likely).
+ROUTING_DRAWN = 10
+#: Routing columns added per class and period in each pricing round (the best that price out).
+ROUTING_COLUMNS = 20
+#: Routing pricing stops when the bound is within this share of the restricted LP's optimum, ...
+ROUTING_GAP = 1e-5
+#: ... or when a round raised the restricted optimum by less than this share: the LP is then a warm start, its
+#: bound the (valid, looser) restricted optimum plus what is left out (at 300 sites the rounds raised it by
+#: 0.88 %, 0.098 % and 0.002 %; the bound that prices the left-out columns stays loose far longer).
+ROUTING_STALL = 2e-3
 
 
 def initial_columns(inst: Instance, jm: JointModel, sites_per_job: int | None = None) -> np.ndarray:
@@ -128,7 +148,38 @@ def _highs(a, lhs, rhs, lb, ub, obj, left):
     return res, dual
 
 
-def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pricing: bool = False) -> JointLP:
+def initial_routing(inst: Instance, jm: JointModel, nearest: int | None = None, drawn: int | None = None,
+                    seed: int = 0) -> np.ndarray:
+    """(K,S,T) bool over ``jm.y``: the routing columns a routing-priced LP starts with.
+
+    Each class keeps, in every period, its ``nearest`` (default :data:`ROUTING_NEAREST`) sites within SLO of
+    highest serving value (lowest latency cost) and ``drawn`` (default :data:`ROUTING_DRAWN`) more drawn at
+    random, larger sites more likely (deterministic for a given ``seed``). Not the sites of lowest energy
+    cost: GPUs are scarce in the LP optimum (sites 60-100 % busy at 300 sites), so what the first LP needs is
+    every site's free GPUs within reach of some class, and the cheapest sites are the same for every class
+    (ranked by energy cost the first restricted LP at 300 sites was 16.4 % below the full LP's value, with
+    this mix 1.0 %, docs/decomposition.md).
+    """
+    nearest = ROUTING_NEAREST if nearest is None else nearest
+    drawn = ROUTING_DRAWN if drawn is None else drawn
+    slo = jm.y[:, :, 0] >= 0 if jm.y.size else np.zeros(jm.y.shape[:2], dtype=bool)
+    value = np.where(slo, serving_value(inst), -np.inf)
+    key = np.where(slo, np.random.default_rng(seed).random(slo.shape) * inst.sites.gpus[None, :], -np.inf)
+    keep = slo & ((_rank_along_sites(value) < nearest) | (_rank_along_sites(key) < drawn))
+    return np.broadcast_to(keep[:, :, None], jm.y.shape) & (jm.y >= 0)
+
+
+def _rank_along_sites(score: np.ndarray) -> np.ndarray:
+    """Rank (0 = highest) of each entry of ``score`` along axis 1."""
+    order = np.argsort(-score, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(score.shape[1])[(None, slice(None)) + (None,) * (score.ndim - 2)],
+                      axis=1)
+    return rank
+
+
+def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pricing: bool = False,
+                        routing: bool | None = None) -> JointLP:
     """Solve the LP relaxation of the joint model of ``inst``.
 
     Parameters
@@ -145,6 +196,16 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
         end; a time limit that stops the pricing keeps the last round's LP and its (valid, looser) bound.
         Off by default: measured, it loses (docs/decomposition.md) — a restricted LP costs nearly as much
         as the full one, because the energy side, not the placements, makes the LP large.
+    routing : bool, optional
+        Price routing columns in the same way: start from :func:`initial_routing`, and add in each round, per
+        class and period, the :data:`ROUTING_COLUMNS` left-out routing columns of highest positive reduced
+        cost. A class's routing columns in one period serve at most its demand λ_{k,t} together (Σ_i y ≤ λ,
+        implied by the demand row and u ≥ 0), so their share of the bound is λ_{k,t} times the largest
+        left-out reduced cost, not the sum. The rounds stop when nothing prices out, the bound is within
+        :data:`ROUTING_GAP` of the restricted optimum, or a round raised the optimum by less than
+        :data:`ROUTING_STALL`. Default (None): on when the instance has more than
+        :data:`ROUTING_PRICING_MIN` routing columns (at 1,000 sites 2.56 M of the 3.0 M columns are routing,
+        and the full LP is not solved in 900 s; at 300 sites the full LP wins, docs/decomposition.md).
 
     Raises
     ------
@@ -154,46 +215,86 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
     t0 = time.perf_counter()
     jm = build_joint_model(inst, name=f"{inst.name}-lp", record=True)
     a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
-    x = jm.x
-    active = initial_columns(inst, jm) if pricing else np.ones(x.size, dtype=bool)
-    pricing = bool(pricing) and not active.all()
+    x, y = jm.x, jm.y
+    y_exists = y >= 0
+    if routing is None:
+        routing = int(y_exists.sum()) > ROUTING_PRICING_MIN
+    active_x = initial_columns(inst, jm) if pricing else np.ones(x.size, dtype=bool)
+    active_y = initial_routing(inst, jm) if routing else y_exists.copy()
+    pricing = bool(pricing) and not active_x.all()
+    routing = bool(routing) and not active_y[y_exists].all()
     n, m = a.shape[1], a.shape[0]
     failed = JointLP(jm, False, math.inf, np.zeros(n), np.zeros(m), np.zeros(n), 0.0, 0)
-    rounds, last = 0, None
+    if routing:
+        a = sp.csc_matrix(a)  # columns are sliced each round
+    demand = inst.inference.demand
+    rounds, last, round_seconds, previous = 0, None, 0.0, -math.inf
     while True:
         left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
-        if left is not None and left <= 0.0:
-            break
+        if left is not None and (left <= 0.0 or (last is not None and left < round_seconds)):
+            break  # a round that cannot end in time is not started: the last one's LP and bound are kept
+        round_start = time.perf_counter()
         ub_now = ub
         if pricing:
             ub_now = ub.copy()
-            ub_now[x[~active]] = 0.0
-        res, dual = _highs(a, lhs, rhs, lb, ub_now, obj, left)
-        if res.status == 2:  # left-out placements are never needed for feasibility (mandatory jobs keep all)
+            ub_now[x[~active_x]] = 0.0
+        cols = None
+        if routing:  # left-out routing columns are dropped, not fixed: they are most of the LP
+            keep = np.ones(n, dtype=bool)
+            keep[y[y_exists & ~active_y]] = False
+            cols = np.flatnonzero(keep)
+            res, dual = _highs(a[:, cols].tocsr(), lhs, rhs, lb[cols], ub_now[cols], obj[cols], left)
+        else:
+            res, dual = _highs(a, lhs, rhs, lb, ub_now, obj, left)
+        if res.status == 2:  # left-out columns are never needed for feasibility (mandatory jobs keep all, u is in)
             raise diagnose_mandatory(inst)
         if dual is None:
             break
         rounds += 1
+        round_seconds = time.perf_counter() - round_start
         reduced = obj - a.T @ dual
-        bound = float(-res.fun)
+        value = float(-res.fun)
+        bound = value
         if pricing:
             rc = reduced[x]
-            bound += float(np.maximum(rc[~active], 0.0).sum())  # weak duality with x ≤ 1
-        last = JointLP(jm, True, bound, np.asarray(res.x, dtype=np.float64), dual, reduced, 0.0, rounds,
-                       int(active.sum()) if pricing else -1)
-        if not pricing:
+            bound += float(np.maximum(rc[~active_x], 0.0).sum())  # weak duality with x ≤ 1
+        if routing:
+            rc_y = np.where(y_exists & ~active_y, reduced[np.maximum(y, 0)], -np.inf)
+            bound += float((demand * np.maximum(rc_y.max(axis=1, initial=-np.inf), 0.0)).sum())
+        values = np.asarray(res.x, dtype=np.float64)
+        if cols is not None:
+            values = np.zeros(n)
+            values[cols] = res.x
+        last = JointLP(jm, True, bound, values, dual, reduced, 0.0, rounds,
+                       int(active_x.sum()) if pricing else -1, int(active_y.sum()) if routing else -1)
+        if not (pricing or routing):
             break
-        tol = PRICING_TOLERANCE * np.maximum(1.0, inst.jobs.value[jm.placements.job])
-        prices_out = ~active & (rc > tol)
-        log.debug("LP pricing round %d: %d of %d placements in, %d price out; bound %.2f (restricted %.2f)",
-                  rounds, int(active.sum()), active.size, int(prices_out.sum()), bound, -res.fun)
-        if not prices_out.any():
+        prices_out = np.zeros(0, dtype=bool)
+        if pricing:
+            tol = PRICING_TOLERANCE * np.maximum(1.0, inst.jobs.value[jm.placements.job])
+            prices_out = ~active_x & (rc > tol)
+        routes_out = np.zeros(0, dtype=bool)
+        if routing:
+            routes_out = rc_y > PRICING_TOLERANCE * np.maximum(1.0, np.abs(obj[np.maximum(y, 0)]))
+        log.debug("LP pricing round %d: %d of %d placements in (%d price out), %d of %d routing columns in "
+                  "(%d price out); bound %.2f (restricted %.2f)", rounds, int(active_x.sum()), active_x.size,
+                  int(prices_out.sum()), int(active_y.sum()), int(y_exists.sum()), int(routes_out.sum()), bound,
+                  value)
+        if not prices_out.any() and not routes_out.any():
             break
-        active |= _best_per_job(jm.placements.job, rc, prices_out, PRICING_COLUMNS_PER_JOB)
+        if not prices_out.any() and (bound - value <= ROUTING_GAP * max(abs(value), 1.0)
+                                     or value - previous <= ROUTING_STALL * max(abs(value), 1.0)):
+            break
+        previous = value
+        if prices_out.any():
+            active_x |= _best_per_job(jm.placements.job, rc, prices_out, PRICING_COLUMNS_PER_JOB)
+        if routes_out.any():
+            active_y |= routes_out & (_rank_along_sites(np.where(routes_out, rc_y, -np.inf)) < ROUTING_COLUMNS)
     if last is None:
         failed.seconds = time.perf_counter() - t0
         return failed
     last.seconds = time.perf_counter() - t0
+    last.routing_active = active_y if routing else None
     return last
 
 

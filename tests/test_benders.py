@@ -14,6 +14,7 @@ from carbonsched.decomp.cuts import (
 from carbonsched.decomp.hooks import DecompositionHooks
 from carbonsched.decomp.parallel import ParallelConfig
 from carbonsched.formulations.checker import check_solution
+from carbonsched.formulations.joint import build_joint_model
 from carbonsched.formulations.monolithic import solve_monolithic
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.instances.generator import generate
@@ -262,3 +263,28 @@ def test_primal_options_are_validated(options, field):
 
     with pytest.raises(InputError, match=field):
         solve_benders(random_small(0), **options)
+
+
+def test_routing_priced_warm_start_still_reaches_the_optimum(monkeypatch):
+    """The LP warm start with its routing columns priced in (the default at 1,000 sites), stopped early so
+    that the rounded plan is routed over part of the columns only: Benders still ends at the optimum."""
+    import carbonsched.decomp.moves as moves
+    import carbonsched.formulations.lp_relaxation as lpr
+
+    monkeypatch.setattr(lpr, "ROUTING_PRICING_MIN", 0)
+    monkeypatch.setattr(lpr, "ROUTING_NEAREST", 1)
+    monkeypatch.setattr(lpr, "ROUTING_DRAWN", 0)
+    monkeypatch.setattr(lpr, "ROUTING_COLUMNS", 1)
+    monkeypatch.setattr(lpr, "ROUTING_GAP", 0.05)
+    made = []
+    real_router = moves.PlacementRouter
+
+    def router(inst, *, routing=None):
+        made.append(routing)
+        return real_router(inst, routing=routing)
+
+    monkeypatch.setattr(moves, "PlacementRouter", router)
+    inst = generate(sites=6, periods=6, jobs=6, classes=3, seed=11)
+    assert_benders_matches_monolithic(inst)
+    y_exists = build_joint_model(inst).y >= 0
+    assert made and made[0] is not None and (y_exists & ~made[0]).any()  # routed over part of the columns

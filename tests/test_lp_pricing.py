@@ -1,10 +1,12 @@
-"""The LP relaxation solved by pricing placements in: same optimum as the full LP, a valid bound every round."""
+"""The LP relaxation solved by pricing placements or routing columns in: same optimum as the full LP, a valid
+bound every round."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from carbonsched.formulations.lp_relaxation import initial_columns, solve_lp_relaxation
+from carbonsched.formulations.joint import serving_value
+from carbonsched.formulations.lp_relaxation import initial_columns, initial_routing, solve_lp_relaxation
 from carbonsched.formulations.monolithic import solve_monolithic
 from carbonsched.instances.generator import generate
 
@@ -67,3 +69,78 @@ def test_initial_columns_keep_every_placement_of_a_mandatory_job():
     per_job_sites = [np.unique(pl.site[active & (pl.job == j)]).size for j in range(inst.n_jobs)
                      if not inst.jobs.mandatory[j]]
     assert max(per_job_sites) <= 2
+
+
+# ---------------------------------------------------------------- routing columns priced in
+def _start_routing_far(monkeypatch, lpr, per_round: int = 1) -> None:
+    """Each class starts at its one nearest site and one column comes in per class-period and round."""
+    monkeypatch.setattr(lpr, "ROUTING_NEAREST", 1)
+    monkeypatch.setattr(lpr, "ROUTING_DRAWN", 0)
+    monkeypatch.setattr(lpr, "ROUTING_COLUMNS", per_round)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_routing_priced_lp_equals_the_full_lp(seed, monkeypatch):
+    import carbonsched.formulations.lp_relaxation as lpr
+
+    inst = generate(sites=30, periods=8, seed=seed)
+    full = solve_lp_relaxation(inst, routing=False)
+    _start_routing_far(monkeypatch, lpr)
+    monkeypatch.setattr(lpr, "ROUTING_GAP", 0.0)  # price until nothing prices out
+    monkeypatch.setattr(lpr, "ROUTING_STALL", -1.0)
+    priced = solve_lp_relaxation(inst, routing=True)
+    jm = priced.jm
+    assert priced.optimal and priced.pricing_rounds > 1
+    assert 0 < priced.routing_in < int((jm.y >= 0).sum())
+    assert priced.bound == pytest.approx(full.bound, rel=1e-7, abs=1e-6)
+    # its point is feasible for the full LP: left-out routing columns are zero, every row holds
+    a, lhs, rhs, lb, ub, _ = jm.am.recorded_arrays()
+    left_out = (jm.y >= 0) & ~priced.routing_active
+    assert left_out.any() and np.all(priced.values[jm.y[left_out]] == 0.0)
+    act = a @ priced.values
+    scale = 1e-6 * np.maximum(1.0, np.abs(act))
+    assert np.all(act <= rhs + scale) and np.all(act >= lhs - scale)
+    assert np.all(priced.values >= lb - 1e-9) and np.all(priced.values <= ub + 1e-6 * np.maximum(1.0, ub))
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_the_bound_of_a_stopped_routing_pricing_is_valid(monkeypatch, stop_after):
+    import carbonsched.formulations.lp_relaxation as lpr
+
+    inst = generate(sites=8, periods=8, seed=5)
+    opt = solve_monolithic(inst, gap=0.0)
+    full = solve_lp_relaxation(inst, routing=False)
+    _start_routing_far(monkeypatch, lpr)
+    real, calls = lpr._highs, []
+
+    def out_of_time_after(*args):
+        calls.append(1)
+        if len(calls) > stop_after:
+            res, _ = real(*args)
+            res.status = 1
+            return res, None
+        return real(*args)
+
+    monkeypatch.setattr(lpr, "_highs", out_of_time_after)
+    stopped = solve_lp_relaxation(inst, routing=True)
+    assert stopped.optimal and stopped.pricing_rounds == stop_after
+    assert stopped.routing_in < int((stopped.jm.y >= 0).sum())  # pricing was not finished
+    # restricted optimum + λ_{k,t} × the largest left-out reduced cost ≥ the full LP's optimum ≥ Z*
+    assert stopped.bound >= full.bound - 1e-6 * abs(full.bound)
+    assert full.bound >= opt.objective - 1e-6 * abs(opt.objective)
+
+
+def test_initial_routing_keeps_the_nearest_sites_and_a_drawn_few():
+    inst = generate(sites=20, periods=4, seed=2)
+    lp = solve_lp_relaxation(inst, routing=False)
+    jm = lp.jm
+    first = initial_routing(inst, jm, nearest=2, drawn=3, seed=7)
+    assert np.array_equal(first, initial_routing(inst, jm, nearest=2, drawn=3, seed=7))  # deterministic
+    assert not (first & (jm.y < 0)).any()  # only columns that exist (sites within SLO)
+    per_class = first[:, :, 0].sum(axis=1)
+    within = (jm.y[:, :, 0] >= 0).sum(axis=1)
+    assert np.all(per_class <= np.minimum(within, 5)) and np.all(per_class >= np.minimum(within, 2))
+    assert (first == first[:, :, :1]).all()  # the same sites in every period
+    value = np.where(jm.y[:, :, 0] >= 0, serving_value(inst), -np.inf)
+    for k in range(inst.n_classes):  # the class's nearest (highest serving value) site is in
+        assert first[k, int(np.argmax(value[k])), 0]

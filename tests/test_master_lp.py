@@ -51,6 +51,22 @@ def test_rows_and_bounds_changed_in_place_give_the_fresh_optimum(capfd, interior
     assert capfd.readouterr().out == ""  # HiGHS's banner and log stay off stdout
 
 
+def test_an_interior_point_stopped_short_is_finished_by_the_simplex():
+    """An interior-point solve that ends neither optimal nor out of time (here: its iteration limit; at 1,000
+    sites the bundle master ended "Unknown") is finished by the simplex, and the interior point stays on."""
+    rng = np.random.default_rng(3)
+    c, a, b = _random_lp(rng, n=60, m=120)
+    lp = MasterLP(c, np.full(c.size, -2.0), np.full(c.size, 2.0), interior=True)
+    lp.add_rows(a, b)
+    lp.h.setOptionValue("ipm_iteration_limit", 1)
+    got = lp.solve()
+    ref = linprog(c, A_ub=a, b_ub=b, bounds=(-2.0, 2.0), method="highs")
+    assert got is not None and not lp.time_limited
+    assert got.objective == pytest.approx(ref.fun, rel=1e-9, abs=1e-9)
+    solver = lp.h.getOptionValue("solver")
+    assert (solver[1] if isinstance(solver, tuple) else solver) == "ipm"  # (status, value) in some versions
+
+
 def test_time_limit_and_unbounded_are_reported_not_raised():
     rng = np.random.default_rng(1)
     c, a, b = _random_lp(rng, n=200, m=400)

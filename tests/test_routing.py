@@ -59,6 +59,30 @@ def test_routing_the_optimum_keeps_its_value(case) -> None:
     assert sol.objective == pytest.approx(mono.objective, rel=1e-6)
 
 
+def test_a_restricted_router_routes_only_where_allowed(case) -> None:
+    """A router over some routing columns: feasible routes that use only them, a value between the routed
+    plan's exact Z and the full router's; over every column it is the full router."""
+    inst, mono, lp, plans = case
+    y_exists = lp.jm.y >= 0
+    allowed = y_exists & (np.arange(inst.n_sites)[None, :, None] % 2 == 0)  # even sites only
+    assert allowed.any() and (y_exists & ~allowed).any()
+    full, restricted = PlacementRouter(inst), PlacementRouter(inst, routing=allowed)
+    everything = PlacementRouter(inst, routing=y_exists)
+    for plan in plans.values():
+        routed = restricted.route(plan)
+        assert routed is not None and full.route(plan) is not None and everything.route(plan) is not None
+        assert np.all(routed.served[~allowed] == 0.0)
+        sol = evaluate(inst, routed)
+        assert check_solution(inst, sol).n_violations == 0
+        assert sol.objective <= restricted.value + 1e-6 * abs(restricted.value)
+        assert restricted.value <= full.value + 1e-6 * abs(full.value)
+        assert everything.value == pytest.approx(full.value, rel=1e-7, abs=1e-4)
+    found = improve_by_moves(restricted, plans["energy-only"])
+    assert found is not None and found.value >= found.start_value
+    assert np.all(found.plan.served[~allowed] == 0.0)
+    assert check_solution(inst, evaluate(inst, found.plan)).n_violations == 0
+
+
 def test_a_router_out_of_time_returns_none(case) -> None:
     inst, _, _, plans = case
     router = PlacementRouter(inst)
