@@ -965,7 +965,7 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             if lp.joint is not None and lp.joint.routing_in >= 0:
                 lp_text += (f" (routing priced in: {lp.joint.pricing_rounds} rounds, {lp.joint.routing_in:,} of "
                             f"{int((lp.joint.jm.y >= 0).sum()):,} routing columns)")
-            del lp  # the joint LP's SCIP model is not needed again (at 1,000 sites several GB)
+            del lp  # the joint LP (its arrays, values and duals) is not needed again
         hub.state.info["lp_bound"] = self.lp_bound
         self.recovery = recovery = Recovery(inst, hub, polish=joint_polish, seed=opt.seed, pool=lp_pool)
         self.stepper = stepper = (BoxBundle(inst, layout, sites) if opt.method == "bundle" else Subgradient(layout))

@@ -119,9 +119,9 @@ class PlacementRouter:
 
     def __init__(self, inst: Instance, *, routing: np.ndarray | None = None) -> None:
         self.inst = inst
-        jm = build_joint_model(inst, name=f"{inst.name}-routing", record=True)
+        jm = build_joint_model(inst, name=f"{inst.name}-routing", record=True, scip=False)
         a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
-        # only the ids are kept: the SCIP model the arrays were recorded from is not needed again
+        # only the arrays and the ids: no SCIP model is built
         self.placements, self.x, self.y = jm.placements, jm.x, jm.y
         if routing is not None:  # left-out routing columns are dropped and the rest renumbered
             keep = np.ones(a.shape[1], dtype=bool)

@@ -263,7 +263,8 @@ def add_compute_block(am: ArrayModel, inst: Instance, sites: np.ndarray | None =
     return ComputeBlock(placements=pl, x=x, y=y, u=u, busy=busy, rows=rows)
 
 
-def build_joint_model(inst: Instance, *, name: str | None = None, record: bool = False) -> JointModel:
+def build_joint_model(inst: Instance, *, name: str | None = None, record: bool = False,
+                      scip: bool = True) -> JointModel:
     """Build the joint MILP of MODEL.md for ``inst`` (maximize Z).
 
     Ablations are applied to the instance beforehand (see :mod:`formulations.baselines`), so this
@@ -277,8 +278,10 @@ def build_joint_model(inst: Instance, *, name: str | None = None, record: bool =
         SCIP problem name (default: the instance name).
     record : bool
         Keep the model data, so that ``jm.am.recorded_arrays()`` gives it as arrays (LP relaxation).
+    scip : bool
+        Build it in SCIP (default); ``scip=False`` with ``record`` only records the arrays (``jm.model`` is None).
     """
-    am = ArrayModel(name or inst.name, maximize=True, record=record)
+    am = ArrayModel(name or inst.name, maximize=True, record=record, scip=scip)
     cb = add_compute_block(am, inst)
     rows = dict(cb.rows)
     # 4–8. energy side of every site, load from U

@@ -213,7 +213,7 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
         The LP is infeasible: the mandatory jobs cannot all be placed (names them).
     """
     t0 = time.perf_counter()
-    jm = build_joint_model(inst, name=f"{inst.name}-lp", record=True)
+    jm = build_joint_model(inst, name=f"{inst.name}-lp", record=True, scip=False)
     a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
     x, y = jm.x, jm.y
     y_exists = y >= 0
@@ -276,10 +276,11 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
         routes_out = np.zeros(0, dtype=bool)
         if routing:
             routes_out = rc_y > PRICING_TOLERANCE * np.maximum(1.0, np.abs(obj[np.maximum(y, 0)]))
-        log.debug("LP pricing round %d: %d of %d placements in (%d price out), %d of %d routing columns in "
-                  "(%d price out); bound %.2f (restricted %.2f)", rounds, int(active_x.sum()), active_x.size,
-                  int(prices_out.sum()), int(active_y.sum()), int(y_exists.sum()), int(routes_out.sum()), bound,
-                  value)
+        # info, not debug: at 1,000 sites a round takes minutes, and these lines are the LP's progress
+        log.info("LP pricing round %d (%.1f s): %d of %d placements in (%d price out), %d of %d routing columns "
+                 "in (%d price out); bound %.2f (restricted %.2f)", rounds, round_seconds, int(active_x.sum()),
+                 active_x.size, int(prices_out.sum()), int(active_y.sum()), int(y_exists.sum()),
+                 int(routes_out.sum()), bound, value)
         if not prices_out.any() and not routes_out.any():
             break
         if not prices_out.any() and (bound - value <= ROUTING_GAP * max(abs(value), 1.0)

@@ -308,17 +308,27 @@ class ArrayModel:
         Problem name.
     maximize : bool
         Objective sense.
+    record : bool
+        Keep the bounds, objective and rows, for :meth:`recorded_arrays` and :meth:`lp_relaxation`.
+    scip : bool
+        Build the SCIP model (default). ``scip=False`` (with ``record``) only records the arrays: ``model`` is
+        None, and the LP relaxation and the routing LP, which need nothing else, do not hold a SCIP copy of the
+        model (at 1,000 sites several GB of the main process's memory).
     """
 
-    def __init__(self, name: str = "carbonsched", maximize: bool = True, *, record: bool = False) -> None:
+    def __init__(self, name: str = "carbonsched", maximize: bool = True, *, record: bool = False,
+                 scip: bool = True) -> None:
+        if not scip and not record:
+            raise ValueError("ArrayModel(scip=False) keeps nothing unless record=True")
         self.maximize = maximize
         #: with ``record``, the bounds, objective and rows are kept so that :meth:`lp_relaxation` can
         #: rebuild the model as a warm-startable LP
         self._record: dict[str, list] | None = {"lb": [], "ub": [], "obj": [], "rows": []} if record else None
-        self.model = pyscipopt.Model(name)
-        if maximize:
+        self._with_scip = scip
+        self.model = pyscipopt.Model(name) if scip else None
+        if scip and maximize:
             self.model.setMaximize()
-        self._c = scip_c()
+        self._c = scip_c() if scip else None
         self._scip = _scip_pointer(self.model) if self._c is not None else 0
         self._var_ptr_blocks: list[np.ndarray] = []
         self._var_obj_blocks: list[list] = []  # fallback path: pyscipopt Variables
@@ -355,7 +365,9 @@ class ArrayModel:
             self._record["lb"].append(lb.copy())
             self._record["ub"].append(ub.copy())
             self._record["obj"].append(obj.copy())
-        if self._c is not None and _use_kernels(n) and _numba_kernels() is not None:
+        if not self._with_scip:
+            pass
+        elif self._c is not None and _use_kernels(n) and _numba_kernels() is not None:
             self._var_ptr_blocks.append(self._build_vars_compiled(name, lb, ub, obj, code))
         elif self._c is not None:
             ptrs = np.zeros(n, dtype=np.uintp)
@@ -430,6 +442,10 @@ class ArrayModel:
         ids = np.arange(self.n_rows, self.n_rows + n_rows, dtype=np.int64)
         if self._record is not None:
             self._record["rows"].append((indptr, cols, vals.copy(), np.array(lhs), np.array(rhs)))
+        if not self._with_scip:
+            self.n_rows += n_rows
+            self.n_nonzeros += int(vals.size)
+            return ids
         if compiled is None:
             compiled = _use_kernels(n_rows)
         kernels = _numba_kernels() if self._c is not None and compiled else None

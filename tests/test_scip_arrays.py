@@ -55,6 +55,25 @@ def test_model_sizes_are_counted(inst, monkeypatch, path):
     assert len(jm.am.variables()) == jm.am.n_vars
 
 
+def test_arrays_only_model_records_what_the_scip_model_is_built_from(inst):
+    """``scip=False``: no SCIP model, the same recorded arrays and counts as a SCIP-built recording."""
+    from carbonsched.formulations.joint import build_joint_model
+
+    with_scip = build_joint_model(inst, record=True)
+    arrays_only = build_joint_model(inst, record=True, scip=False)
+    assert arrays_only.model is None and with_scip.model is not None
+    for got, ref in zip(arrays_only.am.recorded_arrays(), with_scip.am.recorded_arrays(), strict=True):
+        if hasattr(ref, "toarray"):
+            assert (got != ref).nnz == 0
+        else:
+            np.testing.assert_array_equal(got, ref)
+    for count in ("n_vars", "n_rows", "n_nonzeros"):
+        assert getattr(arrays_only.am, count) == getattr(with_scip.am, count)
+    np.testing.assert_array_equal(arrays_only.y, with_scip.y)
+    with pytest.raises(ValueError, match="record=True"):
+        scip_arrays.ArrayModel("nothing", scip=False)
+
+
 @pytest.mark.parametrize("c_api", [True, False])
 def test_start_solution_is_offered_and_used(inst, monkeypatch, c_api):
     """A full solution offered before the solve is SCIP's first incumbent, through the C API or PySCIPOpt."""
