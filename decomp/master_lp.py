@@ -13,6 +13,7 @@ from the last basis is about ten times faster than a fresh solve.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -27,6 +28,9 @@ try:
     import highspy
 except ImportError:  # pragma: no cover - a core dependency; the message names the fix
     highspy = None
+
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -145,6 +149,7 @@ class MasterLP:
                                             highspy.HighsModelStatus.kInfeasible):
             # the interior point without crossover can stop short of its tolerances ("Unknown": the 1,000-site
             # bundle master after its first 1,000 cuts); this solve is finished by the simplex instead
+            log.debug("interior point ended %s: the simplex finishes this solve", self.status_text)
             self.h.setOptionValue("solver", "simplex")
             try:
                 run_interruptibly(self.h.run)

@@ -53,7 +53,8 @@ class JointLP:
     routing_in : int
         Routing columns in the last LP (−1: all, no routing pricing).
     routing_active : (K,S,T) bool or None
-        The routing columns of the last LP, with routing pricing (None: all).
+        With routing pricing, the routing columns of the last LP and those added for a next round that was not
+        solved (the time limit came first): the columns the router keeps to (None: all).
     """
 
     jm: JointModel

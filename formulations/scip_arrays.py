@@ -366,7 +366,7 @@ class ArrayModel:
             self._record["ub"].append(ub.copy())
             self._record["obj"].append(obj.copy())
         if not self._with_scip:
-            pass
+            pass  # arrays only: recorded above
         elif self._c is not None and _use_kernels(n) and _numba_kernels() is not None:
             self._var_ptr_blocks.append(self._build_vars_compiled(name, lb, ub, obj, code))
         elif self._c is not None:
