@@ -82,3 +82,33 @@ def small_instance_factory():
 def small_instance() -> Instance:
     """A fresh copy of the small instance (tests may mutate it)."""
     return build_small_instance()
+
+
+def routing_priced_from_afar(monkeypatch, *, stop_gap: float | None = None) -> None:
+    """Price routing columns into the LP relaxation on any instance, from one site per class and one column per
+    class-period and round (so that pricing does the work); with ``stop_gap``, stop once the bound is within
+    that share of the restricted optimum (the LP's routing then left partial)."""
+    import carbonsched.formulations.lp_relaxation as lpr
+
+    monkeypatch.setattr(lpr, "ROUTING_PRICING_MIN", 0)
+    monkeypatch.setattr(lpr, "ROUTING_NEAREST", 1)
+    monkeypatch.setattr(lpr, "ROUTING_DRAWN", 0)
+    monkeypatch.setattr(lpr, "ROUTING_COLUMNS", 1)
+    if stop_gap is not None:
+        monkeypatch.setattr(lpr, "ROUTING_GAP", stop_gap)
+
+
+@pytest.fixture
+def routers_made(monkeypatch) -> list:
+    """The ``routing`` argument of every PlacementRouter built while the test runs (None: every column)."""
+    from carbonsched.decomp.rounding import PlacementRouter
+
+    made: list = []
+    build = PlacementRouter.__init__
+
+    def recording(self, inst, *, routing=None):
+        made.append(routing)
+        build(self, inst, routing=routing)
+
+    monkeypatch.setattr(PlacementRouter, "__init__", recording)
+    return made

@@ -22,6 +22,7 @@ from carbonsched.instances.schema import Instance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from .conftest import routing_priced_from_afar
 from .edge_cases import EDGE_CASES, assert_exact_against_monolithic, random_small
 
 GAP = 1e-4
@@ -265,26 +266,12 @@ def test_primal_options_are_validated(options, field):
         solve_benders(random_small(0), **options)
 
 
-def test_routing_priced_warm_start_still_reaches_the_optimum(monkeypatch):
+def test_routing_priced_warm_start_still_reaches_the_optimum(monkeypatch, routers_made):
     """The LP warm start with its routing columns priced in (the default at 1,000 sites), stopped early so
     that the rounded plan is routed over part of the columns only: Benders still ends at the optimum."""
-    import carbonsched.decomp.moves as moves
-    import carbonsched.formulations.lp_relaxation as lpr
-
-    monkeypatch.setattr(lpr, "ROUTING_PRICING_MIN", 0)
-    monkeypatch.setattr(lpr, "ROUTING_NEAREST", 1)
-    monkeypatch.setattr(lpr, "ROUTING_DRAWN", 0)
-    monkeypatch.setattr(lpr, "ROUTING_COLUMNS", 1)
-    monkeypatch.setattr(lpr, "ROUTING_GAP", 0.05)
-    made = []
-    real_router = moves.PlacementRouter
-
-    def router(inst, *, routing=None):
-        made.append(routing)
-        return real_router(inst, routing=routing)
-
-    monkeypatch.setattr(moves, "PlacementRouter", router)
+    routing_priced_from_afar(monkeypatch, stop_gap=0.05)
     inst = generate(sites=6, periods=6, jobs=6, classes=3, seed=11)
     assert_benders_matches_monolithic(inst)
     y_exists = build_joint_model(inst).y >= 0
+    made = routers_made
     assert made and made[0] is not None and (y_exists & ~made[0]).any()  # routed over part of the columns

@@ -21,7 +21,7 @@ from carbonsched.formulations.site_milp import SiteMILP
 from carbonsched.instances import generate
 from carbonsched.progress import ProgressEvent
 
-from .conftest import build_small_instance
+from .conftest import build_small_instance, routing_priced_from_afar
 
 TOL = 1e-6
 
@@ -388,29 +388,15 @@ def test_lp_reduced_costs_certify_the_lp_optimum():
     assert not np.allclose(rc, 0.0)  # the test has something to check
 
 
-def test_routing_priced_warm_start_keeps_bounds_valid_and_the_router_restricted(monkeypatch):
+def test_routing_priced_warm_start_keeps_bounds_valid_and_the_router_restricted(monkeypatch, routers_made):
     """With the routing columns priced into the LP (the default at 1,000 sites), the LP bound and every trace
     point stay valid, and the router re-routes plans over the columns the LP priced in only."""
-    import carbonsched.decomp.lagrangian as lag
-    import carbonsched.formulations.lp_relaxation as lpr
-
-    monkeypatch.setattr(lpr, "ROUTING_PRICING_MIN", 0)
-    monkeypatch.setattr(lpr, "ROUTING_NEAREST", 1)
-    monkeypatch.setattr(lpr, "ROUTING_DRAWN", 0)
-    monkeypatch.setattr(lpr, "ROUTING_COLUMNS", 1)
-    monkeypatch.setattr(lpr, "ROUTING_GAP", 0.05)  # stop pricing early: the router must keep to the LP's columns
-    made = []
-    real_router = lag.PlacementRouter
-
-    def router(inst, *, routing=None):
-        made.append(routing)
-        return real_router(inst, routing=routing)
-
-    monkeypatch.setattr(lag, "PlacementRouter", router)
+    routing_priced_from_afar(monkeypatch, stop_gap=0.05)  # stopped early: the router must keep to the LP's columns
     inst = generate(sites=12, periods=8, jobs=10, classes=4, seed=3)
     opt = _optimum(inst)
     sol = solve_lagrangian(inst, iteration_limit=4, progress=lambda line: None, close=False)
     _assert_valid(inst, sol, opt)
+    made = routers_made
     assert made and all(r is not None for r in made)
     y_exists = build_joint_model(inst).y >= 0
     assert (y_exists & ~made[0]).any() and not (made[0] & ~y_exists).any()

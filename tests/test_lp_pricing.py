@@ -10,11 +10,28 @@ from carbonsched.formulations.lp_relaxation import initial_columns, initial_rout
 from carbonsched.formulations.monolithic import solve_monolithic
 from carbonsched.instances.generator import generate
 
+from .conftest import routing_priced_from_afar
+
 
 def dense(seed: int, sites: int = 4):
     inst = generate(sites=sites, periods=8, jobs=10, classes=2, seed=seed, job_sites=sites)
     inst.jobs.mandatory[0] = True
     return inst
+
+
+def _out_of_time_after(monkeypatch, lpr, rounds: int) -> None:
+    """The LP after ``rounds`` solved ones "hits its time limit"."""
+    real, calls = lpr._highs, []
+
+    def solve(*args):
+        calls.append(1)
+        if len(calls) > rounds:
+            res, _ = real(*args)
+            res.status = 1
+            return res, None
+        return real(*args)
+
+    monkeypatch.setattr(lpr, "_highs", solve)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -41,17 +58,7 @@ def test_the_bound_of_a_stopped_pricing_is_valid(monkeypatch, stop_after):
     monkeypatch.setattr(lpr, "PRICING_COLUMNS_PER_JOB", 1)
     opt = solve_monolithic(inst, gap=0.0)
     full = solve_lp_relaxation(inst)
-    real, calls = lpr._highs, []
-
-    def out_of_time_after(*args):  # the next LP "hits its time limit"
-        calls.append(1)
-        if len(calls) > stop_after:
-            res, _ = real(*args)
-            res.status = 1
-            return res, None
-        return real(*args)
-
-    monkeypatch.setattr(lpr, "_highs", out_of_time_after)
+    _out_of_time_after(monkeypatch, lpr, stop_after)
     stopped = solve_lp_relaxation(inst, pricing=True)
     assert stopped.optimal and stopped.pricing_rounds == stop_after
     assert stopped.placements_in < stopped.jm.x.size  # pricing was not finished
@@ -72,20 +79,13 @@ def test_initial_columns_keep_every_placement_of_a_mandatory_job():
 
 
 # ---------------------------------------------------------------- routing columns priced in
-def _start_routing_far(monkeypatch, lpr, per_round: int = 1) -> None:
-    """Each class starts at its one nearest site and one column comes in per class-period and round."""
-    monkeypatch.setattr(lpr, "ROUTING_NEAREST", 1)
-    monkeypatch.setattr(lpr, "ROUTING_DRAWN", 0)
-    monkeypatch.setattr(lpr, "ROUTING_COLUMNS", per_round)
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_routing_priced_lp_equals_the_full_lp(seed, monkeypatch):
     import carbonsched.formulations.lp_relaxation as lpr
 
     inst = generate(sites=30, periods=8, seed=seed)
     full = solve_lp_relaxation(inst, routing=False)
-    _start_routing_far(monkeypatch, lpr)
+    routing_priced_from_afar(monkeypatch)
     monkeypatch.setattr(lpr, "ROUTING_GAP", 0.0)  # price until nothing prices out
     monkeypatch.setattr(lpr, "ROUTING_STALL", -1.0)
     priced = solve_lp_relaxation(inst, routing=True)
@@ -110,18 +110,8 @@ def test_the_bound_of_a_stopped_routing_pricing_is_valid(monkeypatch, stop_after
     inst = generate(sites=8, periods=8, seed=5)
     opt = solve_monolithic(inst, gap=0.0)
     full = solve_lp_relaxation(inst, routing=False)
-    _start_routing_far(monkeypatch, lpr)
-    real, calls = lpr._highs, []
-
-    def out_of_time_after(*args):
-        calls.append(1)
-        if len(calls) > stop_after:
-            res, _ = real(*args)
-            res.status = 1
-            return res, None
-        return real(*args)
-
-    monkeypatch.setattr(lpr, "_highs", out_of_time_after)
+    routing_priced_from_afar(monkeypatch)
+    _out_of_time_after(monkeypatch, lpr, stop_after)
     stopped = solve_lp_relaxation(inst, routing=True)
     assert stopped.optimal and stopped.pricing_rounds == stop_after
     assert stopped.routing_in < int((stopped.jm.y >= 0).sum())  # pricing was not finished
