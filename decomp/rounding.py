@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.sparse as sp
-from carbonsched.formulations.joint import Placements, build_joint_model, compute_arrays
+from carbonsched.formulations.joint import Placements, build_joint_model, compute_arrays, drop_routing_columns
 from carbonsched.formulations.plan import ComputePlan, gpus_beside_jobs
 from carbonsched.instances.schema import Instance
 
@@ -123,17 +122,12 @@ class PlacementRouter:
         a, lhs, rhs, lb, ub, obj = jm.am.recorded_arrays()
         # only the arrays and the ids: no SCIP model is built
         self.placements, self.x, self.y = jm.placements, jm.x, jm.y
-        if routing is not None:  # left-out routing columns are dropped and the rest renumbered
-            keep = np.ones(a.shape[1], dtype=bool)
-            keep[jm.y[(jm.y >= 0) & ~routing]] = False
-            cols = np.flatnonzero(keep)
-            position = np.cumsum(keep) - 1
-            a, lb, ub, obj = sp.csc_matrix(a)[:, cols], lb[cols], ub[cols], obj[cols]
-            self.x = position[jm.x]
-            self.y = np.where((jm.y >= 0) & routing, position[np.maximum(jm.y, 0)], -1)
+        if routing is not None:
+            cols, self.x, self.y = drop_routing_columns(jm, routing)
+            a, lb, ub, obj = a[:, cols], lb[cols], ub[cols], obj[cols]
         self._job_rows = jm.rows["job_once"] if inst.n_jobs else np.zeros(0, dtype=np.int64)
         self.lp = MasterLP(-obj, lb, ub)  # HiGHS minimizes; Z is maximized
-        self.lp.add_rows(sp.csr_matrix(a), rhs, lower=lhs)
+        self.lp.add_rows(a, rhs, lower=lhs)
         #: The routing LP's optimum at the last plan routed, $ (nan before the first or after a failed solve).
         self.value = math.nan
         #: (P,) the rate, $ per unit, at which the last routed optimum's Z would change with each placement's x,

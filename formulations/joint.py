@@ -263,6 +263,32 @@ def add_compute_block(am: ArrayModel, inst: Instance, sites: np.ndarray | None =
     return ComputeBlock(placements=pl, x=x, y=y, u=u, busy=busy, rows=rows)
 
 
+def drop_routing_columns(jm: JointModel, routing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The joint model's columns without the routing columns that ``routing`` leaves out, renumbered.
+
+    Parameters
+    ----------
+    jm : JointModel
+        The model (usually recorded as arrays only).
+    routing : (K,S,T) bool
+        Routing columns to keep (entries where ``jm.y`` is −1 are ignored).
+
+    Returns
+    -------
+    cols : (n,) int
+        Kept column ids, increasing: the model without the others is ``A[:, cols]``.
+    x : (P,) int
+        Placement ids as positions in ``cols``.
+    y : (K,S,T) int
+        Routing ids as positions in ``cols``, −1 where absent or left out.
+    """
+    keep = np.ones(jm.am.n_vars, dtype=bool)
+    exists = jm.y >= 0
+    keep[jm.y[exists & ~routing]] = False
+    position = np.cumsum(keep) - 1
+    return np.flatnonzero(keep), position[jm.x], np.where(exists & routing, position[np.maximum(jm.y, 0)], -1)
+
+
 def build_joint_model(inst: Instance, *, name: str | None = None, record: bool = False,
                       scip: bool = True) -> JointModel:
     """Build the joint MILP of MODEL.md for ``inst`` (maximize Z).

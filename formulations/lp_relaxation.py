@@ -20,7 +20,7 @@ from carbonsched.instances.schema import Instance
 from scipy.optimize import linprog
 
 from .diagnose import diagnose_mandatory
-from .joint import JointModel, build_joint_model, serving_value
+from .joint import JointModel, build_joint_model, drop_routing_columns, serving_value
 from .scip_run import run_interruptibly
 
 log = logging.getLogger(__name__)
@@ -241,9 +241,7 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
             ub_now[x[~active_x]] = 0.0
         cols = None
         if routing:  # left-out routing columns are dropped, not fixed: they are most of the LP
-            keep = np.ones(n, dtype=bool)
-            keep[y[y_exists & ~active_y]] = False
-            cols = np.flatnonzero(keep)
+            cols = drop_routing_columns(jm, active_y)[0]
             res, dual = _highs(a[:, cols].tocsr(), lhs, rhs, lb[cols], ub_now[cols], obj[cols], left)
         else:
             res, dual = _highs(a, lhs, rhs, lb, ub_now, obj, left)
