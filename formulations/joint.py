@@ -192,10 +192,15 @@ class ComputeBlock:
     u: np.ndarray
     busy: np.ndarray
     rows: dict[str, np.ndarray]
+    #: routing slot ids (n,) and the site and period of each (ordered by site, then period), when built with slots
+    slots: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    slot_site: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    slot_period: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def add_compute_block(am: ArrayModel, inst: Instance, sites: np.ndarray | None = None, *,
-                      coupling_rows: bool = True, with_unserved: bool = True) -> ComputeBlock:
+                      coupling_rows: bool = True, with_unserved: bool = True,
+                      routing_slots: np.ndarray | None = None) -> ComputeBlock:
     """Add x, y, u, U and constraints 1–3 restricted to ``sites`` (default all).
 
     Parameters
@@ -211,6 +216,13 @@ def add_compute_block(am: ArrayModel, inst: Instance, sites: np.ndarray | None =
         subproblem leaves them out (they are dualized).
     with_unserved : bool
         Create the unserved-demand variables u (not needed when demand rows are dualized).
+    routing_slots : (S,T) int, optional
+        Instead of one y per class, site and period, this many *routing slots* per site and period: GPUs
+        serving whichever class the caller assigns to the slot by setting its bound and objective in place
+        (bound 0 and objective 0 until then). Every class enters constraint 3 with coefficient −1, so the
+        classes of one site-period are perfect substitutes there; a site subproblem whose demand rows are
+        dualized needs only the few best of them (:mod:`formulations.site_milp`). ``y`` is then all −1 and
+        the demand rows cannot be built (``coupling_rows`` must be False).
     """
     S, T, K, dt = inst.n_sites, inst.n_periods, inst.n_classes, inst.period_hours
     jb, inf = inst.jobs, inst.inference
@@ -224,7 +236,14 @@ def add_compute_block(am: ArrayModel, inst: Instance, sites: np.ndarray | None =
 
     slo = (inst.slo_mask() if K else np.zeros((0, S), dtype=bool)) & in_block[None, :]
     y = np.full((K, S, T), -1, dtype=np.int64)
-    if slo.any():
+    slots = slot_site = slot_period = np.zeros(0, np.int64)
+    if routing_slots is not None:
+        if coupling_rows:
+            raise ValueError("routing slots replace the per-class routing columns; the demand rows need those")
+        count = np.where(in_block[:, None], np.asarray(routing_slots, dtype=np.int64).reshape(S, T), 0)
+        slot_site, slot_period = (np.repeat(a.ravel(), count.ravel()) for a in np.indices((S, T)))
+        slots = am.add_vars("yslot", 0.0, np.zeros(slot_site.size), np.zeros(slot_site.size), "C")
+    elif slo.any():
         y_obj = serving_value(inst)
         y_mask = np.broadcast_to(slo[:, :, None], (K, S, T))
         ub = np.broadcast_to(inf.demand[:, None, :], (K, S, T))[y_mask]
@@ -253,14 +272,16 @@ def add_compute_block(am: ArrayModel, inst: Instance, sites: np.ndarray | None =
     run = running_matrix(inst, pl).tocoo()
     ym = y >= 0
     _, ii, tt = np.nonzero(ym)
+    ii, tt = np.concatenate([ii, slot_site]), np.concatenate([tt, slot_period])
     row_of = np.full(S * T, -1, dtype=np.int64)
     row_of[site_t.ravel()] = np.arange(int(site_t.sum()))
     r = np.concatenate([row_of[np.flatnonzero(site_t.ravel())], row_of[run.row], row_of[ii * T + tt]])
-    c = np.concatenate([busy[site_t], x[run.col], y[ym]])
+    c = np.concatenate([busy[site_t], x[run.col], y[ym], slots])
     v = np.concatenate([np.ones(int(site_t.sum())), -run.data, -np.ones(ii.size)])
     mat = sp.csr_matrix((v, (r, c)), shape=(int(site_t.sum()), am.n_vars))
     rows["capacity"] = am.add_rows("capacity", mat, 0.0, 0.0)
-    return ComputeBlock(placements=pl, x=x, y=y, u=u, busy=busy, rows=rows)
+    return ComputeBlock(placements=pl, x=x, y=y, u=u, busy=busy, rows=rows, slots=slots, slot_site=slot_site,
+                        slot_period=slot_period)
 
 
 def drop_routing_columns(jm: JointModel, routing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
