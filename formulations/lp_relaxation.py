@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,8 @@ class JointLP:
     routing_active : (K,S,T) bool or None
         With routing pricing, the routing columns of the last LP and those added for a next round that was not
         solved (the time limit came first): the columns the router keeps to (None: all).
+    restricted : float
+        The last LP's own optimum, $ (with pricing below ``bound``, which adds what the left-out columns may add).
     """
 
     jm: JointModel
@@ -68,6 +71,7 @@ class JointLP:
     placements_in: int = -1
     routing_in: int = -1
     routing_active: np.ndarray | None = None
+    restricted: float = math.nan
 
     def values_at(self, ids: np.ndarray) -> np.ndarray:
         """LP values at an id array of any shape, 0 where the id is −1 (no such variable)."""
@@ -180,7 +184,8 @@ def _rank_along_sites(score: np.ndarray) -> np.ndarray:
 
 
 def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pricing: bool = False,
-                        routing: bool | None = None) -> JointLP:
+                        routing: bool | None = None,
+                        suggest_routing: Callable[[JointLP], np.ndarray | None] | None = None) -> JointLP:
     """Solve the LP relaxation of the joint model of ``inst``.
 
     Parameters
@@ -207,6 +212,13 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
         :data:`ROUTING_STALL`. Default (None): on when the instance has more than
         :data:`ROUTING_PRICING_MIN` routing columns (at 1,000 sites 2.56 M of the 3.0 M columns are routing,
         and the full LP is not solved in 900 s; at 300 sites the full LP wins, docs/decomposition.md).
+    suggest_routing : callable, optional
+        With routing pricing, called with each round's LP before the next round is solved; it returns
+        (K,S,T) bool routing columns to add as well, or None to end the rounds there. The Lagrangian
+        passes the columns its site subproblems use at the round's duals: priced with the sites' capacity,
+        they are the columns the per-column reduced costs miss (at 300 sites the second restricted LP was
+        0.100 % below the full LP with the reduced costs' columns alone, 0.013 % with the sites' added,
+        docs/decomposition.md).
 
     Raises
     ------
@@ -265,7 +277,7 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
             values = np.zeros(n)
             values[cols] = res.x
         last = JointLP(jm, True, bound, values, dual, reduced, 0.0, rounds,
-                       int(active_x.sum()) if pricing else -1, int(active_y.sum()) if routing else -1)
+                       int(active_x.sum()) if pricing else -1, int(active_y.sum()) if routing else -1, restricted=value)
         if not (pricing or routing):
             break
         prices_out = np.zeros(0, dtype=bool)
@@ -290,6 +302,16 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
             active_x |= _best_per_job(jm.placements.job, rc, prices_out, PRICING_COLUMNS_PER_JOB)
         if routes_out.any():
             active_y |= routes_out & (_rank_along_sites(np.where(routes_out, rc_y, -np.inf)) < ROUTING_COLUMNS)
+        if routing and suggest_routing is not None:
+            left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
+            if left is not None and left < round_seconds:
+                break  # the next round would not be started: no use asking for columns
+            suggested = suggest_routing(last)
+            if suggested is None:
+                break  # the caller has what it needs from these rounds
+            added = np.asarray(suggested, dtype=bool) & y_exists & ~active_y
+            active_y |= added
+            log.info("LP pricing round %d: %d routing columns suggested", rounds, int(added.sum()))
     if last is None:
         failed.seconds = time.perf_counter() - t0
         return failed

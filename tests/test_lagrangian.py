@@ -281,7 +281,7 @@ def test_energy_only_plan_when_the_lp_is_not_solved(monkeypatch):
     (from zero multipliers) stays valid."""
     import carbonsched.decomp.lagrangian as lagrangian
 
-    def unsolved(inst, layout, time_limit=None, *, route=False):
+    def unsolved(inst, layout, time_limit=None, suggest_routing=None):
         return lagrangian.LPRelaxation(bound=math.inf, z=layout.project(np.zeros(layout.size)), seconds=0.0)
 
     monkeypatch.setattr(lagrangian, "lp_relaxation", unsolved)
@@ -388,10 +388,41 @@ def test_lp_reduced_costs_certify_the_lp_optimum():
     assert not np.allclose(rc, 0.0)  # the test has something to check
 
 
+def test_site_columns_suggested_to_the_lp_rounds_come_with_a_valid_bound(monkeypatch):
+    """The LP rounds get the routing the site subproblems use at each round's duals; that evaluation's
+    Lagrangian bound is valid, and it is the hub's when it is the best so far."""
+    from carbonsched.decomp.lagrangian import LagrangianAlgorithm
+
+    routing_priced_from_afar(monkeypatch)
+    inst = generate(sites=12, periods=8, jobs=10, classes=4, seed=3)
+    opt = _optimum(inst)
+    seen = []
+    real = LagrangianAlgorithm._routing_from_sites
+
+    def spy(self, hub, round_lp, left):
+        served = real(self, hub, round_lp, left)
+        seen.append((round_lp.pricing_rounds, served, self.lagrangian_bound, hub.bound))
+        return served
+
+    monkeypatch.setattr(LagrangianAlgorithm, "_routing_from_sites", spy)
+    sol = solve_lagrangian(inst, iteration_limit=3, progress=lambda line: None, close=False)
+    _assert_valid(inst, sol, opt)
+    assert seen and [r for r, *_ in seen] == list(range(1, len(seen) + 1))
+    y_exists = build_joint_model(inst).y >= 0
+    for _, served, bound, hub_bound in seen:
+        assert served.shape == y_exists.shape and served.any() and not (served & ~y_exists).any()
+        assert bound >= opt - 1e-6 * max(1.0, abs(opt)) and hub_bound <= bound + 1e-9
+
+
 def test_routing_priced_warm_start_keeps_bounds_valid_and_the_router_restricted(monkeypatch, routers_made):
     """With the routing columns priced into the LP (the default at 1,000 sites), the LP bound and every trace
     point stay valid, and the router re-routes plans over the columns the LP priced in only."""
+    from carbonsched.decomp.lagrangian import LagrangianAlgorithm
+
     routing_priced_from_afar(monkeypatch, stop_gap=0.05)  # stopped early: the router must keep to the LP's columns
+    # without the sites' suggested columns, which on 12 sites complete the LP's routing (tested above)
+    monkeypatch.setattr(LagrangianAlgorithm, "_routing_from_sites",
+                        lambda self, hub, round_lp, left: np.zeros(round_lp.jm.y.shape, dtype=bool))
     inst = generate(sites=12, periods=8, jobs=10, classes=4, seed=3)
     opt = _optimum(inst)
     sol = solve_lagrangian(inst, iteration_limit=4, progress=lambda line: None, close=False)

@@ -134,3 +134,33 @@ def test_initial_routing_keeps_the_nearest_sites_and_a_drawn_few():
     value = np.where(jm.y[:, :, 0] >= 0, serving_value(inst), -np.inf)
     for k in range(inst.n_classes):  # the class's nearest (highest serving value) site is in
         assert first[k, int(np.argmax(value[k])), 0]
+
+
+def test_suggested_routing_columns_join_the_next_round(monkeypatch):
+    """Each round that goes on asks for columns with its own LP; they are in the next round, and the pricing
+    still ends at the full LP's optimum."""
+    import carbonsched.formulations.lp_relaxation as lpr
+
+    inst = generate(sites=30, periods=8, seed=1)
+    full = solve_lp_relaxation(inst, routing=False)
+    routing_priced_from_afar(monkeypatch)
+    monkeypatch.setattr(lpr, "ROUTING_GAP", 0.0)
+    monkeypatch.setattr(lpr, "ROUTING_STALL", -1.0)
+    asked, routed = [], []
+    rng = np.random.default_rng(0)
+
+    def suggest(round_lp):
+        asked.append(round_lp.pricing_rounds)
+        assert round_lp.optimal and np.isfinite(round_lp.bound)
+        cols = (round_lp.jm.y >= 0) & (rng.random(round_lp.jm.y.shape) < 0.05)
+        routed.append(cols)
+        return cols
+
+    priced = solve_lp_relaxation(inst, routing=True, suggest_routing=suggest)
+    assert asked == list(range(1, priced.pricing_rounds))  # every round but the last, in order
+    for cols in routed:
+        assert not (cols & ~priced.routing_active).any()
+    assert priced.bound == pytest.approx(full.bound, rel=1e-7, abs=1e-6)
+    # without suggestions the same pricing needs more rounds
+    plain = solve_lp_relaxation(inst, routing=True)
+    assert plain.pricing_rounds >= priced.pricing_rounds
