@@ -53,6 +53,11 @@ DEFAULT_WORKER_MEMORY_MB = 4096.0
 #: between them, at least DEFAULT_WORKER_MEMORY_MB): at 300 sites a worker holds 5.9 GB of site models, and
 #: a fixed 4 GB guard replaced workers 12 times in a 600 s run.
 WORKER_MEMORY_SHARE = 0.6
+#: Seconds a loky worker may sit idle before loky ends it (loky's default is 300 s). A worker's cached site
+#: models live as long as the worker: at 1,000 sites an LP round of the warm start takes 6 minutes, the
+#: workers idled past 300 s, and their 1,000 site models were built again (35 s). The pool ends its workers
+#: when it closes, and they watch their parent, so the longer limit keeps nothing alive past the run.
+IDLE_WORKER_SECONDS = 24 * 3600
 
 
 def default_worker_memory_mb(n_workers: int) -> float:
@@ -122,6 +127,15 @@ def _watch_parent(owner: int, folder: str) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="carbonsched-parent-watch", daemon=True).start()
+
+
+def _end_loky_workers() -> None:
+    """End the workers of loky's reusable executor (the pool's), instead of leaving them idle until its timeout."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
 
 
 def _sweep_orphaned_pool_dirs() -> None:
@@ -298,7 +312,8 @@ class SitePool:
         else:
             # every worker watches its parent from its start (the initializer), not from its first chunk's start
             self._ctx.enter_context(parallel_config(backend="loky", initializer=_watch_parent,
-                                                    initargs=(os.getpid(), self._dir)))
+                                                    initargs=(os.getpid(), self._dir),
+                                                    idle_worker_timeout=IDLE_WORKER_SECONDS))
             # one chunk per dispatch: chunks are already sized, and a worker that is done takes the next one
             self._parallel = Parallel(n_jobs=cfg.n_jobs, batch_size=1)
         self._ctx.enter_context(self._parallel)
@@ -410,6 +425,8 @@ class SitePool:
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None
+            if self._parallel is not None and self._client is None:
+                _end_loky_workers()
         if self._client is not None:
             self._client.close()
             self._client = None

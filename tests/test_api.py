@@ -69,6 +69,22 @@ def test_evaluate_without_budget_solves_sites_apart_and_in_parallel():
     assert _close(one.objective, opt.objective) and _close(two.objective, opt.objective)
 
 
+def test_site_pool_workers_end_when_it_closes():
+    """A pool's loky workers (which keep site models, idle through long LP rounds) end when the pool closes."""
+    import psutil
+    from carbonsched.decomp.parallel import ParallelConfig, SitePool
+
+    inst = build_small_instance()
+    plan = ComputePlan.from_solution(solve_monolithic(inst, gap=0.0))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with SitePool(inst, ParallelConfig(n_jobs=2)) as pool:
+        _checked(inst, evaluate(inst, plan, pool=pool))
+        workers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        assert workers
+    _, alive = psutil.wait_procs(workers, timeout=5.0)
+    assert alive == []
+
+
 # ------------------------------------------------------------------------- PlanError
 def _broken(inst, kind: str) -> tuple[ComputePlan, str]:
     """A plan of the conftest instance breaking one compute rule, and the name the error must carry."""
