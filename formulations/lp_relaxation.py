@@ -242,9 +242,10 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
         a = sp.csc_matrix(a)  # columns are sliced each round
     demand = inst.inference.demand
     rounds, last, round_seconds, previous = 0, None, 0.0, -math.inf
+    next_seconds = 0.0  # the next round's expected duration (a round cut off by the time limit is lost)
     while True:
         left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
-        if left is not None and (left <= 0.0 or (last is not None and left < round_seconds)):
+        if left is not None and (left <= 0.0 or (last is not None and left < next_seconds)):
             break  # a round that cannot end in time is not started: the last one's LP and bound are kept
         round_start = time.perf_counter()
         ub_now = ub
@@ -262,7 +263,11 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
         if dual is None:
             break
         rounds += 1
-        round_seconds = time.perf_counter() - round_start
+        # each round's LP is larger than the last: expect the last round's growth again (at 1,000 sites rounds
+        # took 218 s and 366 s; a third started with 519 s left ran into the limit, and its work was lost)
+        seconds = time.perf_counter() - round_start
+        next_seconds = seconds * max(1.0, seconds / round_seconds) if round_seconds > 0 else seconds
+        round_seconds = seconds
         reduced = obj - a.T @ dual
         value = float(-res.fun)
         bound = value
@@ -304,7 +309,7 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
             active_y |= routes_out & (_rank_along_sites(np.where(routes_out, rc_y, -np.inf)) < ROUTING_COLUMNS)
         if routing and suggest_routing is not None:
             left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
-            if left is not None and left < round_seconds:
+            if left is not None and left < next_seconds:
                 break  # the next round would not be started: no use asking for columns
             suggested = suggest_routing(last)
             if suggested is None:

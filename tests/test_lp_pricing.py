@@ -164,3 +164,30 @@ def test_suggested_routing_columns_join_the_next_round(monkeypatch):
     # without suggestions the same pricing needs more rounds
     plain = solve_lp_relaxation(inst, routing=True)
     assert plain.pricing_rounds >= priced.pricing_rounds
+
+
+def test_a_round_expected_to_overrun_the_time_limit_is_not_started(monkeypatch):
+    """Rounds grow: the next one is expected to take the last one's duration times its growth, and is not
+    started when that does not fit (a round cut off by the limit is lost). Clocked by a fake clock."""
+    import types
+
+    import carbonsched.formulations.lp_relaxation as lpr
+
+    clock = [0.0]
+    monkeypatch.setattr(lpr, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    real, durations = lpr._highs, [100.0, 200.0, 400.0, 800.0]
+    calls = []
+
+    def timed(*args):
+        clock[0] += durations[len(calls)]
+        calls.append(1)
+        return real(*args[:-1], None)
+
+    monkeypatch.setattr(lpr, "_highs", timed)
+    routing_priced_from_afar(monkeypatch)
+    monkeypatch.setattr(lpr, "ROUTING_GAP", 0.0)
+    monkeypatch.setattr(lpr, "ROUTING_STALL", -1.0)
+    inst = generate(sites=30, periods=8, seed=0)
+    # after two rounds (300 s) 350 s are left: more than the last round's 200 s, less than the expected 400 s
+    lp = solve_lp_relaxation(inst, routing=True, time_limit=650.0)
+    assert len(calls) == 2 and lp.pricing_rounds == 2 and lp.optimal
