@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from carbonsched.errors import CarbonschedError, InfeasibleError, InputError
 from carbonsched.formulations.baselines import energy_only_plan
 from carbonsched.formulations.joint import JointModel, build_joint_model, enumerate_placements
-from carbonsched.formulations.lp_relaxation import JointLP, solve_lp_relaxation
+from carbonsched.formulations.lp_relaxation import JointLP, routing_priced_by_default, solve_lp_relaxation
 from carbonsched.formulations.monolithic import solution_from_model
 from carbonsched.formulations.plan import ComputePlan
 from carbonsched.formulations.scip_run import configure, note_scip_status, optimize
@@ -113,6 +113,11 @@ MOVES_SHARE = 0.5
 #: Share of the loop's time limit the joint LP warm start may take (joint / parallel primal side).
 LP_SHARE = 0.25
 LP_SHARE_PARALLEL = 0.65
+#: ... and when routing columns are priced into it (1,000 sites), where its rounds set how good the duals are:
+#: at 1,000 sites, 1,800 s, runs whose LP had three rounds ended at 2.93 % and 2.99 %, one whose LP the 65 %
+#: share held to two rounds at 3.03 % (its first Lagrangian bound 29.39 M$ against 29.24 M$ after three
+#: rounds; 16 bundle iterations took it to 29.31 M$), with about the same incumbent (docs/benchmarks.md).
+LP_SHARE_ROUTING = 0.8
 #: With routing priced into the LP (1,000 sites), the rounds end once the Lagrangian bound at a round's duals is
 #: within this share of that round's optimum: more rounds then buy little bound for minutes each (at 300 sites
 #: the bound at the second round's duals, its columns suggested by the sites, was already 0.13 % below it).
@@ -995,6 +1000,8 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             # sites a 75 s cap cut it off, and the run ended at a 236 % gap from zero multipliers; at 100 sites
             # with jobs at 50-100 sites a 60 s cap cut off a 66 s LP, and a 120 s run ended without a plan)
             share = LP_SHARE_PARALLEL if self.parallel_primal else LP_SHARE
+            if routing_priced_by_default(inst):
+                share = max(share, LP_SHARE_ROUTING)
             left = remaining()
             lp = lp_relaxation(inst, layout, time_limit=None if loop_limit is None else max(min(share * loop_limit,
                                                                                                  left), 0.0),

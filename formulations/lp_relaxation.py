@@ -153,6 +153,13 @@ def _highs(a, lhs, rhs, lb, ub, obj, left):
     return res, dual
 
 
+def routing_priced_by_default(inst: Instance) -> bool:
+    """Whether :func:`solve_lp_relaxation` prices routing columns in by default: more than
+    :data:`ROUTING_PRICING_MIN` of them (one per class, site within its SLO and period)."""
+    n_routing = int(inst.slo_mask().sum()) * inst.n_periods if inst.n_classes else 0
+    return n_routing > ROUTING_PRICING_MIN
+
+
 def initial_routing(inst: Instance, jm: JointModel, nearest: int | None = None, drawn: int | None = None,
                     seed: int = 0) -> np.ndarray:
     """(K,S,T) bool over ``jm.y``: the routing columns a routing-priced LP starts with.
@@ -231,7 +238,7 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
     x, y = jm.x, jm.y
     y_exists = y >= 0
     if routing is None:
-        routing = int(y_exists.sum()) > ROUTING_PRICING_MIN
+        routing = routing_priced_by_default(inst)
     active_x = initial_columns(inst, jm) if pricing else np.ones(x.size, dtype=bool)
     active_y = initial_routing(inst, jm) if routing else y_exists.copy()
     pricing = bool(pricing) and not active_x.all()

@@ -296,6 +296,28 @@ def test_energy_only_plan_when_the_lp_is_not_solved(monkeypatch):
     assert np.all(sol.trace.dual >= opt - slack) and sol.objective <= opt + slack
 
 
+@pytest.mark.parametrize("priced", [False, True])
+def test_the_lp_gets_a_larger_share_when_its_routing_is_priced(monkeypatch, priced):
+    import carbonsched.decomp.lagrangian as lagrangian
+    import carbonsched.formulations.lp_relaxation as lpr
+
+    if priced:
+        monkeypatch.setattr(lpr, "ROUTING_PRICING_MIN", 0)
+    limits = []
+    real = lagrangian.lp_relaxation
+
+    def spy(inst, layout, time_limit=None, suggest_routing=None):
+        limits.append(time_limit)
+        return real(inst, layout, time_limit=time_limit, suggest_routing=suggest_routing)
+
+    monkeypatch.setattr(lagrangian, "lp_relaxation", spy)
+    inst = _tiny(6, periods=8, jobs=5)
+    solve_lagrangian(inst, iteration_limit=1, primal="parallel", close=False, time_limit=100.0,
+                     progress=lambda line: None)
+    share = lagrangian.LP_SHARE_ROUTING if priced else lagrangian.LP_SHARE_PARALLEL
+    assert len(limits) == 1 and limits[0] == pytest.approx(share * 100.0, abs=1.0)
+
+
 def test_site_subproblem_depends_only_on_its_arguments():
     """A site model re-solved in place after other solves equals a fresh model given the same start.
 
