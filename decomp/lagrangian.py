@@ -943,6 +943,22 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
                 st.z = np.asarray(d["subgradient_z"], np.float64)
                 st.g = np.asarray(d["subgradient_g"], np.float64)
 
+    def _solve_sites(self, pool, z: np.ndarray, sites, *, time_limit: float | None, deadline: float | None,
+                     abs_gap: float = 0.0) -> dict[int, SiteResult]:
+        """The site MILPs of ``sites`` at multipliers z on the pool, each from its last solution; their solve times
+        (the next call's load balance) and solutions (the next starts) are kept."""
+        opt = self.opt
+        mu, pi, lam_c = self.layout.split(z)
+        calls = {i: ((mu, pi, lam_c), {"time_limit": time_limit, "deadline": deadline, "gap": opt.subproblem_gap,
+                                       "node_limit": opt.subproblem_node_limit, "start": self.starts.get(i),
+                                       "abs_gap": abs_gap})
+                 for i in sites}
+        results = pool.map(SITE_MILP_KIND, make_site_milp, "solve", calls, options={"seed": opt.seed},
+                           cost=self.site_seconds)
+        self.site_seconds = {i: r.seconds for i, r in results.items()}
+        self.starts.update({i: r.values for i, r in results.items() if r.values.size})
+        return results
+
     def _routing_from_sites(self, hub: Hub, round_lp: JointLP, left: float | None) -> np.ndarray | None:
         """The routing columns the site subproblems use at the duals of a routing-priced LP round.
 
@@ -956,16 +972,9 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
         if left is not None and left <= 0.0:
             return None
         z = multipliers_from_lp(round_lp, layout)
-        mu, pi, lam_c = layout.split(z)
         deadline = None if left is None else time.time() + left
-        calls = {i: ((mu, pi, lam_c), {"time_limit": opt.subproblem_time_limit, "deadline": deadline,
-                                       "gap": opt.subproblem_gap, "node_limit": opt.subproblem_node_limit,
-                                       "start": self.starts.get(i)})
-                 for i in range(inst.n_sites)}
-        results = hub.pool.map(SITE_MILP_KIND, make_site_milp, "solve", calls, options={"seed": opt.seed},
-                               cost=self.site_seconds)
-        self.site_seconds = {i: r.seconds for i, r in results.items()}
-        self.starts.update({i: r.values for i, r in results.items() if r.values.size})
+        results = self._solve_sites(hub.pool, z, range(inst.n_sites), time_limit=opt.subproblem_time_limit,
+                                    deadline=deadline)
         self.lp_round_sites = (z, results)  # the first iteration's, when this round's LP is the last
         ov = oracle_value(inst, layout, z, results)
         hub.offer_bound(ov.upper, f"Lagrangian at the duals of LP round {round_lp.pricing_rounds}")
@@ -1206,25 +1215,17 @@ class LagrangianAlgorithm(DecompositionAlgorithm):
             sub_tl = opt.subproblem_time_limit
             if left is not None:
                 sub_tl = max(left, 0.05) if sub_tl is None else min(sub_tl, max(left, 0.05))
-            mu, pi, lam_c = layout.split(z)
             # a worker solves its sites one after another: each gets what is left before the common deadline
             deadline = None if left is None else time.time() + max(left, 0.05)
             predicted = stepper.predicted if isinstance(stepper, BoxBundle) and it > 0 else math.inf
             abs_gap = site_abs_gap(hub.bound - hub.primal, len(sites), opt.site_gap_share, predicted)
-            calls = {i: ((mu, pi, lam_c), {"time_limit": sub_tl, "deadline": deadline, "gap": opt.subproblem_gap,
-                                           "node_limit": opt.subproblem_node_limit, "start": self.starts.get(i),
-                                           "abs_gap": abs_gap})
-                     for i in sites}
             map_start = time.perf_counter()
             evaluated, self.lp_round_sites = self.lp_round_sites, None
             if it == 0 and evaluated is not None and np.array_equal(evaluated[0], z):
                 results = evaluated[1]  # the last LP round's duals were evaluated for its routing suggestions
             else:
-                results = pool.map(SITE_MILP_KIND, make_site_milp, "solve", calls, options={"seed": opt.seed},
-                                   cost=self.site_seconds)
+                results = self._solve_sites(pool, z, sites, time_limit=sub_tl, deadline=deadline, abs_gap=abs_gap)
             self.last_map_seconds = time.perf_counter() - map_start
-            self.site_seconds = {i: r.seconds for i, r in results.items()}
-            self.starts.update({i: r.values for i, r in results.items() if r.values.size})
             hub.post_subproblems(results)
             recovery.add_results(results)
             ov = oracle_value(inst, layout, z, results)

@@ -250,9 +250,16 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
     demand = inst.inference.demand
     rounds, last, round_seconds, previous = 0, None, 0.0, -math.inf
     next_seconds = 0.0  # the next round's expected duration (a round cut off by the time limit is lost)
+
+    def time_left() -> float | None:
+        return None if time_limit is None else time_limit - (time.perf_counter() - t0)
+
+    def next_round_fits(left: float | None) -> bool:
+        return left is None or (left > 0.0 and (last is None or left >= next_seconds))
+
     while True:
-        left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
-        if left is not None and (left <= 0.0 or (last is not None and left < next_seconds)):
+        left = time_left()
+        if not next_round_fits(left):
             break  # a round that cannot end in time is not started: the last one's LP and bound are kept
         round_start = time.perf_counter()
         ub_now = ub
@@ -315,8 +322,7 @@ def solve_lp_relaxation(inst: Instance, *, time_limit: float | None = None, pric
         if routes_out.any():
             active_y |= routes_out & (_rank_along_sites(np.where(routes_out, rc_y, -np.inf)) < ROUTING_COLUMNS)
         if routing and suggest_routing is not None:
-            left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
-            if left is not None and left < next_seconds:
+            if not next_round_fits(time_left()):
                 break  # the next round would not be started: no use asking for columns
             suggested = suggest_routing(last)
             if suggested is None:
