@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--backend", default="loky", choices=("loky", "dask", "sequential"),
                        help="parallel backend of a decomposition (default loky: joblib's process pool)")
     solve.add_argument("--scheduler", help="Dask scheduler address (with --backend dask; default: a local cluster)")
+    solve.add_argument("--worker-cache-mb", type=_positive_float,
+                       help="resident memory (MB) past which a worker drops its least used site models; "
+                            "they are rebuilt when needed, with the same results (default: 30%% of the machine's "
+                            "memory split over the workers, at least 1024; no bound with one worker)")
     solve.add_argument("--initial", help="a solution file whose compute plan is the first incumbent")
     solve.add_argument("--close", default="auto", choices=("auto", "yes", "no"),
                        help="lagrangian and benders: finish with the joint MILP seeded with the incumbent when "
@@ -409,7 +413,8 @@ def _solve_with_method(args: argparse.Namespace, inst, initial, progress) -> obj
     elif args.method == "local-search":
         return solve_local_search(inst, initial=initial, time_limit=args.time_limit or 60.0, seed=args.seed,
                                   progress=progress)
-    config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler)
+    config = ParallelConfig(n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler,
+                            worker_cache_mb=args.worker_cache_mb)
     resumable = {"checkpoint": args.checkpoint, "checkpoint_every": args.checkpoint_every, "resume": args.resume}
     close = {"auto": None, "yes": True, "no": False}[args.close]
     if args.method == "benders":

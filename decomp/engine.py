@@ -538,12 +538,19 @@ class Hub:
             status = SolveStatus.ITERATION_LIMIT
             log.warning("%s: out of memory (%s); writing the best solution so far", self.method, exc)
         finally:
-            # worker memory is bounded (ParallelConfig.worker_memory_mb) and reported; a worker process id
-            # beyond the configured count is a replaced worker
+            # worker memory is bounded (ParallelConfig.worker_memory_mb, worker_cache_mb) and reported; a
+            # worker process id beyond the configured count is a replaced worker
             if self.pool is not None:
                 self.state.info["peak_worker_mb"] = self.pool.peak_worker_mb
                 self.state.info["worker_processes"] = len(self.pool.worker_peak_mb)
                 self.state.info["worker_recoveries"] = self.pool.recoveries
+                self.state.info["site_solvers_built"] = self.pool.solvers_built
+                self.state.info["site_solvers_dropped"] = self.pool.solvers_dropped
+                built = ", ".join(f"{kind} {n}" for kind, n in sorted(self.pool.built_by_kind.items()))
+                bound = self.pool.config.worker_cache_mb
+                log.info("%s: workers built %d site solver(s) (%s) and dropped %d (%s)", self.method,
+                         self.pool.solvers_built, built or "none", self.pool.solvers_dropped,
+                         f"cache bound {bound:.0f} MB each" if math.isfinite(bound) else "no cache bound")
                 self.pool.close()
                 self.pool = None
         if self.incumbent is None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
+import math
 import os
 import resource
 import shutil
@@ -60,13 +62,41 @@ WORKER_MEMORY_SHARE = 0.6
 IDLE_WORKER_SECONDS = 24 * 3600
 
 
+#: Share of the machine's memory the workers may keep resident together before they drop cached site solvers
+#: (the default bound is this share split between them). At 1,000 sites a worker kept 500 site MILPs (3.5 MB
+#: each once solved) and, after one exact scoring, 500 energy models (2.1 MB each; an empty SCIP model alone
+#: is 1.4 MB) that the scorer used once or twice in a run: the workers grew to 4.2 GB each. With 25 % (3.2 GB
+#: each of two workers on 24 GB) the site MILPs themselves were dropped and rebuilt in every iteration.
+WORKER_CACHE_SHARE = 0.3
+#: After dropping, a worker is brought down to this share of its bound, so that it does not drop again
+#: after the next task.
+CACHE_REFILL_SHARE = 0.9
+#: Least cache bound per worker, MB (an instance's data and the imported libraries take about 400 MB).
+MIN_WORKER_CACHE_MB = 1024.0
+
+
+def _physical_memory_mb() -> float | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def default_worker_memory_mb(n_workers: int) -> float:
     """Growth bound per worker, MB: :data:`WORKER_MEMORY_SHARE` of physical memory split over the workers."""
-    try:
-        total_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except (ValueError, OSError, AttributeError):
+    total_mb = _physical_memory_mb()
+    if total_mb is None:
         return DEFAULT_WORKER_MEMORY_MB
     return max(DEFAULT_WORKER_MEMORY_MB, WORKER_MEMORY_SHARE * total_mb / max(n_workers, 1))
+
+
+def default_worker_cache_mb(n_workers: int) -> float:
+    """Resident memory per worker past which it drops cached site solvers, MB: :data:`WORKER_CACHE_SHARE`
+    of physical memory split over the workers, at least :data:`MIN_WORKER_CACHE_MB`."""
+    total_mb = _physical_memory_mb()
+    if total_mb is None:
+        return 2.0 * MIN_WORKER_CACHE_MB
+    return max(MIN_WORKER_CACHE_MB, WORKER_CACHE_SHARE * total_mb / max(n_workers, 1))
 
 #: Prefix of the pool's temporary folder: ``carbonsched-pool-<owner pid>-<random>``.
 POOL_DIR_PREFIX = "carbonsched-pool-"
@@ -83,7 +113,12 @@ class WorkersLost(KeyboardInterrupt):
 # ----------------------------------------------------------------------- worker-side state
 _INSTANCES: dict[str, Instance] = {}
 _SOLVERS: dict[tuple[str, str, int], Any] = {}
-#: glibc, loaded on first use by :func:`_trim_heap` (False where there is none).
+#: When each solver was last called, on a counter of calls in this process (not a clock, so that which
+#: solvers are dropped depends on the calls only), and how often it was called; both outlive a drop.
+_LAST_USE: dict[tuple[str, str, int], int] = {}
+_USES: dict[tuple[str, str, int], int] = {}
+_CALLS = 0
+#: glibc, loaded on first use by :func:`trim_heap` (False where there is none).
 _LIBC: Any = None
 _WATCHED: dict[int, str] = {}
 
@@ -163,7 +198,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; a no-op elsewhere).
 
     The site models hand SCIP's unused block memory back to the heap after each solve
@@ -187,32 +222,88 @@ def _worker_instance(token: str, path: str) -> Instance:
         inst = load(path)
         _INSTANCES.clear()  # one instance per worker at a time keeps memory bounded
         _SOLVERS.clear()
+        _LAST_USE.clear()
+        _USES.clear()
         _INSTANCES[token] = inst
     return inst
 
 
+def resident_mb() -> float:
+    """Resident memory of this process now, MB (Linux; 0 where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _drop_solvers_over(cache_mb: float) -> int:
+    """Past ``cache_mb`` of resident memory, drop the least used site solvers; how many were dropped.
+
+    Solvers are dropped in order of fewest calls, then least recent call (an exact scorer's energy models,
+    called once in a run, go before the site MILPs called every iteration; a rebuilt solver keeps its
+    count), an eighth of the cache at a time, then the heap is collected, trimmed and measured again, until
+    this process is within :data:`CACHE_REFILL_SHARE` of ``cache_mb``. A dropped solver is rebuilt on its
+    next call with the same results: site solvers do not depend on their history (their starts come with
+    the call), which is also what lets a pool move a site between workers.
+    """
+    if resident_mb() <= cache_mb:
+        return 0
+    target = CACHE_REFILL_SHARE * cache_mb
+    dropped = 0
+    while _SOLVERS and resident_mb() > target:
+        batch = max(1, len(_SOLVERS) // 8)
+        for key in sorted(_SOLVERS, key=lambda k: (_USES.get(k, 0), _LAST_USE.get(k, -1), k))[:batch]:
+            del _SOLVERS[key]
+        dropped += batch
+        gc.collect()  # a model held in a reference cycle is freed now, not at the next collection
+        trim_heap()
+    return dropped
+
+
+@dataclass
+class ChunkReport:
+    """What a worker reports with a chunk's results."""
+
+    pid: int
+    #: Peak resident memory of the worker so far, MB.
+    peak_mb: float
+    #: Site solvers built for this chunk (not found in the worker's cache).
+    built: int
+    #: Cached site solvers dropped after this chunk to stay within the cache bound.
+    dropped: int
+
+
 def _run_chunk(token: str, path: str, kind: str, factory: Callable, options: dict, method: str,
                calls: list[tuple[int, tuple, dict]], memory_mb: float = DEFAULT_WORKER_MEMORY_MB,
-               owner: int | None = None) -> tuple[list[tuple[int, Any]], int, float]:
+               owner: int | None = None, cache_mb: float = math.inf) -> tuple[list[tuple[int, Any]], ChunkReport]:
     """Worker entry point: run ``method`` of the site solvers of one chunk of sites.
 
     ``owner`` is the process id of the pool's owner, which the worker watches (:func:`_watch_parent`).
-    Returns the results by site, the worker's process id and its peak resident memory, MB.
+    Past ``cache_mb`` of resident memory after the chunk, the least used solvers are dropped
+    (:func:`_drop_solvers_over`). Returns the results by site and the worker's :class:`ChunkReport`.
     """
+    global _CALLS
     if owner is not None:
         _watch_parent(owner, os.path.dirname(path))
     _set_worker_memory_guard(memory_mb)
     inst = _worker_instance(token, path)
     out = []
+    built = 0
     for site, args, kwargs in calls:
         key = (token, kind, site)
         solver = _SOLVERS.get(key)
         if solver is None:
             solver = factory(inst, site, **options)
             _SOLVERS[key] = solver
+            built += 1
+        _CALLS += 1
+        _LAST_USE[key] = _CALLS
+        _USES[key] = _USES.get(key, 0) + 1
         out.append((site, getattr(solver, method)(*args, **kwargs)))
-    _trim_heap()
-    return out, os.getpid(), _peak_rss_mb()
+    trim_heap()
+    dropped = _drop_solvers_over(cache_mb) if math.isfinite(cache_mb) else 0
+    return out, ChunkReport(os.getpid(), _peak_rss_mb(), built, dropped)
 
 
 # ----------------------------------------------------------------------- driver side
@@ -239,12 +330,20 @@ class ParallelConfig:
         Growth of a loky worker's memory (MB, since its first task) past which it is replaced; its
         site models are then rebuilt elsewhere, with identical results. Default: 60 % of the machine's
         memory split over the workers, at least 4 GB (:func:`default_worker_memory_mb`).
+    worker_cache_mb : float, optional
+        Resident memory of a worker (MB) past which, after a task, it drops its least used site solvers
+        (fewest calls first, then least recent) until it is within 90 % of the bound; they are rebuilt
+        when next called, with identical results (slower, not different). Default: 30 % of the machine's
+        memory split over the workers, at least 1 GB (:func:`default_worker_cache_mb`); ``inf`` keeps
+        every solver, the default in-process (one worker), where the bound would be measured on the whole
+        run's memory.
     """
 
     n_jobs: int = 1
     backend: str = "loky"
     scheduler: str | None = None
     worker_memory_mb: float | None = None
+    worker_cache_mb: float | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -255,6 +354,13 @@ class ParallelConfig:
             self.worker_memory_mb = default_worker_memory_mb(self.n_jobs)
         if not (self.worker_memory_mb > 0):
             raise InputError(f"worker_memory_mb: must be > 0 (got {self.worker_memory_mb!r})")
+        if self.worker_cache_mb is None:
+            # in-process the bound would be measured on everything the run holds (the LP, the master), not
+            # only on the cached solvers: the run keeps them all, as before
+            in_process = self.backend == "sequential" or (self.backend == "loky" and self.n_jobs == 1)
+            self.worker_cache_mb = math.inf if in_process else default_worker_cache_mb(self.n_jobs)
+        if not (self.worker_cache_mb > 0):
+            raise InputError(f"worker_cache_mb: must be > 0 (got {self.worker_cache_mb!r})")
 
 
 class SitePool:
@@ -288,6 +394,10 @@ class SitePool:
         self.worker_peak_mb: dict[int, float] = {}
         #: Times a lost worker was replaced and the call's chunks resubmitted.
         self.recoveries = 0
+        #: Site solvers built, by kind, and dropped to keep the workers within ``config.worker_cache_mb``, over
+        #: all calls. A site's chunk may run on any worker, so a kind can be built more times than it has sites.
+        self.built_by_kind: dict[str, int] = {}
+        self.solvers_dropped = 0
         self._start()
 
     def _start(self) -> None:
@@ -373,19 +483,20 @@ class SitePool:
         raise_if_interrupted()  # Ctrl-C caught by a SCIP solve of this process whose caller did not look
         options = options or {}
         sites = sorted(calls)
-        memory = self.config.worker_memory_mb
+        memory, cache = self.config.worker_memory_mb, self.config.worker_cache_mb
         if self._parallel is None:
-            res, _pid, peak = _run_chunk(self.token, self.path, kind, factory, options, method,
-                                         [(s, *calls[s]) for s in sites], memory)
+            res, report = _run_chunk(self.token, self.path, kind, factory, options, method,
+                                     [(s, *calls[s]) for s in sites], memory, None, cache)
             _worker_instance(self.token, self.path)  # keep the driver's cache bound to this pool
-            self.worker_peak_mb[0] = peak
+            self.worker_peak_mb[0] = report.peak_mb
+            self._count(kind, report)
             return dict(res)
         chunks = self.chunks(sites, cost)
         owner = os.getpid() if self.config.backend == "loky" else None  # loky workers are this process's children
         failures = 0
         while True:
             tasks = [delayed(_run_chunk)(self.token, self.path, kind, factory, options, method,
-                                         [(s, *calls[s]) for s in chunk], memory, owner) for chunk in chunks]
+                                         [(s, *calls[s]) for s in chunk], memory, owner, cache) for chunk in chunks]
             try:
                 results = self._parallel(tasks)
                 break
@@ -403,10 +514,23 @@ class SitePool:
                 self.recoveries += 1
                 self._restart()
         out: dict[int, Any] = {}
-        for part, pid, peak in results:
+        for part, report in results:
             out.update(part)
-            self.worker_peak_mb[pid] = max(peak, self.worker_peak_mb.get(pid, 0.0))
+            self.worker_peak_mb[report.pid] = max(report.peak_mb, self.worker_peak_mb.get(report.pid, 0.0))
+            self._count(kind, report)
         return {s: out[s] for s in sites}  # site order, whatever the chunking: sums over sites stay bit-equal
+
+    @property
+    def solvers_built(self) -> int:
+        """Site solvers built over all calls, every kind."""
+        return sum(self.built_by_kind.values())
+
+    def _count(self, kind: str, report: ChunkReport) -> None:
+        self.built_by_kind[kind] = self.built_by_kind.get(kind, 0) + report.built
+        if report.dropped:
+            self.solvers_dropped += report.dropped
+            log.debug("worker %d dropped %d site solver(s) to stay within %.0f MB (peak %.0f MB)", report.pid,
+                      report.dropped, self.config.worker_cache_mb, report.peak_mb)
 
     def _restart(self) -> None:
         """Replace the worker processes (after one was lost); the temporary folder stays."""

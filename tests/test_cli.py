@@ -52,6 +52,7 @@ def test_generate_by_size(tmp_path):
     (["generate", "--preset", "nope", "-o", "x.h5"], "nope"),
     (["solve", "missing.h5", "-o", "s.h5"], "file not found"),
     (["solve", "x.h5", "--time-limit", "-3", "-o", "s.h5"], "--time-limit"),
+    (["solve", "x.h5", "--method", "lagrangian", "--worker-cache-mb", "0", "-o", "s.h5"], "--worker-cache-mb"),
 ])
 def test_bad_input_is_one_line_and_status_2(tmp_path, args, needle):
     res = run_cli(*args, cwd=tmp_path)
@@ -120,6 +121,20 @@ def test_solve_with_a_decomposition_writes_a_checked_file(tmp_path, method):
     assert sol.method == method and sol.certified
     assert check_solution(load(inst_path), sol).ok
     assert "inf" not in proc.stdout and "-0.000" not in proc.stdout
+
+
+def test_worker_cache_bound_from_the_command_line(tmp_path):
+    inst_path = tmp_path / "p.h5"
+    assert main(["generate", "--sites", "3", "--periods", "6", "--jobs", "5", "--classes", "2", "--seed", "4",
+                 "-o", str(inst_path)]) == 0
+    out = tmp_path / "l.h5"
+    # far below a worker's resident memory: the workers drop their site models after every task
+    proc = run_cli("solve", str(inst_path), "--method", "lagrangian", "--jobs", "2", "--worker-cache-mb", "1",
+                   "--time-limit", "30", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    sol = Solution.load(out)
+    assert sol.extra["site_solvers_dropped"] > 0 and sol.extra["site_solvers_built"] > 3
+    assert check_solution(load(inst_path), sol).ok
 
 
 def test_a_heuristic_solve_prints_no_inf(tmp_path):
