@@ -1,4 +1,4 @@
-"""The workers' cache of site solvers: bounded in memory, least recently used dropped first, results unchanged."""
+"""The workers' cache of site solvers: bounded in memory, the least used dropped first, results unchanged."""
 
 from __future__ import annotations
 
