@@ -302,8 +302,7 @@ def _run_chunk(token: str, path: str, kind: str, factory: Callable, options: dic
         _USES[key] = _USES.get(key, 0) + 1
         out.append((site, getattr(solver, method)(*args, **kwargs)))
     trim_heap()
-    dropped = _drop_solvers_over(cache_mb) if math.isfinite(cache_mb) else 0
-    return out, ChunkReport(os.getpid(), _peak_rss_mb(), built, dropped)
+    return out, ChunkReport(os.getpid(), _peak_rss_mb(), built, _drop_solvers_over(cache_mb))
 
 
 # ----------------------------------------------------------------------- driver side
